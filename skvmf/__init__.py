@@ -1,0 +1,36 @@
+"""skvmf: see and count what a convolutional network has learned, layer by layer.
+
+The distribution (:mod:`skvmf.vmf`) and :class:`RevisedVMFMixture` need only
+numpy and scipy; everything that touches a network imports torch on first use,
+so ``import skvmf`` stays light.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; resolved on first attribute access
+_LAZY = {
+    "RevisedVMFMixture": "skvmf.mixture",
+}
+
+# submodules reachable as attributes (``skvmf.vmf``, ``skvmf.datasets`` ...)
+_SUBMODULES = {"vmf", "mixture"}
+
+__all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = import_module(f"skvmf.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'skvmf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
