@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it; resolved on first attribute access
 _LAZY = {
+    "FeatureSet": "skvmf.features",
     "RevisedVMFMixture": "skvmf.mixture",
 }
 
