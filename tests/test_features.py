@@ -52,9 +52,7 @@ def test_region_rows_trace_back_to_image_and_position():
     h, w = fs.grid
     for row in [0, 7, 20, 35]:
         image, i, j = index[row]
-        np.testing.assert_array_equal(
-            rows[row], fs.regions["a"][image - 10, i * w + j]
-        )
+        np.testing.assert_array_equal(rows[row], fs.regions["a"][image - 10, i * w + j])
     assert index.shape == (6 * h * w, 3)
 
 

@@ -1,0 +1,1165 @@
+"""Pull a torch classifier's features for the analysis, in one forward pass.
+
+:class:`TorchFeatureExtractor` runs a model over images in batches and
+collects, per image, the three things the method needs (SPEC section 0): the
+sample feature f(x), the input of the last fully-connected layer; the logits
+z(x), from which the soft labels ``softmax(z / T)`` follow; and the regional
+features of several layers, each layer's (K, H, W) map resized by adaptive
+average pooling to one common grid and stored as R = H * W rows of K values.
+
+Forward hooks (not graph tracing) capture the layers, so any
+``torch.nn.Module`` works; the paper's layer names (``conv_53``, ``conv_5``,
+``layer_18`` ...) resolve by the model's structure (see :mod:`skvmf._layers`).
+:func:`load_checkpoint` loads user weights safely (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from skvmf._layers import (
+    detect_architecture,
+    first_conv_channels,
+    last_linear,
+    module_names,
+    resolve_layer,
+    set_conv5_stride1,
+)
+from skvmf._progress import message, progress
+from skvmf._torch_utils import resolve_device, resolve_dtype
+from skvmf.features import FeatureSet
+
+__all__ = ["TorchFeatureExtractor", "load_checkpoint"]
+
+_OUTPUTS = ("features", "sample", "logits", "soft_labels", "regions")
+_SAME_AS_MODEL = "__skvmf_model_is_model__"
+
+
+# -- input ------------------------------------------------------------------
+def _check_numeric_dtype(dtype, what: str) -> None:
+    if isinstance(dtype, torch.dtype):
+        ok = dtype != torch.bool and not dtype.is_complex
+    else:
+        ok = np.dtype(dtype).kind in "iuf"
+    if not ok:
+        raise ValueError(
+            f"{what} must hold real numbers (integer or floating point); got dtype "
+            f"{dtype}"
+        )
+
+
+def _check_images(shape, channels: int | None, what: str) -> None:
+    if len(shape) != 4:
+        hint = " (add a batch axis: X[None])" if len(shape) == 3 else ""
+        raise ValueError(
+            f"{what} must be images of shape (N, C, H, W); got {len(shape)} "
+            f"dimensions, shape {tuple(shape)}{hint}"
+        )
+    if shape[0] == 0:
+        raise ValueError(
+            f"{what} is empty: shape {tuple(shape)}; need at least one image"
+        )
+    if channels is not None and shape[1] != channels:
+        raise ValueError(
+            f"{what} has {shape[1]} channels (shape {tuple(shape)}) but the model's "
+            f"first convolution expects in_channels={channels}"
+        )
+
+
+def _item_image(item):
+    if isinstance(item, (tuple, list)):
+        if not item:
+            raise ValueError("a dataset item is an empty sequence; expected an image")
+        item = item[0]
+    if isinstance(item, torch.Tensor):
+        return item
+    if isinstance(item, np.ndarray):
+        _check_numeric_dtype(item.dtype, "dataset images")
+        return torch.as_tensor(item)
+    raise ValueError(
+        "dataset items must be an image tensor/array or (image, label); got "
+        f"{type(item).__name__} (add a transform that makes tensors, e.g. ToTensor)"
+    )
+
+
+def _loader_length(loader: DataLoader) -> int | None:
+    if isinstance(loader.dataset, IterableDataset) or loader.batch_size is None:
+        return None
+    try:
+        n = len(loader.sampler)
+    except TypeError:
+        return None
+    if loader.drop_last:
+        n = (n // loader.batch_size) * loader.batch_size
+    return n
+
+
+def _input_batches(X, batch_size: int, channels: int | None):
+    """Validate ``X``; return (number of images or None, number of batches or
+    None, iterator of CPU tensors (n, C, H, W))."""
+    if isinstance(X, FeatureSet):
+        raise ValueError(
+            "X is a FeatureSet (features already extracted); the extractor needs "
+            "images (N, C, H, W)"
+        )
+    if isinstance(X, DataLoader):
+        n = _loader_length(X)
+        try:
+            n_batches = len(X)
+        except TypeError:
+            n_batches = None
+
+        def loader_batches():
+            for batch in X:
+                if isinstance(batch, (tuple, list)):
+                    batch = batch[0] if batch else batch
+                if isinstance(batch, np.ndarray):
+                    _check_numeric_dtype(batch.dtype, "DataLoader batches")
+                if not isinstance(batch, (torch.Tensor, np.ndarray)):
+                    raise ValueError(
+                        "DataLoader batches must be image tensors or (images, "
+                        f"labels); got {type(batch).__name__}"
+                    )
+                yield torch.as_tensor(batch)
+
+        return n, n_batches, loader_batches()
+    if isinstance(X, IterableDataset):
+
+        def iterable_batches():
+            chunk = []
+            for item in X:
+                chunk.append(_item_image(item))
+                if len(chunk) == batch_size:
+                    yield _stack(chunk)
+                    chunk = []
+            if chunk:
+                yield _stack(chunk)
+
+        return None, None, iterable_batches()
+    if isinstance(X, Dataset):
+        n = len(X)
+        if n == 0:
+            raise ValueError("X is an empty Dataset; need at least one image")
+
+        def dataset_batches():
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                yield _stack([_item_image(X[i]) for i in range(start, stop)])
+
+        return n, -(-n // batch_size), dataset_batches()
+    if isinstance(X, torch.Tensor):
+        _check_numeric_dtype(X.dtype, "X")
+        _check_images(X.shape, channels, "X")
+        n = int(X.shape[0])
+        return (
+            n,
+            -(-n // batch_size),
+            (X[s : s + batch_size] for s in range(0, n, batch_size)),
+        )
+    if not isinstance(X, np.ndarray):
+        try:
+            X = np.asarray(X)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"X could not be read as an image array: {exc}") from exc
+    _check_numeric_dtype(X.dtype, "X")
+    _check_images(X.shape, channels, "X")
+    n = int(X.shape[0])
+
+    def array_batches():
+        for start in range(0, n, batch_size):
+            block = X[start : start + batch_size]
+            if (
+                not block.flags.writeable
+                or not block.flags.c_contiguous
+                or not block.dtype.isnative
+            ):
+                # torch wants writeable, contiguous, native-endian memory
+                block = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("="))
+                block = block if block.flags.writeable else block.copy()
+            yield torch.from_numpy(block)
+
+    return n, -(-n // batch_size), array_batches()
+
+
+def _stack(images):
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise ValueError(f"images of one batch differ in shape: {sorted(shapes)}")
+    return torch.stack(images)
+
+
+# -- hooks ------------------------------------------------------------------
+class _Hooks:
+    """Forward hooks capturing one batch's features.
+
+    On enter the model goes to eval mode and hooks are registered; on exit
+    (also after an exception) every hook is removed and every submodule's
+    ``training`` flag is restored.
+    """
+
+    def __init__(self, model, regions, sample, grid):
+        self.model = model
+        self.regions = regions  # [(key, module name)]
+        self.sample = sample  # (module name, "input" | "output") or None
+        self.grid = grid
+        self._handles = []
+        self._modes = []
+        self._maps = [None] * len(regions)
+        self._sample = None
+        self.raw_shapes = {}  # layer -> (K, H, W) before pooling
+
+    def __enter__(self):
+        # only modules in training mode need a change (and a restore): setting
+        # ``training`` goes through nn.Module.__setattr__, slow on big models
+        self._modes = [m for m in self.model.modules() if m.training]
+        if self._modes:
+            self.model.eval()
+        try:
+            for i, (key, name) in enumerate(self.regions):
+                module = self.model.get_submodule(name)
+                self._handles.append(
+                    module.register_forward_hook(self._region_hook(i, key, name))
+                )
+            if self.sample is not None:
+                name, mode = self.sample
+                module = self.model.get_submodule(name)
+                if mode == "input":
+                    handle = module.register_forward_pre_hook(self._sample_pre_hook)
+                else:
+                    handle = module.register_forward_hook(self._sample_hook)
+                self._handles.append(handle)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for module in self._modes:
+            module.training = True
+        self._modes = []
+        return False
+
+    def _pool(self, out):
+        # a fresh tensor either way: a later in-place op (ReLU(inplace=True),
+        # ``out += identity``) must not change what was captured
+        if self.grid is None or tuple(out.shape[-2:]) == self.grid:
+            return out.clone()
+        return F.adaptive_avg_pool2d(out, self.grid)
+
+    def _region_hook(self, i, key, name):
+        def hook(module, args, output):
+            if self._maps[i] is not None:
+                raise ValueError(
+                    f"layer {key!r} ({name}) ran more than once in one forward "
+                    "pass, so its output is ambiguous; choose a module that runs "
+                    "once (e.g. the enclosing block)"
+                )
+            if not isinstance(output, torch.Tensor) or output.ndim != 4:
+                got = (
+                    f"shape {tuple(output.shape)}"
+                    if isinstance(output, torch.Tensor)
+                    else type(output).__name__
+                )
+                raise ValueError(
+                    f"layer {key!r} ({name}) must output a 4-D map (N, K, H, W) "
+                    f"for regional features; got {got}"
+                )
+            self.raw_shapes[key] = tuple(int(v) for v in output.shape[1:])
+            self._maps[i] = self._pool(output)
+
+        return hook
+
+    def _check_sample_once(self):
+        if self._sample is not None:
+            raise ValueError(
+                f"sample layer {self.sample[0]!r} ran more than once in one "
+                "forward pass; set sample_layer to a module that runs once"
+            )
+
+    def _sample_pre_hook(self, module, args):
+        self._check_sample_once()
+        if not args or not isinstance(args[0], torch.Tensor):
+            raise ValueError(
+                f"the input of sample layer {self.sample[0]!r} is not a tensor "
+                "passed positionally"
+            )
+        x = args[0]
+        self._sample = x.reshape(x.shape[0], -1).clone()
+
+    def _sample_hook(self, module, args, output):
+        self._check_sample_once()
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(
+                f"sample layer {self.sample[0]!r} returned "
+                f"{type(output).__name__}, not a tensor"
+            )
+        if output.ndim == 4:  # a map: global average pooling
+            self._sample = output.mean(dim=(2, 3))
+        else:
+            self._sample = output.reshape(output.shape[0], -1).clone()
+
+    def forward(self, x):
+        self._maps = [None] * len(self.regions)
+        self._sample = None
+        logits = self.model(x)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            got = (
+                f"shape {tuple(logits.shape)}"
+                if isinstance(logits, torch.Tensor)
+                else type(logits).__name__
+            )
+            raise ValueError(f"the model must return logits of shape (N, C); got {got}")
+        for (key, name), value in zip(self.regions, self._maps):
+            if value is None:
+                raise ValueError(
+                    f"layer {key!r} ({name}) did not run during the forward pass"
+                )
+        if self.sample is not None and self._sample is None:
+            raise ValueError(
+                f"sample layer {self.sample[0]!r} did not run during the forward pass"
+            )
+        maps = self._maps
+        if self.grid is None and maps:
+            # default grid: the spatial size of the smallest (deepest) layer
+            smallest = min(maps, key=lambda m: m.shape[-2] * m.shape[-1])
+            self.grid = (int(smallest.shape[-2]), int(smallest.shape[-1]))
+            maps = [self._pool(m) if m.shape[-2:] != self.grid else m for m in maps]
+        self._maps = [None] * len(self.regions)
+        return logits, self._sample, maps
+
+
+# -- output sinks -----------------------------------------------------------
+class _Sink:
+    """Gathers one output batch by batch into its final array.
+
+    ``maps=True`` takes (n, K, H, W) blocks and stores (n, H * W, K) rows
+    (row-major regions); else blocks are stored as given. The storage is a
+    preallocated array or tensor when the number of images is known, a file
+    written sequentially and opened as ``numpy.memmap`` when ``path`` is set
+    (memory stays flat: file pages are not held by the process), or a list of
+    chunks concatenated at the end.
+    """
+
+    def __init__(self, n_total, *, maps, tensors, device, torch_dtype, path=None):
+        self.n_total = n_total
+        self.maps = maps
+        self.tensors = tensors
+        self.device = device
+        self.torch_dtype = torch_dtype
+        self.np_dtype = torch.empty(0, dtype=torch_dtype).numpy().dtype
+        self.path = path
+        self.count = 0
+        self.trailing = None
+        self.buffer = None
+        self.file = None
+        self.chunks = []
+
+    def put(self, block):
+        n = int(block.shape[0])
+        if self.maps:
+            _, k, h, w = block.shape
+            trailing = (h * w, k)
+        else:
+            trailing = tuple(block.shape[1:])
+        if self.trailing is None:
+            self.trailing = trailing
+            if self.path is not None:
+                self.file = open(self.path, "wb")  # noqa: SIM115 (closed in result/abort)
+            elif self.n_total is not None:
+                shape = (self.n_total, *trailing)
+                if self.tensors:
+                    self.buffer = torch.empty(
+                        shape, dtype=self.torch_dtype, device=self.device
+                    )
+                else:
+                    self.buffer = np.empty(shape, dtype=self.np_dtype)
+        stop = self.count + n
+        if self.n_total is not None and stop > self.n_total:
+            raise ValueError(
+                f"the input yielded more than its length of {self.n_total} images"
+            )
+        if self.file is not None:
+            rows = block.permute(0, 2, 3, 1) if self.maps else block
+            rows = rows.to("cpu", self.torch_dtype).contiguous().numpy()
+            self.file.write(memoryview(rows).cast("B"))
+        elif self.buffer is not None:
+            dest = self.buffer[self.count : stop]
+            if not self.tensors:
+                dest = torch.from_numpy(dest)
+            if self.maps:
+                dest = dest.view(n, block.shape[2], block.shape[3], -1).permute(
+                    0, 3, 1, 2
+                )
+            dest.copy_(block)
+        else:
+            rows = (
+                block.permute(0, 2, 3, 1).reshape(n, *trailing) if self.maps else block
+            )
+            if self.tensors:
+                self.chunks.append(rows.to(self.device, self.torch_dtype))
+            else:
+                self.chunks.append(rows.to("cpu", self.torch_dtype).numpy())
+        self.count = stop
+
+    def result(self):
+        if self.n_total is not None and self.count != self.n_total:
+            raise ValueError(
+                f"the input yielded {self.count} images but its length is "
+                f"{self.n_total}"
+            )
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            return np.memmap(
+                self.path,
+                dtype=self.np_dtype,
+                mode="r+",
+                shape=(self.count, *self.trailing),
+            )
+        if self.buffer is not None:
+            return self.buffer
+        if self.tensors:
+            return torch.cat(self.chunks)
+        return np.concatenate(self.chunks)
+
+    def abort(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.path is not None and os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def _memmap_path(directory, key: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+    fd, path = tempfile.mkstemp(prefix=f"skvmf_{safe}_", suffix=".dat", dir=directory)
+    os.close(fd)
+    return path
+
+
+# -- model transport ----------------------------------------------------------
+class _PackedModule:
+    """A module as its architecture (weights on the meta device) plus the
+    bytes of its ``state_dict`` (and non-persistent buffers)."""
+
+    def __init__(self, module: nn.Module):
+        memo = {}
+        for p in module.parameters():
+            memo[id(p)] = nn.Parameter(
+                torch.empty_like(p, device="meta"), requires_grad=p.requires_grad
+            )
+        for b in module.buffers():
+            memo[id(b)] = torch.empty_like(b, device="meta")
+        self.skeleton = copy.deepcopy(module, memo)
+        state = module.state_dict()
+        extra = {n: b for n, b in module.named_buffers() if n not in state}
+        buffer = io.BytesIO()
+        torch.save({"state_dict": state, "buffers": extra}, buffer)
+        self.weights = buffer.getvalue()
+        first = next(iter(state.values()), None)
+        self.device = str(first.device) if isinstance(first, torch.Tensor) else "cpu"
+
+    def unpack(self) -> nn.Module:
+        saved = torch.load(
+            io.BytesIO(self.weights), map_location="cpu", weights_only=True
+        )
+        module = self.skeleton.to_empty(device="cpu")
+        module.load_state_dict(saved["state_dict"], strict=True)
+        with torch.no_grad():
+            for name, value in saved["buffers"].items():
+                module.get_buffer(name).copy_(value)
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            module.to(self.device)
+        return module
+
+
+# -- helpers ------------------------------------------------------------------
+def _same_device(actual: torch.device, wanted: torch.device) -> bool:
+    return actual.type == wanted.type and (
+        wanted.index is None or actual.index == wanted.index
+    )
+
+
+def _needs_move(model: nn.Module, device, dtype) -> bool:
+    for t in (*model.parameters(), *model.buffers()):
+        if not _same_device(t.device, device):
+            return True
+        if t.is_floating_point() and t.dtype != dtype:
+            return True
+    return False
+
+
+def _check_grid(grid):
+    if grid is None:
+        return None
+    if isinstance(grid, Integral) and not isinstance(grid, bool):
+        values = (int(grid), int(grid))
+    elif isinstance(grid, (tuple, list)) and len(grid) == 2:
+        values = tuple(grid)
+    else:
+        raise ValueError(f"grid must be None, an int or a pair (H, W); got {grid!r}")
+    if not all(
+        isinstance(v, Integral) and not isinstance(v, bool) and v >= 1 for v in values
+    ):
+        raise ValueError(f"grid sizes must be positive integers; got {grid!r}")
+    return (int(values[0]), int(values[1]))
+
+
+class TorchFeatureExtractor(TransformerMixin, BaseEstimator):
+    """Sample features, logits and regional features of a torch classifier.
+
+    One forward pass per batch captures, with forward hooks: the sample
+    feature f(x) (by default the input of the last ``nn.Linear``, i.e. "the
+    feature before the last fully-connected layer" of the paper), the logits
+    z(x), and each requested layer's map resized by adaptive average pooling
+    to a common ``grid`` (SPEC section 0). The model runs in eval mode under
+    ``torch.inference_mode()``; every submodule's ``training`` flag is
+    restored and every hook removed afterwards, also when an error occurs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classifier returning logits of shape (N, C). Not modified: a copy is
+        used when ``stride1_conv5``, ``device`` or ``dtype`` require a change.
+    layers : str or list of str, default=None
+        Layers whose outputs give regional features: names of
+        ``model.named_modules()`` or the paper's aliases (VGG ``conv_12`` ...
+        ``conv_53``; ResNet ``conv_1`` ... ``conv_5``; MobileNet-V2
+        ``layer_4`` ... ``layer_18``; table in :mod:`skvmf._layers`). ``None``
+        takes the paper's five layers of a recognised architecture; for other
+        models it means no regional layers (an error when ``output`` needs
+        regions). ``[]`` means no regional layers.
+    sample_layer : "auto", str or None, default="auto"
+        ``"auto"``: the input of the last ``nn.Linear`` (registration order;
+        for torchvision classifiers the final classifier layer). A name or
+        alias: that module's output, global-average-pooled when 4-D and
+        flattened otherwise. ``None``: no sample features.
+    output : {"features", "sample", "logits", "soft_labels", "regions"}, \
+default="features"
+        What :meth:`transform` returns: a :class:`~skvmf.FeatureSet`, or one
+        2-D array: sample features (N, D), logits (N, C), soft labels (N, C),
+        or region rows (N * R, K) (row ``i * R + r`` is region ``r`` of image
+        ``i``; with several layers their columns are concatenated in layer
+        order). Only what the output needs is computed.
+    grid : int or (int, int), default=None
+        Common (H, W) of the regional features. ``None``: the size of the
+        smallest (deepest) requested layer.
+    temperature : float, default=4.0
+        T of the soft labels ``softmax(z / T)`` (SPEC: T = 4).
+    batch_size : int, default=64
+        Images per forward pass.
+    device : str or torch.device, default="cpu"
+        Where the model runs (``"cuda"`` when available).
+    dtype : str, numpy or torch floating dtype, default="float32"
+        Compute dtype and dtype of the returned features. Soft labels are
+        float64 (computed from the logits as :class:`~skvmf.FeatureSet` does).
+    return_tensors : bool, default=False
+        Return torch tensors on ``device`` instead of numpy arrays.
+    memmap_dir : str or path, default=None
+        Write each layer's regional features batch by batch to a file in this
+        directory (created if needed) and return them as ``numpy.memmap``, so
+        memory does not grow with N. The files are not deleted by skvmf.
+        Incompatible with ``return_tensors=True``.
+    stride1_conv5 : bool, default=False
+        The supplement's ResNet variant: stride 1 in conv5_x (``layer4``), on
+        a copy of the model. ResNets only.
+    verbose : int, default=0
+        ``1`` shows a progress bar, ``2`` also messages.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The model that runs (``model`` itself, or a modified copy).
+    architecture_ : str or None
+        ``"vgg"``, ``"resnet"``, ``"mobilenet_v2"`` or None (by structure).
+    layer_names_ : list of str
+        The regional layers as given (aliases kept): the keys of
+        ``FeatureSet.regions``.
+    layers_ : list of str
+        The same layers as module names.
+    sample_layer_ : str or None
+        Module of the sample features.
+    sample_mode_ : {"input", "output"} or None
+        Whether the sample feature is that module's input or (pooled) output.
+    device_ : torch.device
+    dtype_ : torch.dtype
+    n_channels_ : int or None
+        ``in_channels`` of the first ``nn.Conv2d``; inputs are checked against it.
+    grid_ : tuple of int or None
+        The common grid; None when neither ``grid`` nor ``X`` at fit told it
+        (each extraction then uses its input's smallest layer).
+    input_shape_, layer_shapes_, n_sample_features_, n_classes_ : optional
+        (C, H, W) of an image, {layer: (K, H, W)}, D and C, recorded by a dry
+        run on the first image when ``fit`` gets ``X`` (None otherwise).
+
+    Notes
+    -----
+    ``n_features_in_`` is not set: the input is images, not a feature
+    matrix. The estimator declares ``two_d_array=False`` in its tags, so
+    scikit-learn's generic tabular checks do not apply to it.
+
+    Pickling (``pickle``, ``joblib``) stores the model as its architecture
+    plus its ``state_dict`` bytes, restored with
+    ``torch.load(..., weights_only=True)`` on the CPU (moved back to CUDA if
+    it was there and CUDA is available). Unpickling still runs pickle on the
+    architecture: load only files you trust.
+
+    Examples
+    --------
+    >>> import numpy as np, torchvision
+    >>> from skvmf.extraction import TorchFeatureExtractor
+    >>> model = torchvision.models.resnet18(weights=None, num_classes=5)
+    >>> X = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype("float32")
+    >>> ext = TorchFeatureExtractor(model, layers=["conv_4", "conv_5"]).fit(X)
+    >>> fs = ext.transform(X)
+    >>> fs.sample.shape, fs.logits.shape, fs.grid, fs.regions["conv_4"].shape
+    ((4, 512), (4, 5), (2, 2), (4, 4, 256))
+    >>> ext.set_params(output="regions").fit(X).transform(X).shape
+    (16, 768)
+    """
+
+    _parameter_constraints: dict = {
+        "model": [nn.Module],
+        "layers": [None, str, list, tuple],
+        "sample_layer": [None, str],
+        "output": [StrOptions(set(_OUTPUTS))],
+        "grid": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [None, str, torch.device],
+        "dtype": [str, type, np.dtype, torch.dtype],
+        "return_tensors": ["boolean"],
+        "memmap_dir": [None, str, os.PathLike],
+        "stride1_conv5": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        model,
+        layers=None,
+        *,
+        sample_layer="auto",
+        output="features",
+        grid=None,
+        temperature=4.0,
+        batch_size=64,
+        device="cpu",
+        dtype="float32",
+        return_tensors=False,
+        memmap_dir=None,
+        stride1_conv5=False,
+        verbose=0,
+    ):
+        self.model = model
+        self.layers = layers
+        self.sample_layer = sample_layer
+        self.output = output
+        self.grid = grid
+        self.temperature = temperature
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.return_tensors = return_tensors
+        self.memmap_dir = memmap_dir
+        self.stride1_conv5 = stride1_conv5
+        self.verbose = verbose
+
+    # -- fitting --------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X=None, y=None):
+        """Resolve layers and, given images, record shapes by a dry run.
+
+        Parameters
+        ----------
+        X : array-like, tensor, Dataset or DataLoader, optional
+            Images (N, C, H, W). Only the first image is run (to record
+            ``layer_shapes_``, ``grid_``, ``n_sample_features_``,
+            ``n_classes_``); nothing is learned from the data.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : TorchFeatureExtractor
+            The fitted extractor.
+
+        Examples
+        --------
+        >>> import torchvision
+        >>> from skvmf.extraction import TorchFeatureExtractor
+        >>> model = torchvision.models.mobilenet_v2(weights=None)
+        >>> ext = TorchFeatureExtractor(model).fit()
+        >>> ext.layer_names_[:2], ext.layers_[:2], ext.sample_layer_
+        (['layer_4', 'layer_7'], ['features.3', 'features.6'], 'classifier.1')
+        """
+        self.device_ = resolve_device(self.device)
+        self.dtype_ = resolve_dtype(self.dtype)
+        self.grid_ = _check_grid(self.grid)
+        if self.return_tensors and self.memmap_dir is not None:
+            raise ValueError(
+                "memmap_dir writes numpy memmaps; it cannot be combined with "
+                "return_tensors=True"
+            )
+        model = self.model
+        arch = detect_architecture(model)
+        self.architecture_ = arch.family if arch is not None else None
+        if self.stride1_conv5:
+            if self.architecture_ != "resnet":
+                raise ValueError(
+                    "stride1_conv5=True needs a ResNet (layer1..layer4); got a "
+                    f"{type(model).__name__} recognised as {self.architecture_}"
+                )
+            model = copy.deepcopy(model)
+            set_conv5_stride1(model)
+        if _needs_move(model, self.device_, self.dtype_):
+            if model is self.model:
+                model = copy.deepcopy(model)
+            model = model.to(device=self.device_, dtype=self.dtype_)
+        self.model_ = model
+
+        names = module_names(model)
+        given = self._given_layers(arch)
+        resolved = [resolve_layer(n, model, arch, names=names) for n in given]
+        seen = {}
+        for g, r in zip(given, resolved):
+            if r in seen:
+                raise ValueError(
+                    f"layers {seen[r]!r} and {g!r} are the same module {r!r}"
+                )
+            seen[r] = g
+        self.layer_names_ = given
+        self.layers_ = resolved
+
+        if self.sample_layer == "auto":
+            self.sample_layer_ = last_linear(model)
+            self.sample_mode_ = "input"
+            if self.sample_layer_ is None:
+                raise ValueError(
+                    f"sample_layer='auto' found no nn.Linear in {type(model).__name__}"
+                    "; give sample_layer=<module name> (its output is pooled) or "
+                    "None"
+                )
+        elif self.sample_layer is None:
+            self.sample_layer_ = None
+            self.sample_mode_ = None
+        else:
+            self.sample_layer_ = resolve_layer(
+                self.sample_layer, model, arch, names=names, what="sample_layer"
+            )
+            self.sample_mode_ = "output"
+        if self.output == "sample" and self.sample_layer_ is None:
+            raise ValueError("output='sample' needs a sample_layer; got None")
+        if self.output == "regions" and not given:
+            raise ValueError("output='regions' needs at least one layer in layers")
+
+        self.n_channels_ = first_conv_channels(model)
+        self.input_shape_ = None
+        self.layer_shapes_ = None
+        self.n_sample_features_ = None
+        self.n_classes_ = None
+        if X is not None:
+            self._dry_run(X)
+        return self
+
+    def _given_layers(self, arch) -> list[str]:
+        if self.layers is None:
+            if arch is not None and arch.default:
+                return list(arch.default)
+            if self.output in ("features", "regions"):
+                raise ValueError(
+                    "layers=None takes the paper's layers of a VGG, ResNet or "
+                    f"MobileNet-V2, but {type(self.model).__name__} is none of "
+                    "them; give layer names (model.named_modules()) or layers=[]"
+                )
+            return []
+        if isinstance(self.layers, str):
+            return [self.layers]
+        layers = list(self.layers)
+        for name in layers:
+            if not isinstance(name, str):
+                raise ValueError(f"layers must be strings; got {name!r} in {layers!r}")
+        return layers
+
+    def _dry_run(self, X):
+        _, _, batches = _input_batches(X, 1, self.n_channels_)
+        try:
+            first = next(iter(batches))
+        except StopIteration:
+            raise ValueError("X yielded no images; need at least one") from None
+        x = self._prepare(first[:1], 0)
+        regions = list(zip(self.layer_names_, self.layers_))
+        sample = (self.sample_layer_, self.sample_mode_) if self.sample_layer_ else None
+        hooks = _Hooks(self.model_, regions, sample, self.grid_)
+        with hooks, torch.inference_mode():
+            logits, feats, _ = hooks.forward(x)
+        self.input_shape_ = tuple(int(v) for v in x.shape[1:])
+        self.layer_shapes_ = dict(hooks.raw_shapes)
+        self.grid_ = hooks.grid
+        self.n_sample_features_ = int(feats.shape[1]) if feats is not None else None
+        self.n_classes_ = int(logits.shape[1])
+
+    def _prepare(self, batch, index):
+        if not isinstance(batch, torch.Tensor):
+            batch = torch.as_tensor(batch)
+        _check_numeric_dtype(batch.dtype, "the images")
+        _check_images(batch.shape, self.n_channels_, f"batch {index} of the input")
+        x = batch.to(device=self.device_, dtype=self.dtype_)
+        # a sum is NaN/inf when any element is (cheap); confirm element-wise
+        # so that a sum overflowing on huge finite values is not refused
+        if not (torch.isfinite(x.sum()) or torch.isfinite(x).all()):
+            raise ValueError(f"batch {index} of the input contains NaN or infinity")
+        return x
+
+    # -- extraction -----------------------------------------------------------
+    def _extract(self, X, *, sample: bool, regions: bool) -> FeatureSet:
+        check_is_fitted(self, "layers_")
+        n, n_batches, batches = _input_batches(X, self.batch_size, self.n_channels_)
+        keys = list(zip(self.layer_names_, self.layers_)) if regions else []
+        sample_spec = (
+            (self.sample_layer_, self.sample_mode_)
+            if sample and self.sample_layer_ is not None
+            else None
+        )
+        common = {
+            "tensors": self.return_tensors,
+            "device": self.device_,
+            "torch_dtype": self.dtype_,
+        }
+        logit_sink = _Sink(n, maps=False, **common)
+        sample_sink = _Sink(n, maps=False, **common) if sample_spec else None
+        region_sinks = []
+        try:
+            for key, _ in keys:
+                path = (
+                    None
+                    if self.memmap_dir is None
+                    else _memmap_path(self.memmap_dir, key)
+                )
+                region_sinks.append(_Sink(n, maps=True, path=path, **common))
+        except BaseException:
+            for sink in region_sinks:
+                sink.abort()
+            raise
+        message(
+            f"TorchFeatureExtractor: {n if n is not None else 'unknown number of'} "
+            f"images, layers {[k for k, _ in keys]}, sample {self.sample_layer_}",
+            verbose=self.verbose,
+        )
+        hooks = _Hooks(self.model_, keys, sample_spec, self.grid_)
+        try:
+            with hooks:
+                bar = progress(
+                    batches,
+                    verbose=self.verbose,
+                    total=n_batches,
+                    desc="extracting",
+                    unit="batch",
+                )
+                for index, batch in enumerate(bar):
+                    x = self._prepare(batch, index)
+                    with torch.inference_mode():
+                        logits, feats, maps = hooks.forward(x)
+                    logit_sink.put(logits)
+                    if sample_sink is not None:
+                        sample_sink.put(feats)
+                    for sink, block in zip(region_sinks, maps):
+                        sink.put(block)
+            if logit_sink.count == 0:
+                raise ValueError("X yielded no images; need at least one")
+            logits = logit_sink.result()
+            sample_values = sample_sink.result() if sample_sink is not None else None
+            region_values = {
+                key: sink.result() for (key, _), sink in zip(keys, region_sinks)
+            }
+        except BaseException:
+            for sink in region_sinks:
+                sink.abort()
+            raise
+        soft = None
+        if self.return_tensors:
+            soft = torch.softmax(logits.double() / self.temperature, dim=1)
+        return FeatureSet(
+            sample=sample_values,
+            logits=logits,
+            soft_labels=soft,
+            temperature=float(self.temperature),
+            regions=region_values,
+            grid=hooks.grid if keys else None,
+            image_ids=np.arange(logit_sink.count),
+            meta={
+                "layers": dict(keys),
+                "sample_layer": self.sample_layer_ if sample_spec else None,
+                "architecture": self.architecture_,
+                "model": type(self.model_).__name__,
+            },
+        )
+
+    def extract(self, X) -> FeatureSet:
+        """All features of ``X`` as a :class:`~skvmf.FeatureSet`, whatever ``output``.
+
+        Parameters
+        ----------
+        X : array-like, tensor, Dataset or DataLoader
+            Images (N, C, H, W); a Dataset's items are images or
+            (image, label); a DataLoader's batches are images or
+            (images, labels). For a shuffling DataLoader ``image_ids`` are
+            positions in iteration order.
+
+        Returns
+        -------
+        FeatureSet
+            ``sample``, ``logits``, ``soft_labels``, ``regions`` (keys: the
+            layers as given), ``grid``, ``image_ids`` and ``meta``.
+
+        Examples
+        --------
+        >>> import numpy as np, torchvision
+        >>> from skvmf.extraction import TorchFeatureExtractor
+        >>> model = torchvision.models.mobilenet_v2(weights=None, num_classes=3)
+        >>> X = np.zeros((2, 3, 64, 64), dtype=np.float32)
+        >>> ext = TorchFeatureExtractor(model, "layer_18", output="logits").fit()
+        >>> ext.extract(X).regions["layer_18"].shape
+        (2, 4, 320)
+        """
+        return self._extract(X, sample=True, regions=True)
+
+    def transform(self, X):
+        """Features of ``X`` as chosen by ``output``.
+
+        Parameters
+        ----------
+        X : array-like, tensor, Dataset or DataLoader
+            Images (N, C, H, W) (see :meth:`extract`).
+
+        Returns
+        -------
+        FeatureSet or ndarray or torch.Tensor
+            A :class:`~skvmf.FeatureSet` for ``output="features"``; else the
+            2-D array named by ``output`` (see the class docstring).
+
+        Examples
+        --------
+        >>> import numpy as np, torchvision
+        >>> from skvmf.extraction import TorchFeatureExtractor
+        >>> model = torchvision.models.resnet18(weights=None, num_classes=4)
+        >>> X = np.zeros((3, 3, 32, 32), dtype=np.float32)
+        >>> ext = TorchFeatureExtractor(model, [], output="soft_labels").fit()
+        >>> ext.transform(X).sum(axis=1)
+        array([1., 1., 1.])
+        """
+        check_is_fitted(self, "layers_")
+        output = self.output
+        fs = self._extract(
+            X,
+            sample=output in ("features", "sample"),
+            regions=output in ("features", "regions"),
+        )
+        if output == "features":
+            return fs
+        if output == "sample":
+            return fs.sample
+        if output == "logits":
+            return fs.logits
+        if output == "soft_labels":
+            return fs.soft_labels
+        blocks = [fs.region_rows(key) for key in self.layer_names_]
+        if len(blocks) == 1:
+            return blocks[0]
+        if self.return_tensors:
+            return torch.cat(blocks, dim=1)
+        return np.concatenate(blocks, axis=1)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the columns of the 2-D output.
+
+        ``"sample{j}"`` for sample features (also for ``output="features"``,
+        whose principal matrix is the sample features), ``"logit{c}"``,
+        ``"soft_label{c}"``, and ``"{layer}__ch{k}"`` for region rows (layers
+        as given, in order). The counts come from ``fit(X)``'s dry run.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: images have no feature names.
+
+        Returns
+        -------
+        ndarray of str objects
+
+        Examples
+        --------
+        >>> import numpy as np, torchvision
+        >>> from skvmf.extraction import TorchFeatureExtractor
+        >>> model = torchvision.models.resnet18(weights=None, num_classes=3)
+        >>> X = np.zeros((1, 3, 32, 32), dtype=np.float32)
+        >>> ext = TorchFeatureExtractor(model, "conv_5", output="regions").fit(X)
+        >>> ext.get_feature_names_out()[[0, -1]]
+        array(['conv_5__ch0', 'conv_5__ch511'], dtype=object)
+        """
+        check_is_fitted(self, "layers_")
+        if self.n_classes_ is None:
+            raise ValueError(
+                "feature names need the feature counts; call fit(X) with images "
+                "so a dry run records them"
+            )
+        if self.output in ("features", "sample"):
+            if self.n_sample_features_ is None:
+                raise ValueError("no sample features: sample_layer is None")
+            names = [f"sample{j}" for j in range(self.n_sample_features_)]
+        elif self.output == "logits":
+            names = [f"logit{c}" for c in range(self.n_classes_)]
+        elif self.output == "soft_labels":
+            names = [f"soft_label{c}" for c in range(self.n_classes_)]
+        else:
+            names = [
+                f"{key}__ch{k}"
+                for key in self.layer_names_
+                for k in range(self.layer_shapes_[key][0])
+            ]
+        return np.asarray(names, dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # images (N, C, H, W)
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+    # -- pickling -------------------------------------------------------------
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        model = state.get("model")
+        if isinstance(model, nn.Module):
+            state["model"] = _PackedModule(model)
+        fitted = state.get("model_")
+        if isinstance(fitted, nn.Module):
+            state["model_"] = (
+                _SAME_AS_MODEL if fitted is model else _PackedModule(fitted)
+            )
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        if isinstance(state.get("model"), _PackedModule):
+            state["model"] = state["model"].unpack()
+        fitted = state.get("model_")
+        if isinstance(fitted, str) and fitted == _SAME_AS_MODEL:
+            state["model_"] = state["model"]
+        elif isinstance(fitted, _PackedModule):
+            state["model_"] = fitted.unpack()
+        super().__setstate__(state)
+
+
+def load_checkpoint(model: nn.Module, path_or_file, device="cpu") -> nn.Module:
+    """Load weights into ``model`` from a checkpoint, safely.
+
+    Uses ``torch.load(..., weights_only=True)`` (no arbitrary code runs).
+    The file holds a bare ``state_dict`` or a dict with a ``"model"`` or
+    ``"state_dict"`` entry (other entries such as ``"epoch"`` are ignored);
+    a ``"module."`` prefix (DataParallel) is removed. Keys and shapes are
+    compared with the architecture first.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The architecture; loaded in place and moved to ``device``.
+    path_or_file : str, path or file-like
+        The checkpoint.
+    device : str or torch.device, default="cpu"
+        Where the weights go.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` with the checkpoint's weights.
+
+    Raises
+    ------
+    ValueError
+        When the file is not a weights-only checkpoint, or its keys or shapes
+        do not match the architecture (a few mismatches are listed).
+
+    Examples
+    --------
+    >>> import io, torch, torchvision
+    >>> from skvmf.extraction import load_checkpoint
+    >>> trained = torchvision.models.resnet18(weights=None, num_classes=3)
+    >>> buffer = io.BytesIO()
+    >>> torch.save({"model": trained.state_dict(), "epoch": 7}, buffer)
+    >>> _ = buffer.seek(0)
+    >>> fresh = load_checkpoint(torchvision.models.resnet18(num_classes=3), buffer)
+    >>> bool(torch.equal(fresh.fc.weight, trained.fc.weight))
+    True
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    dev = resolve_device(device)
+    try:
+        obj = torch.load(path_or_file, map_location=dev, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"could not read checkpoint {path_or_file!r}: {exc}") from exc
+    except Exception as exc:  # UnpicklingError for non-weights content
+        raise ValueError(
+            f"checkpoint {path_or_file!r} is not a weights-only file "
+            f"(torch.load(weights_only=True) refused it): {exc}"
+        ) from exc
+    state = obj
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                state = obj[key]
+                break
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(
+            "the checkpoint must be a state_dict (str -> tensor) or a dict with a "
+            f"'model' or 'state_dict' entry; got {type(obj).__name__} with keys "
+            f"{list(obj)[:8] if isinstance(obj, Mapping) else None}"
+        )
+    expected = model.state_dict()
+    if (
+        state
+        and all(k.startswith("module.") for k in state)
+        and not any(k.startswith("module.") for k in expected)
+    ):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:4]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:4]})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:4]})")
+        raise ValueError(
+            f"checkpoint does not match {type(model).__name__}: " + "; ".join(parts)
+        )
+    model.load_state_dict(state, strict=True)
+    return model.to(dev)
