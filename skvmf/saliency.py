@@ -1,0 +1,525 @@
+"""Which pixels and regions a prediction depends on.
+
+Gradient views of a trained network (SPEC section 8; the lecture in seed 002
+and seed 003):
+
+- :func:`input_gradient`: ``d y_c / d x`` for a class score, or
+  ``d A^k_ij / d x`` for one cell (or the mean) of a layer's channel ``k``;
+  :func:`saliency_map` its maximum absolute value over colour channels
+  (Simonyan, Vedaldi, Zisserman, ICLR workshop 2014);
+- :func:`guided_backprop`: the same gradient, passing back through every
+  ReLU only positive gradients at positive inputs (Springenberg, Dosovitskiy,
+  Brox, Riedmiller, ICLR workshop 2015);
+- :func:`cam`: Class Activation Mapping for networks that end in global
+  average pooling and one linear layer (Zhou, Khosla, Lapedriza, Oliva,
+  Torralba, CVPR 2016): ``M_c = sum_k w_ck F_k``;
+- :func:`grad_cam`: Grad-CAM for any convolutional layer (Selvaraju,
+  Cogswell, Das, Vedantam, Parikh, Batra, ICCV 2017):
+  ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of
+  ``d y_c / d A_k``, upsampled to the image and scaled to [0, 1].
+
+Every function takes a batch of images (numpy or torch, shape (N, C, H, W)),
+processes it in one pass, and returns numpy arrays: in evaluation mode the
+images do not interact, so one backward pass of the summed per-image scores
+gives every image's own gradient. The model runs in
+evaluation mode; its modes (and, for guided backpropagation, the ``inplace``
+flags of its ReLUs) are restored and every hook is removed afterwards, also
+when an exception is raised. Gradients are taken with respect to the input
+only; the parameters' ``.grad`` are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._torch_utils import resolve_device
+from .featuremaps import _as_images, _as_logits, _Capture, _evaluating, _resolve_layer
+from .synthesis import (
+    _per_image_index,
+    channel_mean,
+    filter_output,
+    layer_mean,
+    logit,
+)
+
+_POOLING = (
+    nn.AdaptiveAvgPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.MaxPool2d,
+    nn.LPPool2d,
+)
+
+
+def _targets(target, logits: torch.Tensor):
+    """Class per image: validated ``target`` or the predicted class."""
+    n, n_classes = logits.shape
+    if target is None:
+        return logits.argmax(dim=1).cpu().numpy()
+    if isinstance(target, torch.Tensor):
+        target = target.detach().cpu().numpy()
+    index = _per_image_index(target, n, n_classes, "target")
+    if isinstance(index, int):
+        return np.full(n, index, dtype=np.int64)
+    return index.numpy()
+
+
+def _layer_objective(layer, channel, position):
+    if channel is None:
+        if position is not None:
+            raise ValueError("position needs a channel: pass channel=k as well")
+        return layer_mean(layer)
+    if position is None:
+        return channel_mean(layer, channel)
+    pos = np.asarray(position)
+    if pos.shape == (2,):
+        return filter_output(layer, channel, pos[0], pos[1])
+    if pos.ndim == 2 and pos.shape[1] == 2:
+        return filter_output(layer, channel, pos[:, 0], pos[:, 1])
+    raise ValueError(
+        f"position must be (i, j) or an array of shape (N, 2); got shape {pos.shape}"
+    )
+
+
+class _PositiveGradient(torch.autograd.Function):
+    """Identity forward; backward keeps only the positive part of the gradient.
+
+    Placed after a ReLU, whose own backward multiplies by ``input > 0``, the
+    product is the guided-backpropagation rule.
+    """
+
+    @staticmethod
+    def forward(ctx, y):
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+def _guided_hook(module, inputs, output):
+    return _PositiveGradient.apply(output)
+
+
+@contextlib.contextmanager
+def _guided_relus(model: nn.Module):
+    """Guided backward through every ``nn.ReLU``; hooks and flags restored."""
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not relus:
+        raise ValueError(
+            "guided backpropagation needs nn.ReLU modules; the model has none "
+            "(a functional relu in forward() cannot be hooked)"
+        )
+    flags = [(m, m.inplace) for m in relus]
+    handles = []
+    try:
+        for m in relus:
+            m.inplace = False
+            handles.append(m.register_forward_hook(_guided_hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, flag in flags:
+            m.inplace = flag
+
+
+def _gradient(model, images, target, layer, channel, position, device, guided):
+    dev = resolve_device(device)
+    if layer is None:
+        if channel is not None or position is not None:
+            raise ValueError("channel and position need a layer: pass layer=...")
+    elif target is not None:
+        raise ValueError(
+            "give either target (a class score) or layer (a feature map), not both"
+        )
+    layers = {} if layer is None else {0: _resolve_layer(model, layer)}
+    with _evaluating(model, dev):
+        x = _as_images(images, model, dev).requires_grad_(True)
+        hooks = _guided_relus(model) if guided else contextlib.nullcontext()
+        with hooks, _Capture(model, layers, detach=False) as cap:
+            output = model(x)
+            if layer is None:
+                logits = _as_logits(output)
+                objective = logit(_targets(target, logits.detach()))
+                acts = {}
+            else:
+                if 0 not in cap.outputs:
+                    raise ValueError(
+                        f"layer {layers[0][0]!r} did not run in the forward pass"
+                    )
+                objective = _layer_objective(layer, channel, position)
+                acts = {layer: cap.outputs[0]}
+            value = objective.evaluate(output, acts)
+            (grad,) = torch.autograd.grad(value.sum(), x)
+    return grad.detach().cpu().numpy()
+
+
+def input_gradient(
+    model,
+    images,
+    target=None,
+    *,
+    layer=None,
+    channel=None,
+    position=None,
+    device="cpu",
+):
+    """Gradient of a class score or of a feature-map cell with respect to the input.
+
+    Without ``layer``: ``d y_c / d x`` for the logit ``y_c`` of class
+    ``target``. With ``layer``: ``d A^k_ij / d x`` for cell ``(i, j)`` of
+    channel ``k`` of the layer's map A (``position=(i, j)``), or of the mean
+    of channel ``k`` (no ``position``), or of the whole layer's mean (no
+    ``channel``) -- the formulas of the lecture (seed 002).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network, returning logits (N, n_classes) when no layer is given.
+    images : array-like of shape (N, C, H, W)
+        Images in the model's input space (numpy or torch).
+    target : int, array-like of shape (N,) or None, default=None
+        Class whose logit is differentiated; ``None`` takes each image's
+        predicted class. Not allowed together with ``layer``.
+    layer : str or torch.nn.Module, optional
+        Differentiate a feature map of this layer instead of a logit: a name
+        from ``model.named_modules()``, a paper alias (``"conv_5"`` ...) or
+        the module. It must run once per forward pass.
+    channel : int or array-like of shape (N,), optional
+        Channel k of the layer (one per image allowed).
+    position : tuple (i, j) or array-like of shape (N, 2), optional
+        The cell of the channel; ``None`` uses the channel's mean.
+    device : str or torch.device, default="cpu"
+        Where to compute; the model is moved there and back.
+
+    Returns
+    -------
+    ndarray of shape (N, C, H, W)
+        The gradient for each image.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvmf.saliency import input_gradient
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    >>> g = input_gradient(net, torch.randn(3, 1, 2, 2), target=1)
+    >>> bool(torch.allclose(torch.as_tensor(g[0]).flatten(), net[1].weight[1]))
+    True
+    """
+    return _gradient(model, images, target, layer, channel, position, device, False)
+
+
+def saliency_map(
+    model,
+    images,
+    target=None,
+    *,
+    layer=None,
+    channel=None,
+    position=None,
+    device="cpu",
+):
+    """Saliency: the largest absolute input gradient over colour channels.
+
+    ``max_c |d y / d x_c|`` per pixel (Simonyan et al. 2014), with the same
+    choice of ``y`` as :func:`input_gradient`.
+
+    Parameters
+    ----------
+    model, images, target, layer, channel, position, device
+        As in :func:`input_gradient`.
+
+    Returns
+    -------
+    ndarray of shape (N, H, W)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvmf.saliency import saliency_map
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1),
+    ...                           torch.nn.Flatten(), torch.nn.Linear(32, 4))
+    >>> saliency_map(net, torch.randn(5, 3, 4, 4)).shape
+    (5, 4, 4)
+    """
+    grad = input_gradient(
+        model,
+        images,
+        target,
+        layer=layer,
+        channel=channel,
+        position=position,
+        device=device,
+    )
+    return np.abs(grad).max(axis=1)
+
+
+def guided_backprop(
+    model,
+    images,
+    target=None,
+    *,
+    layer=None,
+    channel=None,
+    position=None,
+    device="cpu",
+):
+    """Guided backpropagation (Springenberg et al. 2015).
+
+    The gradient of :func:`input_gradient`, except that through every ReLU
+    only positive gradients at positive inputs pass back:
+    ``R_l = (f_l > 0) * (R_{l+1} > 0) * R_{l+1}``.
+
+    Works on the model's ``nn.ReLU`` modules (in-place ones included: their
+    ``inplace`` flag is switched off for the call and restored). A relu
+    applied functionally inside ``forward`` cannot be hooked and keeps its
+    plain gradient; a model with no ``nn.ReLU`` at all is refused.
+
+    Parameters
+    ----------
+    model, images, target, layer, channel, position, device
+        As in :func:`input_gradient`.
+
+    Returns
+    -------
+    ndarray of shape (N, C, H, W)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvmf.saliency import guided_backprop
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(inplace=True),
+    ...                           torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    >>> guided_backprop(net, torch.randn(2, 1, 4, 4), target=0).shape
+    (2, 1, 4, 4)
+    >>> net[1].inplace
+    True
+    """
+    return _gradient(model, images, target, layer, channel, position, device, True)
+
+
+def _upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(
+        maps[:, None], size=tuple(size), mode="bilinear", align_corners=False
+    )[:, 0]
+
+
+def _gap_linear_head(model, x, feature_layer):
+    """Find the last Linear and the map whose global average is its input.
+
+    Returns ``(layer name, module, Linear module)``. Raises ``ValueError``
+    when the network is not global-average-pool + linear.
+    """
+    records = []  # (name, module, spatial mean (N, K), H*W)
+    linears = []  # (module, input, output)
+    names = {id(m): (n or "<model>") for n, m in model.named_modules()}
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Linear):
+            linears.append((module, inputs[0].detach().clone(), output.detach()))
+        if isinstance(output, torch.Tensor) and output.ndim == 4:
+            mean = output.detach().mean(dim=(2, 3))
+            records.append(
+                (names[id(module)], module, mean, output.shape[2] * output.shape[3])
+            )
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            output = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    logits = _as_logits(output)
+    if not linears:
+        raise ValueError(
+            "CAM needs a network ending in global average pooling and an nn.Linear; "
+            "this model runs no nn.Linear"
+        )
+    linear, lin_in, lin_out = linears[-1]
+    if lin_out.shape != logits.shape or not torch.allclose(lin_out, logits):
+        raise ValueError(
+            "CAM needs the model's output to be its last nn.Linear's output; got "
+            f"output shape {tuple(logits.shape)} after a Linear of shape "
+            f"{tuple(lin_out.shape)}"
+        )
+    if lin_in.ndim != 2:
+        raise ValueError(
+            f"CAM needs the last Linear's input to be (N, K); got {tuple(lin_in.shape)}"
+        )
+    scale = float(lin_in.abs().max()) + 1e-30
+
+    def matches(mean):
+        return mean.shape == lin_in.shape and torch.allclose(
+            mean, lin_in, rtol=1e-3, atol=1e-5 * scale
+        )
+
+    if feature_layer is not None:
+        name, module = _resolve_layer(model, feature_layer)
+        found = [r for r in records if r[1] is module]
+        if not found:
+            raise ValueError(
+                f"feature_layer {name!r} does not return (N, K, H, W) maps in the "
+                "forward pass"
+            )
+        if not matches(found[-1][2]):
+            raise ValueError(
+                f"the global average of feature_layer {name!r} (shape "
+                f"{tuple(found[-1][2].shape)}) is not the input of the last Linear "
+                f"(shape {tuple(lin_in.shape)}): CAM needs global average pooling "
+                "followed by one linear layer"
+            )
+        return name, module, linear
+    candidates = [
+        r for r in records if not isinstance(r[1], _POOLING) and matches(r[2])
+    ]
+    if not candidates:
+        raise ValueError(
+            "no layer's global average equals the input of the last Linear "
+            f"(shape {tuple(lin_in.shape)}): CAM needs a network ending in global "
+            "average pooling and one linear layer (use grad_cam otherwise)"
+        )
+    spatial = [r for r in candidates if r[3] > 1]
+    name, module, _, _ = (spatial or candidates)[-1]
+    return name, module, linear
+
+
+def cam(
+    model, images, target=None, *, feature_layer=None, upsample=False, device="cpu"
+):
+    """Class Activation Mapping (Zhou et al. 2016).
+
+    For a network whose logits are ``y_c = sum_k w_ck mean_ij F_k(i, j) + b_c``
+    (global average pooling, then one linear layer), the class activation map
+    is ``M_c(i, j) = sum_k w_ck F_k(i, j)``: the classifier applied at every
+    position of the last feature map.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A global-average-pool + linear network returning logits.
+    images : array-like of shape (N, C, H, W)
+        Images in the model's input space.
+    target : int, array-like of shape (N,) or None, default=None
+        Class per image; ``None`` takes the predicted class.
+    feature_layer : str or torch.nn.Module, optional
+        The layer whose map is pooled. By default it is found by running the
+        network: the last module whose spatial mean equals the input of the
+        last ``nn.Linear``. Either way the architecture is checked.
+    upsample : bool, default=False
+        Resize the maps to the image size (bilinear).
+    device : str or torch.device, default="cpu"
+        Where to compute.
+
+    Returns
+    -------
+    ndarray of shape (N, H', W') or (N, H, W) when upsampled
+        The raw (unnormalised) class activation maps.
+
+    Raises
+    ------
+    ValueError
+        If the network does not end in global average pooling and one linear
+        layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvmf.saliency import cam
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+    ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(8, 5))
+    >>> cam(net, torch.randn(2, 3, 10, 10), target=4).shape
+    (2, 8, 8)
+    """
+    dev = resolve_device(device)
+    with _evaluating(model, dev):
+        x = _as_images(images, model, dev)
+        name, module, linear = _gap_linear_head(model, x, feature_layer)
+        with torch.no_grad(), _Capture(model, {0: (name, module)}, detach=True) as cap:
+            logits = _as_logits(model(x))
+        maps = cap.outputs[0]
+        classes = torch.as_tensor(_targets(target, logits), device=maps.device)
+        weights = linear.weight.detach()[classes].to(maps.dtype)  # (N, K)
+        out = torch.einsum("nk,nkhw->nhw", weights, maps)
+        if upsample:
+            out = _upsample(out, x.shape[2:])
+    return out.cpu().numpy()
+
+
+def grad_cam(model, images, target=None, *, layer, upsample=True, device="cpu"):
+    """Grad-CAM (Selvaraju et al. 2017) at any convolutional layer.
+
+    With ``A`` the layer's map, ``alpha_k = mean_ij d y_c / d A_k(i, j)`` and
+    ``L_c = ReLU(sum_k alpha_k A_k)``, upsampled bilinearly to the image
+    size and divided by its maximum per image (a map that is zero everywhere
+    stays zero).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network, returning logits.
+    images : array-like of shape (N, C, H, W)
+        Images in the model's input space.
+    target : int, array-like of shape (N,) or None, default=None
+        Class per image; ``None`` takes the predicted class.
+    layer : str or torch.nn.Module
+        A layer with (N, K, H', W') maps (usually the last convolutional
+        block): a module name, a paper alias or the module. It must run once
+        per forward pass.
+    upsample : bool, default=True
+        Resize to the image size; ``False`` keeps the layer's grid.
+    device : str or torch.device, default="cpu"
+        Where to compute.
+
+    Returns
+    -------
+    ndarray of shape (N, H, W) (or (N, H', W')), values in [0, 1]
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvmf.saliency import grad_cam
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+    ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(8, 5))
+    >>> m = grad_cam(net, torch.randn(2, 3, 10, 10), layer="1")
+    >>> m.shape, bool(m.min() >= 0 and m.max() <= 1)
+    ((2, 10, 10), True)
+    """
+    dev = resolve_device(device)
+    name, module = _resolve_layer(model, layer)
+    with _evaluating(model, dev):
+        x = _as_images(images, model, dev).requires_grad_(True)
+        with _Capture(model, {0: (name, module)}, detach=False) as cap:
+            logits = _as_logits(model(x))
+        if 0 not in cap.outputs:
+            raise ValueError(f"layer {name!r} did not run in the forward pass")
+        maps = cap.outputs[0]
+        if maps.ndim != 4:
+            raise ValueError(
+                f"grad_cam needs a layer with (N, K, H, W) maps; {name!r} gives "
+                f"shape {tuple(maps.shape)}"
+            )
+        classes = torch.as_tensor(_targets(target, logits.detach()), device=x.device)
+        score = logits[torch.arange(len(x), device=x.device), classes]
+        (grads,) = torch.autograd.grad(score.sum(), maps, allow_unused=True)
+        if grads is None:
+            raise ValueError(f"the logits do not depend on layer {name!r}")
+        with torch.no_grad():
+            alpha = grads.mean(dim=(2, 3))
+            heat = torch.relu(torch.einsum("nk,nkhw->nhw", alpha, maps.detach()))
+            if upsample:
+                heat = _upsample(heat, x.shape[2:]).clamp(min=0)
+            peak = heat.amax(dim=(1, 2), keepdim=True)
+            heat = torch.where(peak > 0, heat / torch.where(peak > 0, peak, 1), 0)
+    return heat.cpu().numpy()
+
+
+__all__ = ["cam", "grad_cam", "guided_backprop", "input_gradient", "saliency_map"]
