@@ -1,0 +1,865 @@
+"""Sample-feature projection: learning M so that g = M f / s mimics the DNN.
+
+SPEC section 3. The sample features f_i of N images (the input of the
+network's last fully-connected layer) are projected to a low-dimensional
+space, ``g_i = M (f_i / s)``, where a revised von Mises-Fisher category model
+(SPEC 1-2) explains the network's soft labels P(y|x_i):
+
+- category model, recomputed from the network at every step (teacher
+  responsibilities, as in DRPR): ``pi_y = mean_i P(y|x_i)`` and
+  ``mu_y = normalise(sum_i P(y|x_i) kappa(l_i) o_i)``;
+- ``Q_M(y|g_i) = softmax_y(log pi_y + kappa(l_i) cos(o_i, mu_y))``;
+- loss ``sum_i KL(P(.|x_i) || Q_M(.|g_i))``, minimised over M by full-batch
+  SGD with momentum and weight decay.
+
+Here ``l_i = ||g_i||`` is the strength, ``o_i = g_i / l_i`` the orientation
+and ``kappa(l)`` the revised concentration of :func:`skvmf.vmf.revised_kappa`
+in dimension d'. Across training checkpoints the embeddings are put into one
+coordinate system by orthogonal Procrustes (:func:`procrustes_rotation`,
+:meth:`SampleProjector.fit_sequence`).
+
+References
+----------
+Li, Wang, Zhang. "Visualizing the Emergence of Intermediate Visual Patterns
+in DNNs", NeurIPS 2021 (the method and its supplement, Eq. 3).
+Law, Snell, Farahmand, Urtasun, Zemel. "Dimensionality Reduction for
+Representing the Knowledge of Probabilistic Models", ICLR 2019 (teacher
+responsibilities).
+Schoenemann. "A generalized solution of the orthogonal Procrustes problem",
+Psychometrika 31, 1966.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import log_softmax as _np_log_softmax
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._progress import message, progress
+from ._soft_labels import check_soft_labels
+from ._torch_utils import resolve_device, torch_generator
+from .features import FeatureSet
+
+__all__ = ["SampleProjector", "procrustes_rotation"]
+
+_DTYPE = torch.float64
+# mean KL per sample beyond which training has diverged: -log Q of a sample is
+# at most 2 kappa(l) + log(1 / pi), so this needs strengths ~ 700 and more
+_DIVERGED = 1e6
+
+
+# ---------------------------------------------------------------------------
+# kappa(l) in torch
+# ---------------------------------------------------------------------------
+class _KappaFunction:
+    """kappa(l) for the training loop: fixed, detached (faithful) or exact.
+
+    ``"revised"`` with ``exact=False`` evaluates :func:`skvmf.vmf.revised_kappa`
+    on detached strengths (no gradient, as in the reference). With
+    ``exact=True`` it evaluates the same interpolant in torch, so that kappa
+    carries its derivative: on ``skvmf.vmf._revised_kappa_table``, the cubic
+    Hermite spline of log kappa against log l with the node slopes of
+    ``skvmf.vmf._revised_kappa_slopes`` between grid points, linear in l
+    below the first positive grid point, and ``(l / sigma)^2 + (d - 2) / 2``
+    beyond the last one.
+    """
+
+    def __init__(self, kappa, dim, sigma, exact, device):
+        self.fixed = None if isinstance(kappa, str) else float(kappa)
+        self.dim = int(dim)
+        self.sigma = float(sigma)
+        self.exact = bool(exact)
+        if self.fixed is None and self.exact:
+            from .vmf import _revised_kappa_slopes, _revised_kappa_table
+
+            strengths, kappas = _revised_kappa_table(self.dim, self.sigma)
+            log_l = np.log(np.asarray(strengths[1:], dtype=np.float64))
+            log_k = np.log(np.asarray(kappas[1:], dtype=np.float64))
+            # a writable copy: the table's arrays are read-only (cached)
+            slopes = np.array(_revised_kappa_slopes(self.dim, self.sigma), np.float64)
+
+            def tensor(a):
+                return torch.tensor(a, dtype=_DTYPE, device=device)
+
+            self.log_l, self.log_k, self.slopes = (
+                tensor(log_l),
+                tensor(log_k),
+                tensor(slopes),
+            )
+            self.first = (float(strengths[1]), float(kappas[1]))
+            self.last = float(strengths[-1])
+            self.offset = 0.5 * (self.dim - 2.0)
+
+    def __call__(self, strength: torch.Tensor) -> torch.Tensor:
+        if self.fixed is not None:
+            return torch.full_like(strength, self.fixed)
+        if not self.exact:
+            from .vmf import revised_kappa
+
+            values = revised_kappa(
+                strength.detach().cpu().numpy(), self.dim, sigma=self.sigma
+            )
+            return torch.as_tensor(
+                np.asarray(values, dtype=np.float64),
+                dtype=strength.dtype,
+                device=strength.device,
+            )
+        return self._interpolate(strength)
+
+    def _interpolate(self, strength):
+        l_first, k_first = self.first
+        # each branch gets inputs inside its own range so that no branch
+        # produces inf/NaN gradients that torch.where would multiply by 0
+        x = torch.log(strength.clamp(l_first, self.last))
+        xk, yk, mk = self.log_l, self.log_k, self.slopes
+        idx = torch.searchsorted(xk, x.detach()).clamp(1, xk.shape[0] - 1)
+        x0, x1 = xk[idx - 1], xk[idx]
+        width = x1 - x0
+        t = (x - x0) / width
+        t2, t3 = t * t, t * t * t
+        log_kappa = (
+            (2 * t3 - 3 * t2 + 1) * yk[idx - 1]
+            + (t3 - 2 * t2 + t) * width * mk[idx - 1]
+            + (-2 * t3 + 3 * t2) * yk[idx]
+            + (t3 - t2) * width * mk[idx]
+        )
+        inside = torch.exp(log_kappa)
+        below = k_first * strength / l_first
+        beyond = (strength / self.sigma) ** 2 + self.offset
+        return torch.where(
+            strength < l_first,
+            below,
+            torch.where(strength > self.last, beyond, inside),
+        )
+
+
+# ---------------------------------------------------------------------------
+# the objective (SPEC 3)
+# ---------------------------------------------------------------------------
+def _normalise_rows(v: torch.Tensor, exact: bool):
+    """Rows over their norms; zero rows stay zero (they have no direction).
+
+    ``exact=False`` divides by the detached norm (the reference's
+    ``v / stopgrad(||v||)``).
+    """
+    norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    denom = norm if exact else norm.detach()
+    denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return v / denom, norm.squeeze(1)
+
+
+def _category_model(unit, kappa, weights, exact):
+    """mu_y = normalise(sum_i weights_iy kappa_i o_i), shape (C, d')."""
+    mu, _ = _normalise_rows(weights.T @ (kappa[:, None] * unit), exact)
+    return mu
+
+
+def _log_q(unit, kappa, mu, log_pi):
+    """log Q(y|g) = log_softmax_y(log pi_y + kappa_i cos(o_i, mu_y))."""
+    return torch.log_softmax(log_pi[None, :] + kappa[:, None] * (unit @ mu.T), dim=1)
+
+
+def _kl_sum(P, log_p, log_q):
+    """sum_i KL(P_i || Q_i); terms with P = 0 contribute exactly 0."""
+    terms = torch.where(P > 0, P * (log_p - log_q), torch.zeros_like(P))
+    return terms.sum()
+
+
+def _em_update(unit, kappa, mu, log_pi, n_steps):
+    """``n_steps`` EM iterations of SPEC 2 (supplement Eq. 3) on fixed g."""
+    tiny = torch.finfo(unit.dtype).tiny
+    for _ in range(n_steps):
+        resp = torch.exp(_log_q(unit, kappa, mu, log_pi))
+        mu = _category_model(unit, kappa, resp, exact=True)
+        log_pi = torch.log(resp.mean(dim=0).clamp_min(tiny))
+    return mu, log_pi
+
+
+def _objective(M, F, P, log_p, log_pi, kappa_fn, *, exact, mu=None):
+    """Loss of SPEC 3 and the category model it used.
+
+    ``F`` holds the scaled features f / s. ``mu=None`` recomputes the
+    category directions from the teacher ``P`` (gradient flows through them);
+    a given ``mu`` is used as a constant (EM mode).
+    """
+    G = F @ M.T
+    unit, strength = _normalise_rows(G, exact)
+    kappa = kappa_fn(strength if exact else strength.detach())
+    if mu is None:
+        mu = _category_model(unit, kappa, P, exact)
+    log_q = _log_q(unit, kappa, mu, log_pi)
+    return _kl_sum(P, log_p, log_q), mu
+
+
+# ---------------------------------------------------------------------------
+# Procrustes
+# ---------------------------------------------------------------------------
+def _procrustes(A, B):
+    # argmin_R ||A R - B||_F over orthogonal R: U V^T of svd(A^T B)
+    U, _, Vt = np.linalg.svd(A.T @ B)
+    return U @ Vt
+
+
+def procrustes_rotation(source, target, *, trim=0.1):
+    """Orthogonal matrix that best maps ``source`` onto ``target``.
+
+    Two passes (SPEC 3, training checkpoints): an orthogonal Procrustes fit on
+    the embeddings themselves, then a second fit on their unit vectors that
+    drops the fraction ``trim`` of points worst aligned after the first pass
+    (points whose direction changed most between checkpoints). The result
+    minimises ``||U_s R - U_t||_F`` over orthogonal R on the kept unit vectors
+    ``U_s``, ``U_t`` (reflections are allowed: they keep every norm and cosine).
+
+    Parameters
+    ----------
+    source : array-like of shape (N, d)
+        Embeddings to rotate (for instance the new checkpoint's g).
+    target : array-like of shape (N, d)
+        Reference embeddings of the same N points, in the same order.
+    trim : float in [0, 1), default=0.1
+        Fraction of points dropped in the second pass.
+
+    Returns
+    -------
+    R : ndarray of shape (d, d)
+        Orthogonal matrix; ``source @ R`` is aligned with ``target``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvmf.projection import procrustes_rotation
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.normal(size=(50, 3))
+    >>> Q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    >>> R = procrustes_rotation(A, A @ Q)
+    >>> bool(np.allclose(R, Q))
+    True
+    """
+    A = _as_2d_finite(source, "source")
+    B = _as_2d_finite(target, "target")
+    if A.shape != B.shape:
+        raise ValueError(
+            f"source and target must have the same shape; got {A.shape} and {B.shape}"
+        )
+    if not (isinstance(trim, Real) and 0 <= trim < 1):
+        raise ValueError(f"trim must be in [0, 1); got {trim!r}")
+    R = _procrustes(A, B)
+    na = np.linalg.norm(A, axis=1)
+    nb = np.linalg.norm(B, axis=1)
+    ok = (na > 0) & (nb > 0)  # points at the origin have no direction
+    if not ok.any():
+        return R
+    Ua = A[ok] / na[ok, None]
+    Ub = B[ok] / nb[ok, None]
+    resid = np.linalg.norm(Ua @ R - Ub, axis=1)
+    n_keep = max(1, math.ceil((1.0 - trim) * len(resid) - 1e-9))
+    keep = np.argsort(resid, kind="stable")[:n_keep]
+    return _procrustes(Ua[keep], Ub[keep])
+
+
+def _as_2d_finite(X, name):
+    arr = np.asarray(_to_numpy(X), dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array; got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _to_numpy(x):
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return x
+
+
+# ---------------------------------------------------------------------------
+# the estimator
+# ---------------------------------------------------------------------------
+class SampleProjector(TransformerMixin, BaseEstimator):
+    """Project sample features to d' dimensions where a revised vMF model
+    reproduces the network's soft labels (SPEC 3).
+
+    Learns ``M`` (``components_``, shape (d', D)) so that ``g_i = M f_i / s``
+    and ``Q_M(y|g_i) = softmax_y(log pi_y + kappa(||g_i||) cos(g_i, mu_y))``
+    matches the network's ``P(y|x_i)`` in KL divergence, with the category
+    model ``pi_y = mean_i P(y|x_i)``, ``mu_y = normalise(sum_i P(y|x_i)
+    kappa(||g_i||) g_i / ||g_i||)`` recomputed from the network at every step.
+    A strong g (long vector) is a confident, discriminative sample; ``mu_c``
+    are the category directions.
+
+    Parameters
+    ----------
+    n_components : int, default=3
+        Dimension d' of the projected space (at least 2).
+    scale : float, default=40.0
+        The constant s dividing the features before projection.
+    init : {"random"} or array-like of shape (n_components, n_features), \
+default="random"
+        Initial M: ``"random"`` draws it from N(0, init_std^2) with
+        ``random_state``; an array starts from that M (what
+        :meth:`fit_sequence` does across checkpoints).
+    init_std : float, default=0.1
+        Standard deviation of the random initial M.
+    kappa : "revised" or float, default="revised"
+        ``"revised"``: the concentration is kappa(l) of
+        :func:`skvmf.vmf.revised_kappa` in dimension d' with noise ``sigma``;
+        a positive float: one fixed concentration for every sample.
+    sigma : float, default=1.0
+        Noise level of the revised kappa(l).
+    gradient : {"faithful", "exact"}, default="faithful"
+        ``"faithful"`` (the reference's behaviour): every normalisation
+        (of g_i and of mu_y) divides by a norm that carries no gradient, and
+        kappa(l_i) carries no gradient; the gradient does flow through the
+        teacher's mu_y (a weighted sum of the o_i). ``"exact"``: the gradient
+        of the true objective (true normalisations, kappa differentiated
+        through the interpolant that :func:`skvmf.vmf.revised_kappa`
+        evaluates).
+    em_steps : int, default=0
+        0: the category model comes from the network at every step (teacher
+        responsibilities, SPEC 3). ``k > 0``: before every step, start from
+        that teacher model on the current, detached g and run ``k`` EM
+        iterations of the mixture (SPEC 2, supplement Eq. 3: E-step with the
+        model's own responsibilities, M-step for mu and pi); the loss then
+        uses the resulting ``(pi, mu)`` as constants (no gradient). The same
+        is done on the final g for ``priors_`` and ``directions_``. Keep
+        ``k`` small (1 or 2): while the projection is weak (small strengths,
+        small kappa) every responsibility is close to the prior, so many EM
+        iterations pull all the mu_y together and training stalls.
+    max_iter : int, default=2000
+        Number of full-batch SGD steps.
+    lr : float, default=1e-3
+        Learning rate. The loss is the sum over samples (SPEC 3).
+    momentum : float, default=0.9
+        SGD momentum.
+    weight_decay : float, default=5e-4
+        L2 penalty on M (SGD weight decay).
+    from_logits : bool, default=False
+        ``soft_labels`` given to :meth:`fit` are logits: use
+        ``softmax(soft_labels / temperature)``.
+    temperature : float, default=4.0
+        Temperature of the soft labels derived from logits.
+    device : str or torch.device, default="cpu"
+        Where the optimisation runs (``"cuda"`` when available).
+    random_state : int, RandomState instance or None, default=None
+        Seed of the random initial M.
+    verbose : int, default=0
+        0 silent, 1 a progress bar over steps, 2 also the final loss.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features_in_)
+        The projection M (g = M f / scale).
+    directions_ : ndarray of shape (n_classes, n_components)
+        Unit category directions mu_c at the end of training.
+    priors_ : ndarray of shape (n_classes,)
+        Category priors pi_c.
+    classes_ : ndarray of shape (n_classes,)
+        Labels of the categories (the FeatureSet's ``classes``, the sorted
+        labels of ``y`` for hard labels, else ``0 .. C-1``).
+    n_features_in_ : int
+        Dimension D of the sample features.
+    loss_curve_ : list of float
+        The loss (sum of KL divergences) before each step.
+    loss_ : float
+        The loss at the final M.
+    n_iter_ : int
+        Number of steps run.
+    rotation_ : ndarray of shape (n_components, n_components)
+        Only after :meth:`fit_sequence`: the Procrustes rotation applied.
+
+    See Also
+    --------
+    procrustes_rotation : align the embeddings of two checkpoints.
+
+    Notes
+    -----
+    The soft labels come, in order of precedence, from ``soft_labels=`` in
+    :meth:`fit`, from a :class:`~skvmf.features.FeatureSet`'s
+    ``soft_labels``, or from ``y`` taken as hard labels (one-hot P). The true
+    labels are otherwise not needed.
+
+    The loss is the sum of KL divergences over the N samples, as in SPEC 3,
+    so the effective step of plain SGD grows with N and with the features'
+    energy: what matters is ``lr * N * mean ||f / scale||^2``. Measured on
+    synthetic data, 3 or less trains smoothly, about 10 still converges and
+    30 diverges (``fit`` then raises a ``ValueError`` naming this number).
+    The reference's lr = 1e-3 (momentum 0.9) suits the paper's regime of a
+    few hundred to a few thousand images with ``||f|| ~ scale``; a mean loss
+    would need an lr about N times larger for the same 2000 steps. All
+    arithmetic is float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvmf.projection import SampleProjector
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2], 20)
+    >>> X = rng.normal(size=(60, 16)) + 4 * np.eye(3, 16)[y] * 10
+    >>> proj = SampleProjector(max_iter=300, random_state=0).fit(X, y)
+    >>> proj.transform(X).shape
+    (60, 3)
+    >>> float(proj.score(X, y))
+    1.0
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 2, None, closed="left")],
+        "scale": [Interval(Real, 0, None, closed="neither")],
+        "init": [StrOptions({"random"}), "array-like"],
+        "init_std": [Interval(Real, 0, None, closed="neither")],
+        "kappa": [StrOptions({"revised"}), Interval(Real, 0, None, closed="neither")],
+        "sigma": [Interval(Real, 0, None, closed="neither")],
+        "gradient": [StrOptions({"faithful", "exact"})],
+        "em_steps": [Interval(Integral, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "from_logits": ["boolean"],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "device": "no_validation",  # resolve_device validates
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=3,
+        *,
+        scale=40.0,
+        init="random",
+        init_std=0.1,
+        kappa="revised",
+        sigma=1.0,
+        gradient="faithful",
+        em_steps=0,
+        max_iter=2000,
+        lr=1e-3,
+        momentum=0.9,
+        weight_decay=5e-4,
+        from_logits=False,
+        temperature=4.0,
+        device="cpu",
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.scale = scale
+        self.init = init
+        self.init_std = init_std
+        self.kappa = kappa
+        self.sigma = sigma
+        self.gradient = gradient
+        self.em_steps = em_steps
+        self.max_iter = max_iter
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.from_logits = from_logits
+        self.temperature = temperature
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- input handling ------------------------------------------------------
+    def _features(self, X, *, reset):
+        """The sample features as float64 (N, D), checked against the fit."""
+        if isinstance(X, FeatureSet):
+            if X.sample is None:
+                raise ValueError(
+                    "this FeatureSet has no sample features (FeatureSet.sample is None)"
+                )
+            F = np.asarray(_to_numpy(X.sample), dtype=np.float64)
+            if F.ndim != 2:
+                raise ValueError(
+                    f"FeatureSet.sample must have shape (N, D); got {F.shape}"
+                )
+            if not np.isfinite(F).all():
+                raise ValueError("FeatureSet.sample contains NaN or infinite values")
+            if reset:
+                self.n_features_in_ = F.shape[1]
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif F.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {F.shape[1]} features, but SampleProjector is "
+                    f"expecting {self.n_features_in_} features as input"
+                )
+            return F
+        return validate_data(
+            self, X, reset=reset, dtype=np.float64, ensure_min_samples=1
+        )
+
+    def _targets(self, X, y, soft_labels, n_samples):
+        """Soft labels (N, C) float64 and the class labels."""
+        fs = X if isinstance(X, FeatureSet) else None
+        if soft_labels is not None:
+            P = check_soft_labels(
+                _to_numpy(soft_labels),
+                n_samples=n_samples,
+                from_logits=self.from_logits,
+                temperature=self.temperature,
+            )
+        elif fs is not None and fs.soft_labels is not None:
+            P = check_soft_labels(
+                _to_numpy(fs.soft_labels), n_samples=n_samples, name="X.soft_labels"
+            )
+        elif y is not None:
+            y = np.asarray(y)
+            if y.ndim != 1 or y.shape[0] != n_samples:
+                raise ValueError(
+                    f"y must be 1-D with one label per sample ({n_samples}); "
+                    f"got shape {y.shape}"
+                )
+            classes, codes = np.unique(y, return_inverse=True)
+            if len(classes) < 2:
+                raise ValueError(
+                    f"y has a single class ({classes[0]!r}); at least 2 are needed"
+                )
+            return np.eye(len(classes))[codes], classes
+        else:
+            raise ValueError(
+                "SampleProjector requires y to be passed, but the target y is "
+                "None: it needs the network's soft labels (soft_labels=..., or a "
+                "FeatureSet with logits or soft_labels) or hard labels y"
+            )
+        if fs is not None and fs.classes is not None:
+            classes = np.asarray(fs.classes)
+            if classes.shape != (P.shape[1],):
+                raise ValueError(
+                    f"FeatureSet.classes has shape {classes.shape} but the soft "
+                    f"labels have {P.shape[1]} columns"
+                )
+        else:
+            classes = np.arange(P.shape[1])
+        return P, classes
+
+    def _initial_components(self, n_features, generator, device):
+        if isinstance(self.init, str):
+            M = torch.randn(
+                self.n_components,
+                n_features,
+                generator=generator,
+                dtype=_DTYPE,
+                device=generator.device,
+            )
+            return (self.init_std * M).to(device)
+        M = np.asarray(_to_numpy(self.init), dtype=np.float64)
+        if M.shape != (self.n_components, n_features):
+            raise ValueError(
+                f"init must have shape (n_components, n_features) = "
+                f"({self.n_components}, {n_features}); got {M.shape}"
+            )
+        if not np.isfinite(M).all():
+            raise ValueError("init contains NaN or infinite values")
+        return torch.as_tensor(M.copy(), dtype=_DTYPE, device=device)
+
+    # -- fitting -------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, soft_labels=None):
+        """Learn the projection M from sample features and soft labels.
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, D)
+            A FeatureSet (its ``sample`` and ``soft_labels`` are used) or the
+            sample features.
+        y : array-like of shape (N,), optional
+            Used only when no soft labels are available: hard labels, turned
+            into one-hot P(y|x).
+        soft_labels : array-like of shape (N, C), optional
+            The network's P(y|x) (or logits with ``from_logits=True``);
+            overrides the FeatureSet's.
+
+        Returns
+        -------
+        self : SampleProjector
+            The fitted estimator.
+        """
+        F = self._features(X, reset=True)
+        P, classes = self._targets(X, y, soft_labels, F.shape[0])
+        device = resolve_device(self.device)
+        exact = self.gradient == "exact"
+        kappa_fn = _KappaFunction(
+            self.kappa, self.n_components, self.sigma, exact, device
+        )
+
+        Ft = torch.as_tensor(F / self.scale, dtype=_DTYPE, device=device)
+        Pt = torch.as_tensor(P, dtype=_DTYPE, device=device)
+        log_p = torch.log(Pt)
+        log_pi = torch.log(Pt.mean(dim=0))
+        gen = torch_generator(self.random_state)
+        M = self._initial_components(F.shape[1], gen, device).requires_grad_(True)
+        velocity = None
+        use_em = self.em_steps > 0
+        mu_em, log_pi_em = None, log_pi
+
+        n_samples = F.shape[0]
+        stiffness = float(np.sum(F * F)) / self.scale**2
+        curve = []
+        for step in progress(
+            range(self.max_iter),
+            verbose=self.verbose,
+            total=self.max_iter,
+            desc="SampleProjector",
+            unit="step",
+        ):
+            if use_em:
+                mu_em, log_pi_em = self._em(M, Ft, Pt, log_pi, kappa_fn)
+            loss, _ = _objective(
+                M, Ft, Pt, log_p, log_pi_em, kappa_fn, exact=exact, mu=mu_em
+            )
+            value = float(loss.detach())
+            if not math.isfinite(value) or value > _DIVERGED * n_samples:
+                raise ValueError(
+                    f"the projection diverged at step {step} (loss = {value:.3g}); "
+                    f"the loss is a sum over samples, so lower lr (now {self.lr}); "
+                    f"a stable step needs lr * N * mean ||f / scale||^2 of about 3 "
+                    f"or less (now {self.lr * stiffness:.3g})"
+                )
+            curve.append(value)
+            (grad,) = torch.autograd.grad(loss, M)
+            with torch.no_grad():
+                # torch.optim.SGD's update (dampening 0, no Nesterov), written
+                # out so that fitting does not import torch's compiler stack
+                grad = grad + self.weight_decay * M
+                velocity = grad if velocity is None else self.momentum * velocity + grad
+                M -= self.lr * velocity
+
+        with torch.no_grad():
+            if use_em:
+                mu_em, log_pi_em = self._em(M, Ft, Pt, log_pi, kappa_fn)
+            loss, mu = _objective(
+                M, Ft, Pt, log_p, log_pi_em, kappa_fn, exact=True, mu=mu_em
+            )
+        self.components_ = M.detach().cpu().numpy().copy()
+        self.directions_ = mu.cpu().numpy().copy()
+        self.priors_ = torch.exp(log_pi_em).cpu().numpy().copy()
+        self.classes_ = classes
+        self.loss_curve_ = curve
+        self.loss_ = float(loss)
+        self.n_iter_ = self.max_iter
+        message(f"SampleProjector: final loss {self.loss_:.6g}", verbose=self.verbose)
+        return self
+
+    def _em(self, M, Ft, Pt, log_pi, kappa_fn):
+        """EM on the detached g, started from the teacher's category model."""
+        with torch.no_grad():
+            unit, strength = _normalise_rows(Ft @ M.T, exact=True)
+            kappa = kappa_fn(strength)
+            mu = _category_model(unit, kappa, Pt, exact=True)
+            return _em_update(unit, kappa, mu, log_pi, self.em_steps)
+
+    # -- using the projection ------------------------------------------------
+    def _project(self, X):
+        check_is_fitted(self)
+        F = self._features(X, reset=False)
+        return F @ self.components_.T / self.scale
+
+    def transform(self, X):
+        """Project sample features: g = M f / scale.
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, D)
+            Sample features.
+
+        Returns
+        -------
+        FeatureSet or ndarray of shape (N, n_components)
+            For a FeatureSet, a copy with ``g``, ``directions`` and ``priors``
+            set (X itself is not modified); for an array, g.
+        """
+        G = self._project(X)
+        if isinstance(X, FeatureSet):
+            return X.replace(g=G, directions=self.directions_, priors=self.priors_)
+        return G
+
+    def predict_log_proba(self, X):
+        """log Q(y|g) of the fitted category model.
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, D)
+            Sample features.
+
+        Returns
+        -------
+        ndarray of shape (N, n_classes)
+            ``log_softmax_y(log pi_y + kappa(||g||) cos(g, mu_y))``.
+        """
+        G = self._project(X)
+        strength = np.linalg.norm(G, axis=1)
+        unit = G / np.where(strength > 0, strength, 1.0)[:, None]
+        if isinstance(self.kappa, str):
+            from .vmf import revised_kappa
+
+            kappa = np.asarray(
+                revised_kappa(strength, self.n_components, sigma=self.sigma),
+                dtype=np.float64,
+            )
+        else:
+            kappa = np.full_like(strength, float(self.kappa))
+        with np.errstate(divide="ignore"):
+            log_pi = np.log(self.priors_)
+        logits = log_pi[None, :] + kappa[:, None] * (unit @ self.directions_.T)
+        return _np_log_softmax(logits, axis=1)
+
+    def predict_proba(self, X):
+        """Q(y|g) of the fitted category model, shape (N, n_classes).
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, D)
+            Sample features.
+
+        Returns
+        -------
+        ndarray of shape (N, n_classes)
+            Probabilities; rows sum to 1.
+        """
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """The most probable category under Q, as labels from ``classes_``.
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, D)
+            Sample features.
+
+        Returns
+        -------
+        ndarray of shape (N,)
+            Predicted labels.
+        """
+        log_proba = self.predict_log_proba(X)
+        return self.classes_[np.argmax(log_proba, axis=1)]
+
+    def score(self, X, y=None):
+        """Accuracy of :meth:`predict` against ``y``, or agreement with the DNN.
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, D)
+            Sample features.
+        y : array-like of shape (N,), optional
+            True labels. When omitted, X must be a FeatureSet with soft labels
+            and the score is the fraction of samples where argmax Q equals the
+            network's argmax P.
+
+        Returns
+        -------
+        float
+            A fraction in [0, 1].
+        """
+        pred = self.predict(X)
+        if y is None:
+            if not isinstance(X, FeatureSet) or X.soft_labels is None:
+                raise ValueError(
+                    "score needs y, or a FeatureSet with soft labels to measure "
+                    "the agreement with the network"
+                )
+            y = self.classes_[np.argmax(_to_numpy(X.soft_labels), axis=1)]
+        y = np.asarray(y)
+        if y.shape != pred.shape:
+            raise ValueError(
+                f"y must have shape {pred.shape} (one label per sample); got {y.shape}"
+            )
+        return float(np.mean(pred == y))
+
+    # -- training checkpoints ------------------------------------------------
+    def fit_sequence(self, feature_sets, *, n_average=3, trim=0.1):
+        """Fit one projector per training checkpoint in a shared frame.
+
+        The checkpoints' FeatureSets must hold the same images in the same
+        order. Checkpoint k (k > 0) starts from the mean of the last
+        ``n_average`` fitted (aligned) M; its embedding is then rotated onto
+        the previous checkpoint's (aligned) embedding by
+        :func:`procrustes_rotation`, and the rotation is applied to its M and
+        its directions, so every frame shares one coordinate system (SPEC 3).
+
+        Parameters
+        ----------
+        feature_sets : sequence of FeatureSet
+            One per checkpoint, in training order, each with ``sample`` and
+            soft labels (or logits).
+        n_average : int, default=3
+            Number of previous projections averaged for the warm start.
+        trim : float in [0, 1), default=0.1
+            Fraction of points dropped in Procrustes' second pass.
+
+        Returns
+        -------
+        list of SampleProjector
+            Fitted clones of this estimator (which is not modified), each
+            with a ``rotation_`` (identity for the first checkpoint).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvmf.features import FeatureSet
+        >>> from skvmf.projection import SampleProjector
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat([0, 1, 2], 10)
+        >>> sets = [FeatureSet(sample=rng.normal(size=(30, 8)) + 40 * np.eye(3, 8)[y],
+        ...                    soft_labels=np.eye(3)[y] * 0.8 + 0.2 / 3)
+        ...         for _ in range(3)]
+        >>> fits = SampleProjector(max_iter=50, random_state=0).fit_sequence(sets)
+        >>> [p.rotation_.shape for p in fits]
+        [(3, 3), (3, 3), (3, 3)]
+        """
+        feature_sets = list(feature_sets)
+        if not feature_sets:
+            raise ValueError("feature_sets is empty")
+        for k, fs in enumerate(feature_sets):
+            if not isinstance(fs, FeatureSet):
+                raise ValueError(
+                    f"feature_sets[{k}] must be a FeatureSet; got {type(fs).__name__}"
+                )
+            if len(fs) != len(feature_sets[0]):
+                raise ValueError(
+                    "every checkpoint must hold the same images; feature_sets[0] "
+                    f"has {len(feature_sets[0])} and feature_sets[{k}] {len(fs)}"
+                )
+        if not (isinstance(n_average, Integral) and n_average >= 1):
+            raise ValueError(f"n_average must be a positive integer; got {n_average!r}")
+        if not (isinstance(trim, Real) and 0 <= trim < 1):
+            raise ValueError(f"trim must be in [0, 1); got {trim!r}")
+
+        fitted, previous_g = [], None
+        for fs in progress(
+            feature_sets,
+            verbose=self.verbose,
+            total=len(feature_sets),
+            desc="checkpoints",
+            unit="ckpt",
+        ):
+            est = clone(self)
+            if fitted:
+                recent = [p.components_ for p in fitted[-n_average:]]
+                est.set_params(init=np.mean(recent, axis=0))
+            est.fit(fs)
+            g = est._project(fs)
+            if previous_g is None:
+                R = np.eye(self.n_components)
+            else:
+                R = procrustes_rotation(g, previous_g, trim=trim)
+            est.components_ = R.T @ est.components_
+            est.directions_ = est.directions_ @ R
+            est.rotation_ = R
+            previous_g = g @ R
+            fitted.append(est)
+        return fitted
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True  # labels (or soft labels) are needed
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
