@@ -12,12 +12,13 @@ def rng():
 
 
 def pytest_configure(config):
-    # Two xdist workers on a two-core machine: one BLAS/torch thread each
-    # avoids oversubscription; a single process keeps both threads.
+    # Two xdist workers on a two-core machine: one BLAS/OpenMP/torch thread
+    # each. Oversubscribed threads spin-wait and made small products 20-100x
+    # slower; a single process keeps every thread.
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        try:
-            import torch
+        from threadpoolctl import threadpool_limits
 
-            torch.set_num_threads(1)
-        except ImportError:
-            pass
+        threadpool_limits(limits=1)
+        import torch
+
+        torch.set_num_threads(1)
