@@ -13,10 +13,43 @@ __version__ = "0.1.0"
 _LAZY = {
     "FeatureSet": "skvmf.features",
     "RevisedVMFMixture": "skvmf.mixture",
+    "TorchFeatureExtractor": "skvmf.extraction",
+    "SampleProjector": "skvmf.projection",
+    "procrustes_rotation": "skvmf.projection",
+    "KnowledgePointCounter": "skvmf.knowledge",
+    "pgd_attack": "skvmf.attacks",
+    "input_gradient": "skvmf.saliency",
+    "saliency_map": "skvmf.saliency",
+    "guided_backprop": "skvmf.saliency",
+    "cam": "skvmf.saliency",
+    "grad_cam": "skvmf.saliency",
+    "ActivationMaximizer": "skvmf.synthesis",
+    "maximize_activation": "skvmf.synthesis",
+    "feature_maps": "skvmf.featuremaps",
+    "top_activating": "skvmf.featuremaps",
+    "out_of_sample_table": "skvmf.featuremaps",
+    "CategoryHierarchy": "skvmf.hierarchy",
+    "FilterPredictionTree": "skvmf.hierarchy",
+    "FeatureEmbedding": "skvmf.embedding",
+    "embed_features": "skvmf.embedding",
 }
 
 # submodules reachable as attributes (``skvmf.vmf``, ``skvmf.datasets`` ...)
-_SUBMODULES = {"vmf", "mixture"}
+_SUBMODULES = {
+    "vmf",
+    "mixture",
+    "features",
+    "extraction",
+    "projection",
+    "knowledge",
+    "attacks",
+    "saliency",
+    "synthesis",
+    "featuremaps",
+    "hierarchy",
+    "embedding",
+    "plotting",
+}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
 

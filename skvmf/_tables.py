@@ -1,0 +1,89 @@
+"""Plain tables: lists of dict rows ("records"), written as CSV, Markdown or HTML.
+
+Every table in skvmf is a list of dicts with the same keys, so it is JSON as
+is, loads into pandas with ``pandas.DataFrame(records)``, and needs no
+dependency here.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def columns(records: Sequence[dict]) -> list[str]:
+    """Column names in first-seen order."""
+    cols: list[str] = []
+    for row in records:
+        for key in row:
+            if key not in cols:
+                cols.append(key)
+    return cols
+
+
+def _fmt(value, digits: int) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** (-digits)):
+            return f"{value:.{digits}g}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_csv(records: Sequence[dict], path: str | Path | None = None) -> str:
+    """Write ``records`` as CSV (full precision); return the text."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns(records), lineterminator="\n")
+    writer.writeheader()
+    for row in records:
+        writer.writerow(row)
+    text = buf.getvalue()
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def to_markdown(records: Sequence[dict], digits: int = 3) -> str:
+    """A GitHub-flavoured Markdown table."""
+    cols = columns(records)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in records:
+        lines.append(
+            "| " + " | ".join(_fmt(row.get(c, ""), digits) for c in cols) + " |"
+        )
+    return "\n".join(lines)
+
+
+def to_html(
+    records: Sequence[dict], digits: int = 3, caption: str | None = None
+) -> str:
+    """An HTML ``<table>`` (values escaped)."""
+    cols = columns(records)
+    out = ['<table class="skvmf-table">']
+    if caption:
+        out.append(f"<caption>{html.escape(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols))
+    out.append("</tr></thead><tbody>")
+    for row in records:
+        cells = "".join(
+            f"<td>{html.escape(_fmt(row.get(c, ''), digits))}</td>" for c in cols
+        )
+        out.append(f"<tr>{cells}</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def to_text(records: Sequence[dict], digits: int = 3) -> str:
+    """A fixed-width plain-text table for terminals."""
+    cols = columns(records)
+    cells = [[_fmt(row.get(c, ""), digits) for c in cols] for row in records]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join([line, rule, *body])

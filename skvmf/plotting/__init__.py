@@ -1,0 +1,49 @@
+"""Matplotlib figures for every analysis in skvmf; each function returns its Figure.
+
+- The paper's analysis: :func:`plot_sample_space`, :func:`plot_layer_regions`,
+  :func:`plot_knowledge_masks`, :func:`plot_knowledge_counts`,
+  :func:`plot_emergence`, :func:`plot_adversarial_change`,
+  :func:`plot_distillation`.
+- Images: :func:`plot_feature_maps`, :func:`plot_saliency`,
+  :func:`plot_top_activating`, :func:`plot_synthesis`,
+  :func:`plot_out_of_sample`.
+- Structure: :func:`plot_dendrogram`, :func:`plot_mst`,
+  :func:`plot_prediction_tree`, :func:`plot_embedding`.
+"""
+
+from ._analysis import (
+    plot_adversarial_change,
+    plot_distillation,
+    plot_emergence,
+    plot_knowledge_counts,
+    plot_knowledge_masks,
+    plot_layer_regions,
+    plot_sample_space,
+)
+from ._images import (
+    plot_feature_maps,
+    plot_out_of_sample,
+    plot_saliency,
+    plot_synthesis,
+    plot_top_activating,
+)
+from ._structure import plot_dendrogram, plot_embedding, plot_mst, plot_prediction_tree
+
+__all__ = [
+    "plot_adversarial_change",
+    "plot_dendrogram",
+    "plot_distillation",
+    "plot_embedding",
+    "plot_emergence",
+    "plot_feature_maps",
+    "plot_knowledge_counts",
+    "plot_knowledge_masks",
+    "plot_layer_regions",
+    "plot_mst",
+    "plot_out_of_sample",
+    "plot_prediction_tree",
+    "plot_saliency",
+    "plot_sample_space",
+    "plot_synthesis",
+    "plot_top_activating",
+]
