@@ -686,6 +686,11 @@ def _recalibrate_batchnorm(model, tensors_or_batches, device, n_images: int) -> 
         model.train(was_training)
 
 
+def _cross_entropy(model, X, y):
+    out = model(X)
+    return nn.functional.cross_entropy(out, y), out
+
+
 def _make_optimizer(name, params, lr, weight_decay, momentum):
     if name == "sgd":
         return torch.optim.SGD(
@@ -827,6 +832,56 @@ def train_classifier(
     >>> result.n_iterations, len(result.history["loss"])
     (4, 2)
     """
+    return _train(
+        model,
+        train_data,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        schedule=schedule,
+        max_shift=max_shift,
+        recalibrate_bn=recalibrate_bn,
+        checkpoint_iterations=checkpoint_iterations,
+        checkpoint_dir=checkpoint_dir,
+        val_data=val_data,
+        device=device,
+        random_state=random_state,
+        verbose=verbose,
+    )
+
+
+def _train(
+    model: nn.Module,
+    train_data,
+    *,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    schedule: str = "onecycle",
+    max_shift: int = 0,
+    recalibrate_bn: int = 512,
+    checkpoint_iterations=None,
+    checkpoint_dir=None,
+    val_data=None,
+    device="cpu",
+    random_state=0,
+    verbose: int = 0,
+    compute_loss=None,
+    extra_parameters=(),
+) -> TrainingResult:
+    """The training loop behind :func:`train_classifier` and
+    :func:`skvmf.distillation.distill`.
+
+    ``compute_loss(model, X, y) -> (loss, logits)`` replaces the plain
+    cross-entropy; ``extra_parameters`` (e.g. a distillation adapter) are
+    optimised with the model's.
+    """
     config = _config_of(model)
     epochs = _check_int(epochs, "epochs", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
@@ -855,9 +910,11 @@ def train_classifier(
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
 
     model.to(dev)
-    opt = _make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
+    if compute_loss is None:
+        compute_loss = _cross_entropy
+    params = [*model.parameters(), *extra_parameters]
+    opt = _make_optimizer(optimizer, params, lr, weight_decay, momentum)
     sched = _make_schedule(schedule, opt, lr, n_iterations)
-    loss_fn = nn.CrossEntropyLoss()
 
     def val_accuracy():
         if val_batches is None:
@@ -888,8 +945,7 @@ def train_classifier(
             if max_shift:
                 X = _shift_batch(X, max_shift, aug_gen)
             X, y = X.to(dev), y.to(dev)
-            out = model(X)
-            loss = loss_fn(out, y)
+            loss, out = compute_loss(model, X, y)
             if not torch.isfinite(loss):
                 raise ValueError(
                     f"training diverged at step {iteration + 1} "
