@@ -43,6 +43,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._progress import message, progress
 from ._soft_labels import check_soft_labels
+from ._torch_kappa import TorchKappa
 from ._torch_utils import resolve_device, torch_generator
 from .features import FeatureSet
 
@@ -52,91 +53,6 @@ _DTYPE = torch.float64
 # mean KL per sample beyond which training has diverged: -log Q of a sample is
 # at most 2 kappa(l) + log(1 / pi), so this needs strengths ~ 700 and more
 _DIVERGED = 1e6
-
-
-# ---------------------------------------------------------------------------
-# kappa(l) in torch
-# ---------------------------------------------------------------------------
-class _KappaFunction:
-    """kappa(l) for the training loop: fixed, detached (faithful) or exact.
-
-    ``"revised"`` with ``exact=False`` evaluates :func:`skvmf.vmf.revised_kappa`
-    on detached strengths (no gradient, as in the reference). With
-    ``exact=True`` it evaluates the same interpolant in torch, so that kappa
-    carries its derivative: on ``skvmf.vmf._revised_kappa_table``, the cubic
-    Hermite spline of log kappa against log l with the node slopes of
-    ``skvmf.vmf._revised_kappa_slopes`` between grid points, linear in l
-    below the first positive grid point, and ``(l / sigma)^2 + (d - 2) / 2``
-    beyond the last one.
-    """
-
-    def __init__(self, kappa, dim, sigma, exact, device):
-        self.fixed = None if isinstance(kappa, str) else float(kappa)
-        self.dim = int(dim)
-        self.sigma = float(sigma)
-        self.exact = bool(exact)
-        if self.fixed is None and self.exact:
-            from .vmf import _revised_kappa_slopes, _revised_kappa_table
-
-            strengths, kappas = _revised_kappa_table(self.dim, self.sigma)
-            log_l = np.log(np.asarray(strengths[1:], dtype=np.float64))
-            log_k = np.log(np.asarray(kappas[1:], dtype=np.float64))
-            # a writable copy: the table's arrays are read-only (cached)
-            slopes = np.array(_revised_kappa_slopes(self.dim, self.sigma), np.float64)
-
-            def tensor(a):
-                return torch.tensor(a, dtype=_DTYPE, device=device)
-
-            self.log_l, self.log_k, self.slopes = (
-                tensor(log_l),
-                tensor(log_k),
-                tensor(slopes),
-            )
-            self.first = (float(strengths[1]), float(kappas[1]))
-            self.last = float(strengths[-1])
-            self.offset = 0.5 * (self.dim - 2.0)
-
-    def __call__(self, strength: torch.Tensor) -> torch.Tensor:
-        if self.fixed is not None:
-            return torch.full_like(strength, self.fixed)
-        if not self.exact:
-            from .vmf import revised_kappa
-
-            values = revised_kappa(
-                strength.detach().cpu().numpy(), self.dim, sigma=self.sigma
-            )
-            return torch.as_tensor(
-                np.asarray(values, dtype=np.float64),
-                dtype=strength.dtype,
-                device=strength.device,
-            )
-        return self._interpolate(strength)
-
-    def _interpolate(self, strength):
-        l_first, k_first = self.first
-        # each branch gets inputs inside its own range so that no branch
-        # produces inf/NaN gradients that torch.where would multiply by 0
-        x = torch.log(strength.clamp(l_first, self.last))
-        xk, yk, mk = self.log_l, self.log_k, self.slopes
-        idx = torch.searchsorted(xk, x.detach()).clamp(1, xk.shape[0] - 1)
-        x0, x1 = xk[idx - 1], xk[idx]
-        width = x1 - x0
-        t = (x - x0) / width
-        t2, t3 = t * t, t * t * t
-        log_kappa = (
-            (2 * t3 - 3 * t2 + 1) * yk[idx - 1]
-            + (t3 - 2 * t2 + t) * width * mk[idx - 1]
-            + (-2 * t3 + 3 * t2) * yk[idx]
-            + (t3 - t2) * width * mk[idx]
-        )
-        inside = torch.exp(log_kappa)
-        below = k_first * strength / l_first
-        beyond = (strength / self.sigma) ** 2 + self.offset
-        return torch.where(
-            strength < l_first,
-            below,
-            torch.where(strength > self.last, beyond, inside),
-        )
 
 
 # ---------------------------------------------------------------------------
@@ -586,9 +502,7 @@ default="random"
         P, classes = self._targets(X, y, soft_labels, F.shape[0])
         device = resolve_device(self.device)
         exact = self.gradient == "exact"
-        kappa_fn = _KappaFunction(
-            self.kappa, self.n_components, self.sigma, exact, device
-        )
+        kappa_fn = TorchKappa(self.kappa, self.n_components, self.sigma, device)
 
         Ft = torch.as_tensor(F / self.scale, dtype=_DTYPE, device=device)
         Pt = torch.as_tensor(P, dtype=_DTYPE, device=device)

@@ -8,10 +8,10 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvmf._soft_labels import check_soft_labels
+from skvmf._torch_kappa import TorchKappa
 from skvmf.features import FeatureSet
 from skvmf.projection import (
     SampleProjector,
-    _KappaFunction,
     _objective,
     procrustes_rotation,
 )
@@ -182,7 +182,7 @@ def test_category_model_loss_and_posteriors_match_numpy(kappa, sigma):
 def _torch_grad(M, F, P, kappa, exact, dim=3, sigma=1.0):
     Mt = torch.tensor(M, dtype=torch.float64, requires_grad=True)
     Pt = torch.tensor(P, dtype=torch.float64)
-    kappa_fn = _KappaFunction(kappa, dim, sigma, exact, "cpu")
+    kappa_fn = TorchKappa(kappa, dim, sigma, "cpu")
     loss, _ = _objective(
         Mt,
         torch.tensor(F / 40.0, dtype=torch.float64),
@@ -259,7 +259,7 @@ def test_exact_kappa_interpolant_matches_revised_kappa():
                 strengths[1:40],
             ]
         )
-        got = _KappaFunction("revised", dim, sigma, True, "cpu")(
+        got = TorchKappa("revised", dim, sigma, "cpu")(
             torch.tensor(probe, dtype=torch.float64)
         ).numpy()
         np.testing.assert_allclose(
@@ -279,7 +279,7 @@ def test_sgd_update_is_torch_sgd():
     )
     opt = torch.optim.SGD([M], lr=1e-3, momentum=0.9, weight_decay=5e-4)
     Pt = torch.tensor(P)
-    kappa_fn = _KappaFunction("revised", 3, 1.0, False, "cpu")
+    kappa_fn = TorchKappa("revised", 3, 1.0, "cpu")
     curve = []
     for _ in range(5):
         opt.zero_grad()

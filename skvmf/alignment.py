@@ -1,0 +1,1229 @@
+"""Importance weights, region matching and the regional aligner (SPEC 4-5).
+
+For one layer of a network, the regional features f_i^(r) (R regions of K
+channels per image) are embedded as ``h_i^(r) = Lambda f_i^(r) / s`` in the
+same d'-dimensional space as the projected sample features g_i of
+:class:`skvmf.projection.SampleProjector`, so that
+
+- images that the network finds similar (close soft labels) have similar
+  regions: a product of per-region vMF experts over matched regions mimics
+  the network's sample-to-sample distribution ``P(x_j | x_i)``;
+- each image's important regions point along its g_i.
+
+The pieces:
+
+- :func:`sample_distribution`: the network's ``P(x_j | x_i)`` over a set of
+  candidates; :func:`draw_candidates` draws those sets.
+- :func:`match_regions`: for a pair of images, the best-matching region of
+  one for each region of the other, on channel-normalised features weighted
+  by the anchor's channel weights.
+- :func:`fit_importance_weights`: per image, which regions (w) and channels
+  (v) explain the network's sample-to-sample distribution.
+- :class:`RegionalAligner`: learns Lambda per layer (scikit-learn transformer
+  that adds ``h`` to a :class:`~skvmf.features.FeatureSet`).
+
+All heavy work runs in torch (float32, log-space softmaxes; the expert
+concentration kappa_m = 1000 is never exponentiated directly) on the CPU or
+a CUDA device, in chunks of anchors so that memory stays bounded.
+
+References
+----------
+Li, Wang, Zhang. "Visualizing the Emergence of Intermediate Visual Patterns
+in DNNs", NeurIPS 2021, and its supplement (Eq. 4-5, the align loss).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import zlib
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import _matching as _mk
+from ._progress import message, progress
+from ._soft_labels import check_soft_labels
+from ._torch_kappa import TorchKappa
+from ._torch_utils import resolve_device, torch_generator
+from .features import FeatureSet
+
+__all__ = [
+    "RegionalAligner",
+    "draw_candidates",
+    "fit_importance_weights",
+    "match_regions",
+    "sample_distribution",
+]
+
+_DTYPE = torch.float32
+_INIT_STD = 0.1  # Lambda ~ N(0, 0.1^2), as M of SampleProjector (SPEC 3)
+
+
+# ---------------------------------------------------------------------------
+# input helpers
+# ---------------------------------------------------------------------------
+def _is_tensor(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _to_numpy(x):
+    if _is_tensor(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _refuse_sparse(x, name):
+    sparse_tensor = _is_tensor(x) and x.layout != torch.strided
+    if sparse_tensor or (not _is_tensor(x) and hasattr(x, "toarray")):
+        raise ValueError(
+            f"{name}: sparse input is not supported; give a dense array of "
+            "shape (n_images, n_regions, n_channels)"
+        )
+
+
+def _regions_tensor(features, device, name="features", min_regions=1):
+    """Regional features as a float tensor (N, R, K) on ``device``.
+
+    Torch input keeps a floating dtype (float64 stays float64); anything else
+    becomes float32.
+    """
+    _refuse_sparse(features, name)
+    if _is_tensor(features):
+        t = features.detach()
+        if not t.is_floating_point():
+            t = t.to(_DTYPE)
+        t = t.to(device)
+    else:
+        try:
+            arr = np.asarray(features)
+        except Exception as exc:
+            raise ValueError(f"{name} must be a numeric array (N, R, K)") from exc
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or (
+            np.issubdtype(arr.dtype, np.complexfloating)
+        ):
+            raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
+        t = torch.as_tensor(np.asarray(arr, dtype=np.float32), device=device)
+    if t.dim() != 3:
+        raise ValueError(
+            f"{name} must have shape (n_images, n_regions, n_channels); "
+            f"got shape {tuple(t.shape)}"
+        )
+    n_images, n_regions, n_channels = t.shape
+    if n_images == 0 or n_channels == 0:
+        raise ValueError(f"{name} is empty; got shape {tuple(t.shape)}")
+    if n_regions < min_regions:
+        raise ValueError(
+            f"{name} has {n_regions} region(s) per image; at least {min_regions} are "
+            f"needed (with a single region there is nothing to align or count); "
+            f"got shape {tuple(t.shape)}"
+        )
+    if n_regions > _mk._MAX_REGIONS:
+        raise ValueError(
+            f"{name} has {n_regions} regions per image; region indices are stored as "
+            f"int16, so at most {_mk._MAX_REGIONS} are supported"
+        )
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def _index_tensor(x, name, device, n_images):
+    """Integer indices into N images as an int64 tensor, range-checked."""
+    arr = _to_numpy(x)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer image indices; got {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_images):
+        bad = arr.min() if arr.min() < 0 else arr.max()
+        raise ValueError(
+            f"{name} holds the index {int(bad)}, outside [0, {n_images}) images"
+        )
+    return torch.as_tensor(arr.astype(np.int64), device=device)
+
+
+def _anchors_and_candidates(anchors, candidates, n_images, device):
+    """Validated anchors (A,) and candidates (A, n) or None."""
+    if anchors is None:
+        a = torch.arange(n_images, device=device)
+    else:
+        a = _index_tensor(anchors, "anchors", device, n_images)
+        if a.dim() != 1:
+            raise ValueError(f"anchors must be 1-D; got shape {tuple(a.shape)}")
+    if candidates is None:
+        return a, None
+    c = _index_tensor(candidates, "candidates", device, n_images)
+    if c.dim() != 2 or c.shape[0] != a.shape[0]:
+        raise ValueError(
+            f"candidates must have shape (n_anchors, n_candidates) = "
+            f"({a.shape[0]}, n); got {tuple(c.shape)}"
+        )
+    if c.shape[1] == 0:
+        raise ValueError("candidates has no columns: every anchor needs candidates")
+    if bool((c == a[:, None]).any()):
+        row = int(torch.nonzero((c == a[:, None]).any(dim=1))[0])
+        raise ValueError(
+            f"candidates of anchor {int(a[row])} (row {row}) include the anchor "
+            "itself; candidate sets S_i exclude i"
+        )
+    return a, c
+
+
+def _check_positive_int(value, name, minimum=1):
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _check_nonnegative(value, name):
+    ok = (
+        isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    )
+    if not ok or value < 0:
+        raise ValueError(f"{name} must be a finite non-negative number; got {value!r}")
+    return float(value)
+
+
+def _candidate_count(n_candidates, n_images):
+    n = _check_positive_int(n_candidates, "n_candidates")
+    if n_images < 2:
+        raise ValueError(f"at least 2 images are needed; got {n_images}")
+    if n > n_images - 1:
+        raise ValueError(
+            f"n_candidates={n} but there are only {n_images - 1} other images "
+            f"per anchor (n_images={n_images}); use n_candidates <= {n_images - 1}"
+        )
+    return n
+
+
+def _auto_chunk(per_anchor_bytes, device, chunk_size, n_anchors):
+    if chunk_size is not None:
+        return _check_positive_int(chunk_size, "chunk_size")
+    budget = _mk.memory_budget(device)
+    return int(max(1, min(n_anchors, budget // max(per_anchor_bytes, 1))))
+
+
+# ---------------------------------------------------------------------------
+# public functions
+# ---------------------------------------------------------------------------
+def draw_candidates(n_samples, n_candidates=100, *, anchors=None, random_state=None):
+    """Draw, for each anchor image, a set of distinct other images.
+
+    Every row is a uniform draw without replacement from the images other than
+    its anchor (the candidate sets S_i of SPEC 4), for all anchors at once.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of images N.
+    n_candidates : int, default=100
+        Size n of each set; at most N - 1.
+    anchors : array-like of int of shape (A,), optional
+        The anchor images (default: every image, ``0 .. N-1``).
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draw.
+
+    Returns
+    -------
+    ndarray of shape (A, n_candidates), dtype int64
+        Row a holds distinct image indices, none equal to ``anchors[a]``.
+
+    Examples
+    --------
+    >>> from skvmf.alignment import draw_candidates
+    >>> S = draw_candidates(10, 4, random_state=0)
+    >>> S.shape
+    (10, 4)
+    >>> bool((S != np.arange(10)[:, None]).all())
+    True
+    """
+    N = _check_positive_int(n_samples, "n_samples")
+    n = _candidate_count(n_candidates, N)
+    a, _ = _anchors_and_candidates(anchors, None, N, torch.device("cpu"))
+    gen = torch_generator(random_state)
+    return _mk.draw_candidates(N, a, n, gen).numpy()
+
+
+def sample_distribution(soft_labels, candidates, *, anchors=None, kappa_p=5.0):
+    """The network's sample-to-sample distribution P(x_j | x_i) (SPEC 4).
+
+    With unit soft labels ``p_i = P(.|x_i) / ||P(.|x_i)||``,
+    ``P(x_j | x_i) = softmax over j in S_i of kappa_p p_i . p_j``.
+
+    Parameters
+    ----------
+    soft_labels : array-like or tensor of shape (N, C)
+        The network's P(y|x) (rows are probabilities).
+    candidates : array-like of int of shape (A, n)
+        Candidate set S_i of each anchor (anchor excluded), for instance from
+        :func:`draw_candidates`.
+    anchors : array-like of int of shape (A,), optional
+        The anchors of the rows of ``candidates`` (default ``0 .. N-1``).
+    kappa_p : float, default=5.0
+        Concentration of the distribution.
+
+    Returns
+    -------
+    ndarray or tensor of shape (A, n)
+        Row a is P(x_j | x_anchor) over its candidates (sums to 1); a tensor
+        (on the soft labels' device) when ``soft_labels`` is a tensor, else a
+        float64 array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvmf.alignment import sample_distribution
+    >>> P = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> sample_distribution(P, [[1, 2], [0, 2], [0, 1]], kappa_p=np.log(3)).round(3)
+    array([[0.75, 0.25],
+           [0.75, 0.25],
+           [0.5 , 0.5 ]])
+    """
+    kappa_p = _check_nonnegative(kappa_p, "kappa_p")
+    P = check_soft_labels(_to_numpy(soft_labels))
+    if _is_tensor(soft_labels):
+        device = soft_labels.device
+        dtype = soft_labels.dtype if soft_labels.is_floating_point() else _DTYPE
+    else:
+        device, dtype = torch.device("cpu"), torch.float64
+    N = P.shape[0]
+    a, c = _anchors_and_candidates(anchors, candidates, N, device)
+    if c is None:
+        raise ValueError("candidates are required")
+    phat = _mk.unit_rows(torch.as_tensor(P, dtype=dtype, device=device))
+    out = _mk.log_sample_distribution(phat, a, c, kappa_p).exp()
+    return out if _is_tensor(soft_labels) else out.numpy()
+
+
+def match_regions(
+    features,
+    channel_weights=None,
+    *,
+    anchors=None,
+    candidates=None,
+    chunk_size=None,
+    device=None,
+    return_scores=False,
+):
+    """Match every region of each anchor image with a region of other images.
+
+    On channel-L2-normalised regional features ``f^`` (SPEC 4):
+    ``s_ij^(r) = max_r' sum_k v_ik f^_ik^(r) f^_jk^(r')`` and ``r'_ij(r)`` is
+    the maximising region of image j (the first one in case of a tie).
+
+    Parameters
+    ----------
+    features : array-like or tensor of shape (N, R, K)
+        Regional features of N images (normalised over K here; R < 32768).
+    channel_weights : array-like or tensor of shape (N, K) or (K,), optional
+        Channel weights v_i of each image when it is the anchor (a shared
+        vector for 1-D input), non-negative. Default: uniform ``1 / K``.
+    anchors : array-like of int of shape (A,), optional
+        Anchor images (default: all N).
+    candidates : array-like of int of shape (A, n), optional
+        Images matched against each anchor. Default: all N images (the full
+        matching, the anchor itself included).
+    chunk_size : int, optional
+        Anchors per chunk. Default: as many as fit a working-memory budget
+        (256 MiB on the CPU, 1 GiB on CUDA); candidates are then also split
+        into blocks when one anchor exceeds it.
+    device : str or torch.device, optional
+        Where to compute (default: the tensor's device, else the CPU).
+    return_scores : bool, default=False
+        Also return ``s_ij^(r)``.
+
+    Returns
+    -------
+    indices : ndarray or tensor of shape (A, M, R), dtype int16
+        ``indices[a, j, r] = r'_{anchor_a, j}(r)``; M = N for the full
+        matching, else n (column j is ``candidates[a, j]``).
+    scores : ndarray or tensor of shape (A, M, R)
+        ``s_ij^(r)``; only when ``return_scores``.
+
+    Notes
+    -----
+    Cost: A M K R^2 multiply-adds, as one matmul per chunk of anchors
+    (weighted anchor regions times candidate regions) and a max over the
+    candidate regions. Peak working memory, besides the normalised copy of
+    the features (4 N R K bytes) and the result (2 A M R bytes, plus
+    4 A M R with scores): ``4 c m R^2`` bytes for the score block of ``c``
+    anchors by ``m`` candidates, plus ``12 c m R`` for its maxima and their
+    indices (and ``4 c m R K`` for the gathered candidates when ``candidates``
+    is given). Float32 arrays are computed in float32; float64 tensors in
+    float64. Arrays in give arrays out; tensors give tensors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvmf.alignment import match_regions
+    >>> f = np.zeros((2, 2, 2))
+    >>> f[0] = [[1, 0], [0, 1]]      # image 0: region 0 along e0, region 1 e1
+    >>> f[1] = [[0, 1], [1, 0]]      # image 1: swapped
+    >>> idx = match_regions(f)
+    >>> idx.dtype, idx.shape
+    (dtype('int16'), (2, 2, 2))
+    >>> idx[0, 1]                    # region r of image 0 matches region 1 - r
+    array([1, 0], dtype=int16)
+    """
+    dev = resolve_device(
+        device if device is not None or not _is_tensor(features) else features.device
+    )
+    F = _regions_tensor(features, dev)
+    N, R, K = F.shape
+    a, c = _anchors_and_candidates(anchors, candidates, N, dev)
+    weights = None
+    if channel_weights is not None:
+        if _is_tensor(channel_weights):
+            v = channel_weights.detach().to(dev, F.dtype)
+        else:
+            v = torch.as_tensor(
+                np.asarray(channel_weights, dtype=np.float64), dtype=F.dtype, device=dev
+            )
+        if v.dim() == 1:
+            v = v[None, :].expand(N, -1)
+        if v.dim() != 2 or v.shape != (N, K):
+            raise ValueError(
+                f"channel_weights must have shape (N, K) = ({N}, {K}) or (K,); "
+                f"got {tuple(v.shape)}"
+            )
+        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
+            raise ValueError("channel_weights must be finite and non-negative")
+        weights = v.index_select(0, a)
+    fhat = _mk.normalize_channels(F)
+    chunk, block = _mk.matching_plan(
+        a.shape[0],
+        N if c is None else c.shape[1],
+        R,
+        K,
+        F.element_size(),
+        dev,
+        None if chunk_size is None else _check_positive_int(chunk_size, "chunk_size"),
+        gathered=c is not None,
+    )
+    idx, scores = _mk.match_all(
+        fhat,
+        weights,
+        a,
+        c,
+        chunk_size=chunk,
+        block_size=block,
+        return_scores=return_scores,
+    )
+    if not _is_tensor(features):
+        idx = idx.cpu().numpy()
+        scores = None if scores is None else scores.cpu().numpy()
+    return (idx, scores) if return_scores else idx
+
+
+def _fit_importance(
+    fhat,
+    phat,
+    generator,
+    *,
+    n_candidates,
+    kappa_p,
+    kappa_m,
+    n_steps,
+    lr,
+    momentum,
+    weight_decay,
+    chunk_size,
+    verbose,
+    desc="importance weights",
+):
+    """Batched SGD of SPEC 4 on tensors; returns (w, v, losses)."""
+    N, R, K = fhat.shape
+    dev = fhat.device
+    w = torch.full((N, R), 1.0 / R, dtype=fhat.dtype, device=dev, requires_grad=True)
+    v = torch.full((N, K), 1.0 / K, dtype=fhat.dtype, device=dev, requires_grad=True)
+    opt = torch.optim.SGD([w, v], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    per_anchor = _mk.bytes_per_anchor_importance(
+        n_candidates, R, K, fhat.element_size()
+    )
+    chunk = _auto_chunk(per_anchor, dev, chunk_size, N)
+    everyone = torch.arange(N, device=dev)
+    ws = _mk.Workspace()
+    losses = []
+    for step in progress(
+        range(n_steps), verbose=verbose, total=n_steps, desc=desc, unit="step"
+    ):
+        # one draw for every anchor, so the result does not depend on chunking
+        cand = _mk.draw_candidates(N, everyone, n_candidates, generator)
+        opt.zero_grad(set_to_none=False)
+        total = torch.zeros((), dtype=torch.float64, device=dev)
+        for start in range(0, N, chunk):
+            sl = slice(start, min(start + chunk, N))
+            # the per-image problems are independent: the summed loss gives
+            # each image's parameters exactly its own gradient
+            kl = _mk.importance_loss(
+                w[sl], v[sl], fhat, phat, everyone[sl], cand[sl], kappa_p, kappa_m, ws
+            ).sum()
+            kl.backward()
+            total += kl.detach().double()
+        opt.step()
+        with torch.no_grad():
+            w.copy_(_mk.project_simplex_abs(w))
+            v.copy_(_mk.project_simplex_abs(v))
+        value = float(total) / N
+        if not math.isfinite(value):
+            raise ValueError(
+                f"the importance weights diverged at step {step} (loss {value})"
+            )
+        losses.append(value)
+    return w.detach(), v.detach(), np.asarray(losses)
+
+
+def fit_importance_weights(
+    features,
+    soft_labels,
+    *,
+    n_candidates=100,
+    kappa_p=5.0,
+    kappa_m=1000.0,
+    n_steps=20,
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    from_logits=False,
+    temperature=4.0,
+    chunk_size=None,
+    device=None,
+    random_state=None,
+    verbose=0,
+    return_losses=False,
+):
+    """Fit each image's region weights w_i and channel weights v_i (SPEC 4).
+
+    For anchor i and candidates S_i (redrawn every step), each region r is an
+    expert ``q_i^(r)(j) = softmax over j of kappa_m s_ij^(r)`` with the
+    matching score ``s_ij^(r)`` of :func:`match_regions` under the channel
+    weights v_i; the model is the product of experts
+    ``Q(x_j|x_i) ∝ prod_r q_i^(r)(j)^(w_ir)`` (a w-weighted sum of
+    log-softmaxes, renormalised over j). w_i (simplex over R) and v_i
+    (simplex over K) minimise ``KL(P(.|x_i) || Q(.|x_i))`` against the
+    network's :func:`sample_distribution`, by SGD with momentum and weight
+    decay from uniform weights; after every step both are projected back by
+    absolute value and L1 normalisation.
+
+    Parameters
+    ----------
+    features : array-like or tensor of shape (N, R, K)
+        Regional features (channel-normalised here).
+    soft_labels : array-like of shape (N, C)
+        The network's P(y|x), or logits with ``from_logits=True``.
+    n_candidates : int, default=100
+        Size of each candidate set S_i (at most N - 1).
+    kappa_p : float, default=5.0
+        Concentration of the network's sample-to-sample distribution.
+    kappa_m : float, default=1000.0
+        Concentration of the region experts.
+    n_steps : int, default=20
+        SGD steps per image.
+    lr : float, default=0.05
+        Learning rate.
+    momentum : float, default=0.9
+        SGD momentum.
+    weight_decay : float, default=5e-4
+        SGD weight decay.
+    from_logits : bool, default=False
+        ``soft_labels`` are logits: use ``softmax(soft_labels / temperature)``.
+    temperature : float, default=4.0
+        Temperature for ``from_logits``.
+    chunk_size : int, optional
+        Anchors solved together per matmul; default: as many as fit the
+        working-memory budget (256 MiB on the CPU, 1 GiB on CUDA), at
+        ``4 n R (2 K + R)`` bytes per anchor.
+    device : str or torch.device, optional
+        Where to compute (default: the tensor's device, else the CPU).
+    random_state : int, RandomState instance or None, default=None
+        Seed of the candidate draws.
+    verbose : int, default=0
+        Progress bar over the steps when positive.
+    return_losses : bool, default=False
+        Also return the mean KL over images before each step.
+
+    Returns
+    -------
+    w : ndarray or tensor of shape (N, R)
+        Region importance weights; rows on the simplex.
+    v : ndarray or tensor of shape (N, K)
+        Channel weights; rows on the simplex.
+    losses : ndarray of shape (n_steps,)
+        Only with ``return_losses``.
+
+    Notes
+    -----
+    All N per-image problems are solved at once, in chunks of anchors: the
+    loss summed over images gives every image's parameters exactly the
+    gradient of its own loss, and SGD acts element-wise, so this is the same
+    computation as one image at a time. The gradient of the max over r'
+    flows to the argmax (computed by a gather of the matched regions rather
+    than a second matmul). Cost per step: N n K R^2 multiply-adds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvmf.alignment import fit_importance_weights
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 10)
+    >>> f = rng.normal(size=(20, 4, 256))
+    >>> f[:, 0] += 2 * rng.normal(size=(2, 256))[y]   # region 0 tells the class
+    >>> P = np.eye(2)[y] * 0.8 + 0.1
+    >>> w, v = fit_importance_weights(f, P, n_candidates=10, random_state=0)
+    >>> w.shape, v.shape, bool(np.allclose(w.sum(1), 1))
+    ((20, 4), (20, 256), True)
+    >>> bool(w[:, 0].mean() > 0.5)    # most weight on the telling region
+    True
+    """
+    dev = resolve_device(
+        device if device is not None or not _is_tensor(features) else features.device
+    )
+    F = _regions_tensor(features, dev)
+    N, R, K = F.shape
+    P = check_soft_labels(
+        _to_numpy(soft_labels),
+        n_samples=N,
+        from_logits=from_logits,
+        temperature=temperature,
+    )
+    n = _candidate_count(n_candidates, N)
+    n_steps = _check_positive_int(n_steps, "n_steps", minimum=0)
+    kappa_p = _check_nonnegative(kappa_p, "kappa_p")
+    kappa_m = _check_nonnegative(kappa_m, "kappa_m")
+    lr = _check_nonnegative(lr, "lr")
+    momentum = _check_nonnegative(momentum, "momentum")
+    weight_decay = _check_nonnegative(weight_decay, "weight_decay")
+    fhat = _mk.normalize_channels(F)
+    del F
+    phat = _mk.unit_rows(torch.as_tensor(P, dtype=fhat.dtype, device=dev))
+    w, v, losses = _fit_importance(
+        fhat,
+        phat,
+        torch_generator(random_state),
+        n_candidates=n,
+        kappa_p=kappa_p,
+        kappa_m=kappa_m,
+        n_steps=n_steps,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        chunk_size=chunk_size,
+        verbose=verbose,
+    )
+    if not _is_tensor(features):
+        w, v = w.cpu().numpy(), v.cpu().numpy()
+    return (w, v, losses) if return_losses else (w, v)
+
+
+def _align_epoch(
+    components,
+    optimizer,
+    feats_flat,
+    n_regions,
+    G,
+    phat,
+    w,
+    matching,
+    generator,
+    *,
+    n_candidates,
+    batch_size,
+    scale,
+    kappa_fn,
+    kappa_p,
+    exact,
+    sim_weight,
+    align_weight,
+    workspace,
+):
+    """One pass of SPEC 5's SGD over the anchors in random order.
+
+    ``batch_size`` anchors per step, each with freshly drawn candidates;
+    returns the mean loss over the pass.
+    """
+    N = G.shape[0]
+    device = feats_flat.device
+    order = torch.randperm(N, generator=generator).to(device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for start in range(0, N, batch_size):
+        anchors = order[start : start + batch_size]
+        cand = _mk.draw_candidates(N, anchors, n_candidates, generator)
+        l_sim, l_align = _mk.aligner_loss(
+            components,
+            feats_flat,
+            n_regions,
+            scale,
+            G,
+            phat,
+            w,
+            matching,
+            anchors,
+            cand,
+            kappa_fn=kappa_fn,
+            kappa_p=kappa_p,
+            exact=exact,
+            workspace=workspace,
+        )
+        loss = (sim_weight * l_sim + align_weight * l_align).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().double() * anchors.shape[0]
+    return float(total) / N  # one device sync per epoch
+
+
+# ---------------------------------------------------------------------------
+# the estimator
+# ---------------------------------------------------------------------------
+_ARRAY_LAYER = "input"
+
+
+class RegionalAligner(TransformerMixin, BaseEstimator):
+    """Embed each layer's regional features next to the sample features g.
+
+    Learns, per layer, ``Lambda`` (``components_[layer]``, shape (d', K)) so
+    that the regional features ``h_i^(r) = Lambda f_i^(r) / scale`` (SPEC 5):
+
+    - reproduce the network's sample-to-sample distribution: each anchor
+      region is an expert over candidate images,
+      ``q_i^(r)(j) = softmax over j in S_i of
+      kappa(||h_i^(r)||) cos(h_i^(r), h_j^(r'_ij(r)))``, with r'_ij(r) the
+      matched region of :func:`match_regions` (under the fitted channel
+      weights); the product of experts ``Q(x_j|x_i) ∝ prod_r
+      q_i^(r)(j)^(w_ir)`` with the importance weights w of
+      :func:`fit_importance_weights` gives
+      ``L_sim(i) = KL(P(.|x_i) || Q(.|x_i))``;
+    - point along the image's g_i where they matter:
+      ``L_align(i) = - sum_r w_ir cos(h_i^(r), g_i)``.
+
+    The loss ``sim_weight L_sim + align_weight L_align`` is minimised by SGD
+    with momentum and weight decay, one step per anchor image in random order
+    (``batch_size`` anchors per step), ``max_epochs`` times. Every layer is
+    aligned to the same g, so layers are comparable; ``transform`` applies the
+    fitted Lambda to any features (new images, adversarial ones) without
+    refitting.
+
+    Parameters
+    ----------
+    layers : str, list of str or None, default=None
+        Layers of a :class:`~skvmf.features.FeatureSet` to fit (None: every
+        layer in ``X.regions``). For array input, the name given to that one
+        layer (None: ``"input"``).
+    scale : float, default=40.0
+        The constant s dividing the regional features.
+    normalize_channels : bool, default=True
+        Embed channel-L2-normalised regional features (the matching always
+        uses them); False embeds the raw features.
+    n_candidates : int, default=100
+        Size of each anchor's candidate set S_i, redrawn every step. Clipped,
+        with a warning, to N - 1 on fewer images.
+    kappa_p : float, default=5.0
+        Concentration of the network's sample-to-sample distribution.
+    kappa_m : float, default=1000.0
+        Concentration of the matching experts of the importance weights.
+    weight_steps : int, default=20
+        SGD steps of the importance weights per image.
+    weight_lr : float, default=0.05
+        Learning rate of the importance weights (which share ``momentum``
+        and ``weight_decay``).
+    sim_weight : float, default=1.0
+        Weight of L_sim.
+    align_weight : float, default=0.1
+        Weight of L_align.
+    max_epochs : int, default=20
+        Passes over the images.
+    lr : float, default=0.01
+        Learning rate of Lambda.
+    momentum : float, default=0.9
+        SGD momentum.
+    weight_decay : float, default=5e-4
+        SGD weight decay.
+    batch_size : int, default=1
+        Anchors per step. 1 is the reference's behaviour; a larger value
+        averages the loss over that many anchors per step (fewer, larger
+        steps: faster, not the same optimisation).
+    sigma : float, default=1.0
+        Noise level of the revised kappa(l) (:func:`skvmf.vmf.revised_kappa`
+        in dimension d').
+    gradient : {"faithful", "exact"}, default="faithful"
+        ``"faithful"`` (the reference's behaviour): every cosine divides by
+        norms that carry no gradient and kappa carries none. ``"exact"``:
+        true cosines and kappa differentiated through a piecewise-linear
+        interpolation of its table.
+    from_logits : bool, default=False
+        Use logits (``softmax(logits / temperature)``): a FeatureSet's
+        ``logits``, or the ``soft_labels=`` given to :meth:`fit`.
+    temperature : float, default=4.0
+        Temperature for ``from_logits``.
+    chunk_size : int, optional
+        Anchors per chunk in the importance weights and the full matching
+        (default: from a working-memory budget).
+    device : str or torch.device, default="cpu"
+        Where the work runs (``"cuda"`` when available).
+    random_state : int, RandomState instance or None, default=None
+        Seed of Lambda's initialisation, the candidate draws and the order of
+        the anchors. Each layer gets its own stream (seeded from this and the
+        layer's name), so a layer's fit does not depend on the other layers.
+    verbose : int, default=0
+        0 silent, 1 progress bars (importance weights, epochs), 2 also
+        messages.
+
+    Attributes
+    ----------
+    layers_ : list of str
+        The fitted layers.
+    components_ : dict of str to ndarray of shape (d', K)
+        Lambda of each layer (float32).
+    importance_weights_ : dict of str to ndarray of shape (N, R)
+        The region importance weights w of the training images.
+    channel_weights_ : dict of str to ndarray of shape (N, K)
+        The channel weights v of the training images.
+    loss_curve_ : dict of str to ndarray of shape (max_epochs,)
+        Mean loss over each epoch's steps.
+    importance_loss_curve_ : dict of str to ndarray of shape (weight_steps,)
+        Mean KL of the importance weights before each of their steps.
+    n_features_in_ : dict of str to int
+        Number of channels K of each layer.
+    n_regions_ : dict of str to int
+        Number of regions R of each layer in the training features.
+    n_components_ : int
+        Dimension d' (that of g).
+    n_candidates_ : int
+        Candidate-set size used (``n_candidates`` or N - 1).
+    n_iter_ : int
+        Epochs run.
+
+    See Also
+    --------
+    skvmf.projection.SampleProjector : learns g (run it first).
+    fit_importance_weights, match_regions, sample_distribution
+
+    Notes
+    -----
+    Lambda starts from N(0, 0.1^2) entries, as M of the SampleProjector. The
+    matching r'_ij(r) is computed once per layer for all pairs (an int16
+    array of N^2 R entries) with the fitted channel weights, then every step
+    embeds only the anchors' regions and their candidates' matched regions.
+    Cost per layer: ``weight_steps N n K R^2`` multiply-adds for the
+    importance weights, ``N^2 K R^2`` for the matching, and
+    ``max_epochs N n R K d'`` for Lambda. Arithmetic is float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvmf.features import FeatureSet
+    >>> from skvmf.alignment import RegionalAligner
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2], 8)
+    >>> regions = rng.normal(size=(24, 9, 16)).astype(np.float32)
+    >>> regions[:, :3, :3] += 4 * np.eye(3)[y][:, None, :]
+    >>> g = 3 * np.eye(3)[y]
+    >>> fs = FeatureSet(soft_labels=np.eye(3)[y] * 0.7 + 0.1,
+    ...                 regions={"conv": regions}, g=g)
+    >>> aligner = RegionalAligner(n_candidates=10, max_epochs=2,
+    ...                           weight_steps=3, random_state=0)
+    >>> out = aligner.fit_transform(fs)
+    >>> out.h["conv"].shape, aligner.components_["conv"].shape
+    ((24, 9, 3), (3, 16))
+    """
+
+    _parameter_constraints: dict = {
+        "layers": [None, str, list, tuple],
+        "scale": [Interval(Real, 0, None, closed="neither")],
+        "normalize_channels": ["boolean"],
+        "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "kappa_p": [Interval(Real, 0, None, closed="left")],
+        "kappa_m": [Interval(Real, 0, None, closed="left")],
+        "weight_steps": [Interval(Integral, 0, None, closed="left")],
+        "weight_lr": [Interval(Real, 0, None, closed="left")],
+        "sim_weight": [Interval(Real, 0, None, closed="left")],
+        "align_weight": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "sigma": [Interval(Real, 0, None, closed="neither")],
+        "gradient": [StrOptions({"faithful", "exact"})],
+        "from_logits": ["boolean"],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "chunk_size": [None, Interval(Integral, 1, None, closed="left")],
+        "device": "no_validation",  # resolve_device validates
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        layers=None,
+        *,
+        scale=40.0,
+        normalize_channels=True,
+        n_candidates=100,
+        kappa_p=5.0,
+        kappa_m=1000.0,
+        weight_steps=20,
+        weight_lr=0.05,
+        sim_weight=1.0,
+        align_weight=0.1,
+        max_epochs=20,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=5e-4,
+        batch_size=1,
+        sigma=1.0,
+        gradient="faithful",
+        from_logits=False,
+        temperature=4.0,
+        chunk_size=None,
+        device="cpu",
+        random_state=None,
+        verbose=0,
+    ):
+        self.layers = layers
+        self.scale = scale
+        self.normalize_channels = normalize_channels
+        self.n_candidates = n_candidates
+        self.kappa_p = kappa_p
+        self.kappa_m = kappa_m
+        self.weight_steps = weight_steps
+        self.weight_lr = weight_lr
+        self.sim_weight = sim_weight
+        self.align_weight = align_weight
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.sigma = sigma
+        self.gradient = gradient
+        self.from_logits = from_logits
+        self.temperature = temperature
+        self.chunk_size = chunk_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- input handling ------------------------------------------------------
+    def _layer_names(self, available):
+        if self.layers is None:
+            return list(available)
+        names = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        if not names:
+            raise ValueError("layers is empty; give None, a layer name or a list")
+        for name in names:
+            if not isinstance(name, str):
+                raise ValueError(f"layer names must be strings; got {name!r}")
+            if name not in available:
+                raise ValueError(
+                    f"unknown layer {name!r}; the FeatureSet has regions for "
+                    f"{list(available)}"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError(f"layers lists a layer twice: {names}")
+        return names
+
+    def _inputs(self, X, soft_labels, g):
+        """Layers -> regions, soft labels P (N, C) float64, g (N, d') float64."""
+        if isinstance(X, FeatureSet):
+            if soft_labels is not None or g is not None:
+                raise ValueError(
+                    "with a FeatureSet, soft labels and g come from the "
+                    "FeatureSet; do not pass soft_labels= or g= to fit"
+                )
+            if not X.regions:
+                raise ValueError(
+                    "this FeatureSet has no regional features (FeatureSet.regions "
+                    "is empty)"
+                )
+            regions = {name: X.regions[name] for name in self._layer_names(X.regions)}
+            if X.g is None:
+                raise ValueError(
+                    "this FeatureSet has no projected sample features g "
+                    "(FeatureSet.g is None): run SampleProjector first "
+                    "(SampleProjector().fit(X).transform(X) adds g)"
+                )
+            g = X.g
+            if self.from_logits:
+                if X.logits is None:
+                    raise ValueError(
+                        "from_logits=True but this FeatureSet has no logits"
+                    )
+                labels, name = X.logits, "X.logits"
+            else:
+                if X.soft_labels is None:
+                    raise ValueError(
+                        "this FeatureSet has neither soft_labels nor logits"
+                    )
+                labels, name = X.soft_labels, "X.soft_labels"
+        else:
+            if self.layers is not None and not isinstance(self.layers, str):
+                raise ValueError(
+                    "for array input, layers must be None or one layer name; "
+                    f"got {self.layers!r}"
+                )
+            _refuse_sparse(X, "X")
+            regions = {self.layers or _ARRAY_LAYER: X}
+            if soft_labels is None:
+                raise ValueError(
+                    "RegionalAligner needs the network's soft labels: pass "
+                    "soft_labels=... (or a FeatureSet)"
+                )
+            if g is None:
+                raise ValueError(
+                    "RegionalAligner needs the projected sample features: pass "
+                    "g=... (run SampleProjector first) or a FeatureSet with g"
+                )
+            labels, name = soft_labels, "soft_labels"
+        G = np.asarray(_to_numpy(g), dtype=np.float64)
+        if G.ndim != 2 or G.shape[1] < 2:
+            raise ValueError(
+                f"g must have shape (N, d') with d' >= 2; got shape {G.shape}"
+            )
+        if not np.isfinite(G).all():
+            raise ValueError("g contains NaN or infinite values")
+        counts = {f"regions[{k!r}]": int(v.shape[0]) for k, v in regions.items()}
+        counts["g"] = G.shape[0]
+        counts[name] = int(np.shape(_to_numpy(labels))[0])
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
+            raise ValueError(
+                f"regions, soft labels and g need the same number of images; "
+                f"got {detail}"
+            )
+        P = check_soft_labels(
+            _to_numpy(labels),
+            n_samples=G.shape[0],
+            from_logits=self.from_logits,
+            temperature=self.temperature,
+            name=name,
+        )
+        return regions, P, G
+
+    def _layer_seed(self, base_seed, name):
+        return (base_seed + zlib.crc32(name.encode())) % (2**31 - 1)
+
+    # -- fitting -------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, soft_labels=None, g=None):
+        """Learn one Lambda per layer.
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, R, K)
+            A FeatureSet with ``regions``, soft labels (or logits) and ``g``
+            (from :class:`~skvmf.projection.SampleProjector`), or the
+            regional features of one layer.
+        y : None
+            Ignored (the network's soft labels are the targets).
+        soft_labels : array-like of shape (N, C), optional
+            With array input: the network's P(y|x) (or logits with
+            ``from_logits=True``).
+        g : array-like of shape (N, d'), optional
+            With array input: the projected sample features.
+
+        Returns
+        -------
+        self : RegionalAligner
+            The fitted estimator.
+        """
+        device = resolve_device(self.device)
+        regions, P, G = self._inputs(X, soft_labels, g)
+        N = G.shape[0]
+        if N < 3:
+            raise ValueError(
+                f"at least 3 images are needed (each anchor compares 2 or more "
+                f"other images); got {N}"
+            )
+        n_cand = self.n_candidates
+        if n_cand > N - 1:
+            warnings.warn(
+                f"n_candidates={n_cand} but there are only {N - 1} other images "
+                f"per anchor; using n_candidates={N - 1}",
+                UserWarning,
+                stacklevel=2,
+            )
+            n_cand = N - 1
+        exact = self.gradient == "exact"
+        d = G.shape[1]
+        kappa_fn = TorchKappa("revised", d, self.sigma, device)
+        Gt = torch.as_tensor(G, dtype=_DTYPE, device=device)
+        phat = _mk.unit_rows(torch.as_tensor(P, dtype=_DTYPE, device=device))
+        base_seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+
+        self.layers_ = list(regions)
+        self.components_, self.importance_weights_, self.channel_weights_ = {}, {}, {}
+        self.loss_curve_, self.importance_loss_curve_ = {}, {}
+        self.n_features_in_, self.n_regions_ = {}, {}
+        self.n_components_ = d
+        self.n_candidates_ = n_cand
+        for name, value in regions.items():
+            F = _regions_tensor(
+                value, device, name=f"regions[{name!r}]", min_regions=2
+            ).to(_DTYPE)
+            gen = torch_generator(self._layer_seed(base_seed, name))
+            self._fit_layer(name, F, phat, Gt, gen, kappa_fn, exact)
+        self.n_iter_ = self.max_epochs
+        return self
+
+    def _fit_layer(self, name, F, phat, G, gen, kappa_fn, exact):
+        N, R, K = F.shape
+        device = F.device
+        n = self.n_candidates_
+        fhat = _mk.normalize_channels(F)
+        w, v, w_curve = _fit_importance(
+            fhat,
+            phat,
+            gen,
+            n_candidates=n,
+            kappa_p=self.kappa_p,
+            kappa_m=self.kappa_m,
+            n_steps=self.weight_steps,
+            lr=self.weight_lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            chunk_size=self.chunk_size,
+            verbose=self.verbose,
+            desc=f"{name}: importance weights",
+        )
+        chunk, block = _mk.matching_plan(
+            N, N, R, K, fhat.element_size(), device, self.chunk_size, gathered=False
+        )
+        message(f"{name}: matching {N}^2 image pairs", verbose=self.verbose)
+        matching, _ = _mk.match_all(
+            fhat,
+            v,
+            torch.arange(N, device=device),
+            None,
+            chunk_size=chunk,
+            block_size=block,
+            return_scores=False,
+        )
+        feats = fhat if self.normalize_channels else F
+        del F, fhat
+        feats_flat = feats.reshape(N * R, K)
+
+        init = torch.randn((G.shape[1], K), generator=gen, dtype=_DTYPE)
+        components = torch.nn.Parameter((_INIT_STD * init).to(device))
+        opt = torch.optim.SGD(
+            [components],
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
+        ws = _mk.Workspace()
+        curve = []
+        for epoch in progress(
+            range(self.max_epochs),
+            verbose=self.verbose,
+            total=self.max_epochs,
+            desc=f"{name}: epochs",
+            unit="epoch",
+        ):
+            value = _align_epoch(
+                components,
+                opt,
+                feats_flat,
+                R,
+                G,
+                phat,
+                w,
+                matching,
+                gen,
+                n_candidates=n,
+                batch_size=self.batch_size,
+                scale=self.scale,
+                kappa_fn=kappa_fn,
+                kappa_p=self.kappa_p,
+                exact=exact,
+                sim_weight=self.sim_weight,
+                align_weight=self.align_weight,
+                workspace=ws,
+            )
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"layer {name!r}: the alignment diverged in epoch {epoch} "
+                    f"(loss {value}); lower lr (now {self.lr})"
+                )
+            curve.append(value)
+            message(f"{name}: epoch {epoch} loss {value:.6g}", verbose=self.verbose)
+
+        self.components_[name] = components.detach().cpu().numpy().copy()
+        self.importance_weights_[name] = w.cpu().numpy()
+        self.channel_weights_[name] = v.cpu().numpy()
+        self.loss_curve_[name] = np.asarray(curve, dtype=np.float64)
+        self.importance_loss_curve_[name] = w_curve
+        self.n_features_in_[name] = K
+        self.n_regions_[name] = R
+
+    # -- using the embedding -------------------------------------------------
+    def _embed(self, regions, name):
+        """h = Lambda f / scale for one layer; arrays in, float32 arrays out."""
+        device = resolve_device(self.device)
+        F = _regions_tensor(regions, device, name=f"regions[{name!r}]").to(_DTYPE)
+        K = self.n_features_in_[name]
+        if F.shape[2] != K:
+            raise ValueError(
+                f"regions[{name!r}] has {F.shape[2]} channels but the aligner was "
+                f"fitted with {K}; got shape {tuple(F.shape)}"
+            )
+        lam = torch.as_tensor(self.components_[name], device=device)
+        N, R, _ = F.shape
+        rows = max(1, _mk.memory_budget(device) // (4 * R * K))
+        parts = []
+        for start in range(0, N, rows):
+            f = F[start : start + rows]
+            if self.normalize_channels:
+                f = _mk.normalize_channels(f)
+            parts.append((f @ lam.T) / self.scale)
+        h = torch.cat(parts)
+        if _is_tensor(regions):
+            return h.to(regions.device)
+        return h.cpu().numpy()
+
+    def transform(self, X):
+        """Embed regional features: h = Lambda f / scale.
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, R, K)
+            A FeatureSet holding every fitted layer (any images: new ones,
+            adversarial ones), or the regional features of the one fitted
+            layer.
+
+        Returns
+        -------
+        FeatureSet or ndarray of shape (N, R, d')
+            For a FeatureSet, a copy with ``h[layer]`` added for every fitted
+            layer (X itself is not modified); for an array, h (float32; a
+            tensor for tensor input).
+        """
+        check_is_fitted(self, "components_")
+        if isinstance(X, FeatureSet):
+            missing = [name for name in self.layers_ if name not in X.regions]
+            if missing:
+                raise ValueError(
+                    f"the FeatureSet lacks the fitted layer(s) {missing}; it has "
+                    f"regions for {X.layers}"
+                )
+            return X.with_layers(
+                "h",
+                **{name: self._embed(X.regions[name], name) for name in self.layers_},
+            )
+        if len(self.layers_) != 1:
+            raise ValueError(
+                f"this aligner was fitted on {len(self.layers_)} layers "
+                f"{self.layers_}; transform a FeatureSet holding them"
+            )
+        return self._embed(X, self.layers_[0])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.target_tags.required = False
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
