@@ -713,8 +713,15 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         Layers of a :class:`~skvmf.features.FeatureSet` to fit (None: every
         layer in ``X.regions``). For array input, the name given to that one
         layer (None: ``"input"``).
-    scale : float, default=40.0
-        The constant s dividing the regional features.
+    scale : float or "auto", default="auto"
+        The constant s dividing the regional features. ``"auto"``: per layer,
+        the mean strength of the (normalised or raw) regional features of the
+        fit data, so that ``f / s`` has unit mean strength whatever the
+        layer's width and activation scale (fitted values in ``scales_``).
+        The reference divides raw VGG-16 features by 40, which brings them to
+        that order; dividing channel-normalised (unit) features by 40 would
+        instead leave h ~ 1e-3, kappa(||h||) ~ 0 and L_sim without gradient
+        (measured on the digits workload: the loss stayed at 0.99).
     normalize_channels : bool, default=True
         Embed channel-L2-normalised regional features (the matching always
         uses them); False embeds the raw features.
@@ -732,8 +739,12 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         and ``weight_decay``).
     sim_weight : float, default=1.0
         Weight of L_sim.
-    align_weight : float, default=0.1
-        Weight of L_align.
+    align_weight : float, default=1.0
+        Weight of L_align. The reference uses 0.1; on the digits workload
+        that left the regions of the deepest layer at a mean cos(h, g) of
+        0.42 (L_sim alone is blind to the layout of the categories on the
+        sphere) and its reliable knowledge-point ratio at 0.59, against
+        0.87 and 0.98 with 1.0.
     max_epochs : int, default=20
         Passes over the images.
     lr : float, default=0.01
@@ -752,7 +763,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
     gradient : {"faithful", "exact"}, default="faithful"
         ``"faithful"`` (the reference's behaviour): every cosine divides by
         norms that carry no gradient and kappa carries none. ``"exact"``:
-        true cosines and kappa differentiated through a piecewise-linear
+        true cosines and kappa differentiated through a cubic Hermite
         interpolation of its table.
     from_logits : bool, default=False
         Use logits (``softmax(logits / temperature)``): a FeatureSet's
@@ -790,6 +801,8 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         Number of channels K of each layer.
     n_regions_ : dict of str to int
         Number of regions R of each layer in the training features.
+    scales_ : dict of str to float
+        The divisor s of each layer (``scale``, or its ``"auto"`` value).
     n_components_ : int
         Dimension d' (that of g).
     n_candidates_ : int
@@ -833,7 +846,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "layers": [None, str, list, tuple],
-        "scale": [Interval(Real, 0, None, closed="neither")],
+        "scale": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "normalize_channels": ["boolean"],
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
         "kappa_p": [Interval(Real, 0, None, closed="left")],
@@ -861,7 +874,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         self,
         layers=None,
         *,
-        scale=40.0,
+        scale="auto",
         normalize_channels=True,
         n_candidates=100,
         kappa_p=5.0,
@@ -869,7 +882,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         weight_steps=20,
         weight_lr=0.05,
         sim_weight=1.0,
-        align_weight=0.1,
+        align_weight=1.0,
         max_epochs=20,
         lr=0.01,
         momentum=0.9,
@@ -1058,7 +1071,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         self.layers_ = list(regions)
         self.components_, self.importance_weights_, self.channel_weights_ = {}, {}, {}
         self.loss_curve_, self.importance_loss_curve_ = {}, {}
-        self.n_features_in_, self.n_regions_ = {}, {}
+        self.n_features_in_, self.n_regions_, self.scales_ = {}, {}, {}
         self.n_components_ = d
         self.n_candidates_ = n_cand
         for name, value in regions.items():
@@ -1106,6 +1119,15 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         feats = fhat if self.normalize_channels else F
         del F, fhat
         feats_flat = feats.reshape(N * R, K)
+        if self.scale == "auto":
+            scale = float(torch.linalg.vector_norm(feats_flat, dim=1).mean())
+            if not scale > 0:
+                raise ValueError(
+                    f"layer {name!r}: every regional feature is zero; nothing to align"
+                )
+        else:
+            scale = float(self.scale)
+        self.scales_[name] = scale
 
         init = torch.randn((G.shape[1], K), generator=gen, dtype=_DTYPE)
         components = torch.nn.Parameter((_INIT_STD * init).to(device))
@@ -1136,7 +1158,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
                 gen,
                 n_candidates=n,
                 batch_size=self.batch_size,
-                scale=self.scale,
+                scale=scale,
                 kappa_fn=kappa_fn,
                 kappa_p=self.kappa_p,
                 exact=exact,
@@ -1162,7 +1184,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
 
     # -- using the embedding -------------------------------------------------
     def _embed(self, regions, name):
-        """h = Lambda f / scale for one layer; arrays in, float32 arrays out."""
+        """h = Lambda f / s for one layer; arrays in, float32 arrays out."""
         device = resolve_device(self.device)
         F = _regions_tensor(regions, device, name=f"regions[{name!r}]").to(_DTYPE)
         K = self.n_features_in_[name]
@@ -1179,7 +1201,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
             f = F[start : start + rows]
             if self.normalize_channels:
                 f = _mk.normalize_channels(f)
-            parts.append((f @ lam.T) / self.scale)
+            parts.append((f @ lam.T) / self.scales_[name])
         h = torch.cat(parts)
         if _is_tensor(regions):
             return h.to(regions.device)

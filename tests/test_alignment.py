@@ -561,7 +561,11 @@ def test_aligner_loss_decreases_and_attributes(planted_fit):
 def test_aligner_transform_reproduces_h(planted_fit, rng):
     fs, aligner, out = planted_fit
     lam = aligner.components_["conv"].astype(np.float64)
-    expected = _unit(fs.regions["conv"].astype(np.float64)) @ lam.T / 40.0
+    unit = _unit(fs.regions["conv"].astype(np.float64))
+    # scale="auto": the mean strength of the embedded (here unit) features
+    s = np.linalg.norm(unit, axis=-1).mean()
+    assert aligner.scales_["conv"] == pytest.approx(s, rel=1e-5)
+    expected = unit @ lam.T / s
     np.testing.assert_allclose(out.h["conv"], expected, rtol=1e-4, atol=1e-7)
     # FeatureSet in, FeatureSet out, input untouched
     assert isinstance(out, FeatureSet) and not fs.h
@@ -569,7 +573,7 @@ def test_aligner_transform_reproduces_h(planted_fit, rng):
     # new images (different N): the fitted Lambda, no refit
     new = rng.normal(size=(5, 9, 128)).astype(np.float32)
     h_new = aligner.transform(FeatureSet(regions={"conv": new})).h["conv"]
-    np.testing.assert_allclose(h_new, _unit(new) @ lam.T / 40.0, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(h_new, _unit(new) @ lam.T / s, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(aligner.transform(new), h_new, rtol=1e-6)
     # tensors in, tensors out
     h_t = aligner.transform(torch.tensor(new))
