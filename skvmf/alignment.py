@@ -50,7 +50,7 @@ from . import _matching as _mk
 from ._progress import message, progress
 from ._soft_labels import check_soft_labels
 from ._torch_kappa import TorchKappa
-from ._torch_utils import resolve_device, torch_generator
+from ._torch_utils import MomentumSGD, resolve_device, torch_generator
 from .features import FeatureSet
 
 __all__ = [
@@ -669,7 +669,6 @@ def _align_epoch(
             workspace=workspace,
         )
         loss = (sim_weight * l_sim + align_weight * l_align).mean()
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += loss.detach().double() * anchors.shape[0]
@@ -1131,8 +1130,8 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
 
         init = torch.randn((G.shape[1], K), generator=gen, dtype=_DTYPE)
         components = torch.nn.Parameter((_INIT_STD * init).to(device))
-        opt = torch.optim.SGD(
-            [components],
+        opt = MomentumSGD(
+            components,
             lr=self.lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
