@@ -544,3 +544,22 @@ def test_methods_are_sample_order_and_subset_invariant_and_params_kept():
     np.testing.assert_array_equal(proj.predict(F[idx]), full[idx])
     for part in parts:
         np.testing.assert_array_equal(proj.predict(F[part]), full[part])
+
+
+def test_fit_sequence_keeps_the_better_of_warm_and_fresh_starts():
+    # checkpoint 0 carries no class information (uniform soft labels), so M
+    # shrinks towards zero; the warm start for checkpoint 1 then starts from
+    # that collapse, and the fresh start must win whenever it fits better
+    F, P, _ = _clusters(n=120, dim=32)
+    uniform = np.full_like(P, 1.0 / P.shape[1])
+    sets = [
+        FeatureSet(sample=F, soft_labels=uniform),
+        FeatureSet(sample=F, soft_labels=P),
+    ]
+    template = SampleProjector(max_iter=600, random_state=0)
+    fits = template.fit_sequence(sets)
+    fresh = clone(template).fit(sets[1])
+    warm = clone(template).set_params(init=fits[0].components_).fit(sets[1])
+    assert fits[1].loss_ == pytest.approx(min(fresh.loss_, warm.loss_), rel=1e-9)
+    assert fits[1].warm_started_ == (warm.loss_ <= fresh.loss_)
+    assert fits[0].warm_started_ is False
