@@ -222,6 +222,12 @@ default="random"
         :meth:`fit_sequence` does across checkpoints).
     init_std : float, default=0.1
         Standard deviation of the random initial M.
+    n_init : int, default=1
+        Number of starts (the first from ``init``, the others random, all
+        drawn from ``random_state``); the fit of lowest loss is kept, as in
+        scikit-learn's mixtures. The KL objective has local optima: on the
+        digits workload single starts agreed with the network on 0.80 to
+        0.99 of the images, and the lowest loss was the best agreement.
     kappa : "revised" or float, default="revised"
         ``"revised"``: the concentration is kappa(l) of
         :func:`skvmf.vmf.revised_kappa` in dimension d' with noise ``sigma``;
@@ -281,9 +287,12 @@ default="random"
     n_features_in_ : int
         Dimension D of the sample features.
     loss_curve_ : list of float
-        The loss (sum of KL divergences) before each step.
+        The loss (sum of KL divergences) before each step of the kept start.
     loss_ : float
-        The loss at the final M.
+        The loss at the returned M: the iterate of lowest loss of the kept
+        start (the faithful gradient is not the loss's gradient and can let
+        the loss rise again late in a run; on the digits workload it drifted
+        from 10.4 up to 26 while ||g|| grew from 1 to 5).
     n_iter_ : int
         Number of steps run.
     rotation_ : ndarray of shape (n_components, n_components)
@@ -331,6 +340,7 @@ default="random"
         "scale": [Interval(Real, 0, None, closed="neither")],
         "init": [StrOptions({"random"}), "array-like"],
         "init_std": [Interval(Real, 0, None, closed="neither")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
         "kappa": [StrOptions({"revised"}), Interval(Real, 0, None, closed="neither")],
         "sigma": [Interval(Real, 0, None, closed="neither")],
         "gradient": [StrOptions({"faithful", "exact"})],
@@ -353,6 +363,7 @@ default="random"
         scale=40.0,
         init="random",
         init_std=0.1,
+        n_init=1,
         kappa="revised",
         sigma=1.0,
         gradient="faithful",
@@ -371,6 +382,7 @@ default="random"
         self.scale = scale
         self.init = init
         self.init_std = init_std
+        self.n_init = n_init
         self.kappa = kappa
         self.sigma = sigma
         self.gradient = gradient
@@ -458,8 +470,8 @@ default="random"
             classes = np.arange(P.shape[1])
         return P, classes
 
-    def _initial_components(self, n_features, generator, device):
-        if isinstance(self.init, str):
+    def _initial_components(self, n_features, generator, device, first=True):
+        if isinstance(self.init, str) or not first:
             M = torch.randn(
                 self.n_components,
                 n_features,
@@ -511,42 +523,29 @@ default="random"
         log_p = torch.log(Pt)
         log_pi = torch.log(Pt.mean(dim=0))
         gen = torch_generator(self.random_state)
-        M = self._initial_components(F.shape[1], gen, device).requires_grad_(True)
-        velocity = None
         use_em = self.em_steps > 0
-        mu_em, log_pi_em = None, log_pi
-
         n_samples = F.shape[0]
         stiffness = float(np.sum(F * F)) / self.scale**2
-        curve = []
-        for step in progress(
-            range(self.max_iter),
-            verbose=self.verbose,
-            total=self.max_iter,
-            desc="SampleProjector",
-            unit="step",
-        ):
-            if use_em:
-                mu_em, log_pi_em = self._em(M, Ft, Pt, log_pi, kappa_fn)
-            loss, _ = _objective(
-                M, Ft, Pt, log_p, log_pi_em, kappa_fn, exact=exact, mu=mu_em
+        best = None
+        for run in range(self.n_init):
+            M0 = self._initial_components(F.shape[1], gen, device, first=run == 0)
+            found = self._descend(
+                M0,
+                Ft,
+                Pt,
+                log_p,
+                log_pi,
+                kappa_fn,
+                exact,
+                use_em,
+                n_samples,
+                stiffness,
+                run,
             )
-            value = float(loss.detach())
-            if not math.isfinite(value) or value > _DIVERGED * n_samples:
-                raise ValueError(
-                    f"the projection diverged at step {step} (loss = {value:.3g}); "
-                    f"the loss is a sum over samples, so lower lr (now {self.lr}); "
-                    f"a stable step needs lr * N * mean ||f / scale||^2 of about 3 "
-                    f"or less (now {self.lr * stiffness:.3g})"
-                )
-            curve.append(value)
-            (grad,) = torch.autograd.grad(loss, M)
-            with torch.no_grad():
-                # torch.optim.SGD's update (dampening 0, no Nesterov), written
-                # out so that fitting does not import torch's compiler stack
-                grad = grad + self.weight_decay * M
-                velocity = grad if velocity is None else self.momentum * velocity + grad
-                M -= self.lr * velocity
+            if best is None or found[1] < best[1]:
+                best = found
+        M, _, curve = best
+        log_pi_em, mu_em = log_pi, None
 
         with torch.no_grad():
             if use_em:
@@ -563,6 +562,71 @@ default="random"
         self.n_iter_ = self.max_iter
         message(f"SampleProjector: final loss {self.loss_:.6g}", verbose=self.verbose)
         return self
+
+    def _descend(
+        self,
+        M,
+        Ft,
+        Pt,
+        log_p,
+        log_pi,
+        kappa_fn,
+        exact,
+        use_em,
+        n_samples,
+        stiffness,
+        run,
+    ):
+        """SGD from ``M``: (the iterate of lowest loss, that loss, the curve).
+
+        The faithful gradient is not the loss's gradient (it ignores how the
+        strength sets kappa), and can let ||g|| drift up while the loss
+        rises again; the lowest-loss iterate is what the run found.
+        """
+        M = M.requires_grad_(True)
+        velocity = None
+        mu_em, log_pi_em = None, log_pi
+        curve, best_value, best_M = [], math.inf, M.detach().clone()
+        desc = "SampleProjector" if self.n_init == 1 else f"SampleProjector {run + 1}"
+        for step in progress(
+            range(self.max_iter),
+            verbose=self.verbose,
+            total=self.max_iter,
+            desc=desc,
+            unit="step",
+        ):
+            if use_em:
+                mu_em, log_pi_em = self._em(M, Ft, Pt, log_pi, kappa_fn)
+            loss, _ = _objective(
+                M, Ft, Pt, log_p, log_pi_em, kappa_fn, exact=exact, mu=mu_em
+            )
+            value = float(loss.detach())
+            if not math.isfinite(value) or value > _DIVERGED * n_samples:
+                raise ValueError(
+                    f"the projection diverged at step {step} (loss = {value:.3g}); "
+                    f"the loss is a sum over samples, so lower lr (now {self.lr}); "
+                    f"a stable step needs lr * N * mean ||f / scale||^2 of about 3 "
+                    f"or less (now {self.lr * stiffness:.3g})"
+                )
+            curve.append(value)
+            if value < best_value:
+                best_value, best_M = value, M.detach().clone()
+            (grad,) = torch.autograd.grad(loss, M)
+            with torch.no_grad():
+                # torch.optim.SGD's update (dampening 0, no Nesterov), written
+                # out so that fitting does not import torch's compiler stack
+                grad = grad + self.weight_decay * M
+                velocity = grad if velocity is None else self.momentum * velocity + grad
+                M -= self.lr * velocity
+        with torch.no_grad():  # the last update's result is a candidate too
+            if use_em:
+                mu_em, log_pi_em = self._em(M, Ft, Pt, log_pi, kappa_fn)
+            loss, _ = _objective(
+                M, Ft, Pt, log_p, log_pi_em, kappa_fn, exact=exact, mu=mu_em
+            )
+        if float(loss) < best_value:
+            best_value, best_M = float(loss), M.detach().clone()
+        return best_M, best_value, curve
 
     def _em(self, M, Ft, Pt, log_pi, kappa_fn):
         """EM on the detached g, started from the teacher's category model."""

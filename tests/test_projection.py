@@ -280,8 +280,8 @@ def test_sgd_update_is_torch_sgd():
     opt = torch.optim.SGD([M], lr=1e-3, momentum=0.9, weight_decay=5e-4)
     Pt = torch.tensor(P)
     kappa_fn = TorchKappa("revised", 3, 1.0, "cpu")
-    curve = []
-    for _ in range(5):
+    curve, iterates = [], []
+    for step in range(6):
         opt.zero_grad()
         loss, _ = _objective(
             M,
@@ -293,10 +293,15 @@ def test_sgd_update_is_torch_sgd():
             exact=False,
         )
         curve.append(float(loss.detach()))
-        loss.backward()
-        opt.step()
-    np.testing.assert_allclose(proj.components_, M.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(proj.loss_curve_, curve, rtol=1e-12)
+        iterates.append(M.detach().numpy().copy())
+        if step < 5:
+            loss.backward()
+            opt.step()
+    np.testing.assert_allclose(proj.loss_curve_, curve[:5], rtol=1e-12)
+    # the returned M is the iterate of lowest loss, the last one included
+    best = int(np.argmin(curve))
+    np.testing.assert_allclose(proj.components_, iterates[best], rtol=1e-12)
+    assert proj.loss_ == pytest.approx(curve[best], rel=1e-12)
 
 
 def test_featureset_input_transform_and_score():
@@ -563,3 +568,13 @@ def test_fit_sequence_keeps_the_better_of_warm_and_fresh_starts():
     assert fits[1].loss_ == pytest.approx(min(fresh.loss_, warm.loss_), rel=1e-9)
     assert fits[1].warm_started_ == (warm.loss_ <= fresh.loss_)
     assert fits[0].warm_started_ is False
+
+
+def test_lowest_loss_iterate_and_restarts():
+    F, P, _ = _clusters(n=60, dim=16)
+    one = SampleProjector(max_iter=300, random_state=0).fit(F, soft_labels=P)
+    assert one.loss_ <= min(one.loss_curve_) + 1e-12
+    three = SampleProjector(max_iter=300, n_init=3, random_state=0).fit(
+        F, soft_labels=P
+    )
+    assert three.loss_ <= one.loss_ + 1e-12  # the first start is the same
