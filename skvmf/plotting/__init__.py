@@ -2,7 +2,8 @@
 
 - The paper's analysis: :func:`plot_sample_space`, :func:`plot_layer_regions`,
   :func:`plot_knowledge_masks`, :func:`plot_knowledge_counts`,
-  :func:`plot_emergence`, :func:`plot_adversarial_change`,
+  :func:`plot_emergence`, :func:`plot_sample_evolution`,
+  :func:`plot_adversarial_change`,
   :func:`plot_distillation`.
 - Images: :func:`plot_feature_maps`, :func:`plot_saliency`,
   :func:`plot_top_activating`, :func:`plot_synthesis`,
@@ -18,6 +19,7 @@ from ._analysis import (
     plot_knowledge_counts,
     plot_knowledge_masks,
     plot_layer_regions,
+    plot_sample_evolution,
     plot_sample_space,
 )
 from ._images import (
@@ -43,6 +45,7 @@ __all__ = [
     "plot_out_of_sample",
     "plot_prediction_tree",
     "plot_saliency",
+    "plot_sample_evolution",
     "plot_sample_space",
     "plot_synthesis",
     "plot_top_activating",

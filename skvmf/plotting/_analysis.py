@@ -129,6 +129,44 @@ def plot_sample_space(
     return fig
 
 
+def plot_sample_evolution(
+    frames: Sequence[dict], labels, *, classes=None, max_points: int = 800
+) -> Figure:
+    """Sample features g and category directions at each training checkpoint.
+
+    ``frames`` are dicts with ``iteration``, ``g`` (N, d') and ``directions``
+    (C, d'), all in one coordinate system (as produced by
+    :meth:`skvmf.SampleProjector.fit_sequence`), so the panels show the
+    categories separating as training goes on. Every panel shares the axis
+    limits of the last one.
+    """
+    if not frames:
+        raise ValueError("frames is empty")
+    n = len(frames)
+    fig = plt.figure(figsize=(3.3 * n, 3.6))
+    reach = max(float(np.linalg.norm(np.asarray(f["g"]), axis=1).max()) for f in frames)
+    for i, frame in enumerate(frames):
+        ax = fig.add_subplot(1, n, i + 1, projection="3d")
+        plot_sample_space(
+            frame["g"],
+            labels,
+            frame["directions"],
+            classes=classes,
+            ax=ax,
+            title=f"iteration {frame['iteration']}",
+            max_points=max_points,
+        )
+        lim = reach * 1.1
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_zlim(-lim, lim)
+        ax.tick_params(labelsize=6)
+        if i < n - 1 and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle("Sample features during training (one shared frame)")
+    return fig
+
+
 def plot_layer_regions(
     h: Mapping[str, np.ndarray],
     directions,
