@@ -41,6 +41,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -619,6 +620,23 @@ def fit_importance_weights(
     return (w, v, losses) if return_losses else (w, v)
 
 
+def _fit_layer_job(aligner, name, regions, P, G, seed, n_threads):
+    """One layer's fit in a worker process (``RegionalAligner(n_jobs=...)``)."""
+    torch.set_num_threads(n_threads)
+    device = torch.device("cpu")
+    phat = _mk.unit_rows(torch.as_tensor(P, dtype=_DTYPE))
+    kappa_fn = TorchKappa("revised", G.shape[1], aligner.sigma, device)
+    return aligner._fit_layer(
+        name,
+        torch.as_tensor(np.array(regions, dtype=np.float32), dtype=_DTYPE),
+        phat,
+        torch.as_tensor(G, dtype=_DTYPE),
+        torch_generator(seed),
+        kappa_fn,
+        aligner.gradient == "exact",
+    )
+
+
 def _align_epoch(
     components,
     optimizer,
@@ -774,6 +792,11 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         (default: from a working-memory budget).
     device : str or torch.device, default="cpu"
         Where the work runs (``"cuda"`` when available).
+    n_jobs : int or None, default=None
+        Layers fitted in parallel processes on the CPU (joblib; None means 1,
+        -1 every core); each layer's result is identical to a sequential fit.
+        The per-anchor SGD steps are small and bound by Python overhead, so
+        this is the way to use several cores. Ignored on CUDA.
     random_state : int, RandomState instance or None, default=None
         Seed of Lambda's initialisation, the candidate draws and the order of
         the anchors. Each layer gets its own stream (seeded from this and the
@@ -860,6 +883,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "sigma": [Interval(Real, 0, None, closed="neither")],
+        "n_jobs": [None, Integral],
         "gradient": [StrOptions({"faithful", "exact"})],
         "from_logits": ["boolean"],
         "temperature": [Interval(Real, 0, None, closed="neither")],
@@ -893,6 +917,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         temperature=4.0,
         chunk_size=None,
         device="cpu",
+        n_jobs=None,
         random_state=None,
         verbose=0,
     ):
@@ -917,6 +942,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         self.temperature = temperature
         self.chunk_size = chunk_size
         self.device = device
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -1073,12 +1099,42 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         self.n_features_in_, self.n_regions_, self.scales_ = {}, {}, {}
         self.n_components_ = d
         self.n_candidates_ = n_cand
+        # validate every layer before any (long) fit starts
         for name, value in regions.items():
-            F = _regions_tensor(
-                value, device, name=f"regions[{name!r}]", min_regions=2
-            ).to(_DTYPE)
-            gen = torch_generator(self._layer_seed(base_seed, name))
-            self._fit_layer(name, F, phat, Gt, gen, kappa_fn, exact)
+            _regions_tensor(value, "cpu", name=f"regions[{name!r}]", min_regions=2)
+        n_jobs = effective_n_jobs(self.n_jobs)
+        if device.type != "cpu" or len(regions) < 2:
+            n_jobs = 1  # one CUDA context; nothing to share out
+        if n_jobs == 1:
+            results = [
+                self._fit_layer(
+                    name,
+                    _regions_tensor(value, device, name=name).to(_DTYPE),
+                    phat,
+                    Gt,
+                    torch_generator(self._layer_seed(base_seed, name)),
+                    kappa_fn,
+                    exact,
+                )
+                for name, value in regions.items()
+            ]
+        else:
+            threads = max(1, torch.get_num_threads() // min(n_jobs, len(regions)))
+            results = Parallel(n_jobs=n_jobs)(
+                delayed(_fit_layer_job)(
+                    self,
+                    name,
+                    _to_numpy(value),
+                    P,
+                    G,
+                    self._layer_seed(base_seed, name),
+                    threads,
+                )
+                for name, value in regions.items()
+            )
+        for name, result in zip(regions, results):
+            for key, value in result.items():
+                getattr(self, key)[name] = value
         self.n_iter_ = self.max_epochs
         return self
 
@@ -1126,7 +1182,6 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
                 )
         else:
             scale = float(self.scale)
-        self.scales_[name] = scale
 
         init = torch.randn((G.shape[1], K), generator=gen, dtype=_DTYPE)
         components = torch.nn.Parameter((_INIT_STD * init).to(device))
@@ -1173,13 +1228,16 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
             curve.append(value)
             message(f"{name}: epoch {epoch} loss {value:.6g}", verbose=self.verbose)
 
-        self.components_[name] = components.detach().cpu().numpy().copy()
-        self.importance_weights_[name] = w.cpu().numpy()
-        self.channel_weights_[name] = v.cpu().numpy()
-        self.loss_curve_[name] = np.asarray(curve, dtype=np.float64)
-        self.importance_loss_curve_[name] = w_curve
-        self.n_features_in_[name] = K
-        self.n_regions_[name] = R
+        return {
+            "components_": components.detach().cpu().numpy().copy(),
+            "importance_weights_": w.cpu().numpy(),
+            "channel_weights_": v.cpu().numpy(),
+            "loss_curve_": np.asarray(curve, dtype=np.float64),
+            "importance_loss_curve_": w_curve,
+            "n_features_in_": K,
+            "n_regions_": R,
+            "scales_": scale,
+        }
 
     # -- using the embedding -------------------------------------------------
     def _embed(self, regions, name):

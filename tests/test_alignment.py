@@ -767,3 +767,25 @@ def _expected_failed_checks(estimator):
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_parallel_layers_equal_sequential_fit():
+    rng = np.random.default_rng(5)
+    n = 24
+    P = rng.dirichlet(np.ones(3), size=n)
+    fs = FeatureSet(
+        regions={
+            "a": rng.random((n, 4, 6)).astype(np.float32),
+            "b": rng.random((n, 4, 5)).astype(np.float32),
+        },
+        grid=(2, 2),
+        soft_labels=P,
+        g=rng.normal(size=(n, 3)),
+    )
+    params = {"n_candidates": 8, "max_epochs": 2, "weight_steps": 2, "random_state": 0}
+    seq = RegionalAligner(**params).fit(fs)
+    par = RegionalAligner(**params, n_jobs=2).fit(fs)
+    for layer in ("a", "b"):
+        np.testing.assert_array_equal(par.components_[layer], seq.components_[layer])
+        np.testing.assert_array_equal(par.loss_curve_[layer], seq.loss_curve_[layer])
+        assert par.scales_[layer] == seq.scales_[layer]
