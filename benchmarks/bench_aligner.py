@@ -4,7 +4,7 @@ Run by hand (not part of the test suite)::
 
     python benchmarks/bench_aligner.py                  # paper size + digits size
     python benchmarks/bench_aligner.py --weight-steps 20  # all 20 weight steps
-    python benchmarks/bench_aligner.py --markdown doc/benchmarks_aligner.md
+    python benchmarks/bench_aligner.py --markdown doc   # doc/benchmarks.md
 
 Paper size: N = 500 images, R = 196 regions (14 x 14), K = 512 channels
 (VGG-16 conv_53 on 224 px inputs), n = 100 candidates, d' = 3. Digits size:
@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from _doc import write_section  # benchmarks/_doc.py (script directory)
 
 try:  # run from a checkout without installing the package
     import skvmf  # noqa: F401
@@ -301,7 +303,11 @@ def main(argv=None):
     parser.add_argument("--matching", default=None)
     parser.add_argument("--weights", default=None)
     parser.add_argument("--skip-paper", action="store_true")
-    parser.add_argument("--markdown", default=None, help="write the table here")
+    parser.add_argument(
+        "--markdown",
+        default=None,
+        help="write the table to this file ('doc': its section of doc/benchmarks.md)",
+    )
     args = parser.parse_args(argv)
 
     if args.phase:
@@ -362,7 +368,9 @@ def main(argv=None):
     print(header)
     print()
     print(table)
-    if args.markdown:
+    if args.markdown == "doc":
+        write_section("bench_aligner", header + "\n\n" + table)
+    elif args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write(header + "\n\n" + table + "\n")
 

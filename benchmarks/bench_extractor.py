@@ -18,7 +18,7 @@ Usage::
 
     python benchmarks/bench_extractor.py                 # full run, writes the table
     python benchmarks/bench_extractor.py --quick         # smaller, for a smoke test
-    python benchmarks/bench_extractor.py --out doc/benchmarks_extractor.md
+    python benchmarks/bench_extractor.py   # its section of doc/benchmarks.md
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _doc import write_section  # benchmarks/_doc.py (script directory)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -230,7 +232,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(REPO / "doc" / "benchmarks_extractor.md"))
+    parser.add_argument(
+        "--out", default=None, help="markdown file (default: doc/benchmarks.md)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -262,7 +266,10 @@ def main(argv=None):
     print(json.dumps(row), flush=True)
     mem.append(row)
     text = _markdown(over, mem, args)
-    Path(args.out).write_text(text)
+    if args.out is None:
+        write_section("bench_extractor", text)
+    else:
+        Path(args.out).write_text(text)
     print(text)
 
 

@@ -2,7 +2,7 @@
 
 Run by hand (a few minutes on two cores)::
 
-    python benchmarks/bench_mixture.py                  # doc/benchmarks_mixture.md
+    python benchmarks/bench_mixture.py                  # doc/benchmarks.md
     python benchmarks/bench_mixture.py --quick --out -  # small sizes, print only
 
 Data: K = 10 vMF clusters with random unit means, drawn with
@@ -45,6 +45,8 @@ from sklearn.mixture import GaussianMixture
 
 # run from a checkout: import this tree's skvmf, installed or not
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _doc import write_section  # noqa: E402  (benchmarks/, the script's directory)
 
 from skvmf.mixture import RevisedVMFMixture  # noqa: E402
 from skvmf.vmf import (  # noqa: E402
@@ -255,10 +257,9 @@ def main(argv=None):
     )
     parser.add_argument(
         "--out",
-        default=str(
-            Path(__file__).resolve().parents[1] / "doc" / "benchmarks_mixture.md"
-        ),
-        help="markdown file to write, '-' for stdout only",
+        default=None,
+        help="markdown file to write, '-' for stdout only (default: this "
+        "benchmark's section of doc/benchmarks.md)",
     )
     args = parser.parse_args(argv)
     settings = (
@@ -270,7 +271,9 @@ def main(argv=None):
         main_rows, hard_rows = run(settings, args.repeats, args.iteration_repeats)
         text = markdown(main_rows, hard_rows, args.repeats)
     print(text)
-    if args.out != "-":
+    if args.out is None:
+        write_section("bench_mixture", text)
+    elif args.out != "-":
         Path(args.out).write_text(text)
 
 
