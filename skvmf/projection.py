@@ -588,10 +588,12 @@ default="random"
         mu_em, log_pi_em = None, log_pi
         curve, best_value, best_M = [], math.inf, M.detach().clone()
         desc = "SampleProjector" if self.n_init == 1 else f"SampleProjector {run + 1}"
+        # max_iter updates; the loss is evaluated before each and after the
+        # last, so the final M is a candidate too
         for step in progress(
-            range(self.max_iter),
+            range(self.max_iter + 1),
             verbose=self.verbose,
-            total=self.max_iter,
+            total=self.max_iter + 1,
             desc=desc,
             unit="step",
         ):
@@ -608,9 +610,11 @@ default="random"
                     f"a stable step needs lr * N * mean ||f / scale||^2 of about 3 "
                     f"or less (now {self.lr * stiffness:.3g})"
                 )
-            curve.append(value)
             if value < best_value:
                 best_value, best_M = value, M.detach().clone()
+            if step == self.max_iter:
+                break
+            curve.append(value)
             (grad,) = torch.autograd.grad(loss, M)
             with torch.no_grad():
                 # torch.optim.SGD's update (dampening 0, no Nesterov), written
@@ -618,14 +622,6 @@ default="random"
                 grad = grad + self.weight_decay * M
                 velocity = grad if velocity is None else self.momentum * velocity + grad
                 M -= self.lr * velocity
-        with torch.no_grad():  # the last update's result is a candidate too
-            if use_em:
-                mu_em, log_pi_em = self._em(M, Ft, Pt, log_pi, kappa_fn)
-            loss, _ = _objective(
-                M, Ft, Pt, log_p, log_pi_em, kappa_fn, exact=exact, mu=mu_em
-            )
-        if float(loss) < best_value:
-            best_value, best_M = float(loss), M.detach().clone()
         return best_M, best_value, curve
 
     def _em(self, M, Ft, Pt, log_pi, kappa_fn):
