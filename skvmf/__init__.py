@@ -21,6 +21,7 @@ _LAZY = {
     "fit_importance_weights": "skvmf.alignment",
     "KnowledgePointCounter": "skvmf.knowledge",
     "analyze": "skvmf.analysis",
+    "write_report": "skvmf.report",
     "AnalysisResult": "skvmf.analysis",
     "pgd_attack": "skvmf.attacks",
     "distill": "skvmf.distillation",
@@ -66,6 +67,8 @@ _SUBMODULES = {
     "hierarchy",
     "embedding",
     "plotting",
+    "report",
+    "cli",
 }
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])

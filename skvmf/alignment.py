@@ -109,7 +109,10 @@ def _regions_tensor(features, device, name="features", min_regions=1):
             np.issubdtype(arr.dtype, np.complexfloating)
         ):
             raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
-        t = torch.as_tensor(np.asarray(arr, dtype=np.float32), device=device)
+        arr = np.asarray(arr, dtype=np.float32)
+        if not arr.flags.writeable:  # memmaps, joblib's shared arrays
+            arr = arr.copy()
+        t = torch.as_tensor(arr, device=device)
     if t.dim() != 3:
         raise ValueError(
             f"{name} must have shape (n_images, n_regions, n_channels); "

@@ -1,0 +1,764 @@
+"""A self-contained HTML report of an analysis, with its figures and numbers.
+
+:func:`write_report` turns an :class:`skvmf.analysis.AnalysisResult` into a
+folder that opens offline and can be shared as is::
+
+    report/
+        index.html        every figure embedded (base64 PNG), inline CSS,
+                          a plain-words explanation per section
+        figures/<name>.png
+        data/results.json, data/<table>.csv       (AnalysisResult.save)
+        data/<figure>.json (and .csv for flat data): the numbers each figure plots
+        data/<extra>.csv / .json                  tables added by the caller
+
+Sections appear only for what the analysis computed (checkpoints, attack,
+students).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from . import _tables
+from .analysis import AnalysisResult, _jsonable, _pivot
+
+__all__ = ["write_report"]
+
+# ---------------------------------------------------------------------------
+# what each section says (plain words)
+# ---------------------------------------------------------------------------
+_INTRO = (
+    "This report shows what a convolutional network has learned, layer by "
+    "layer, with the method of Li, Wang and Zhang (NeurIPS 2021). Every "
+    "analysed image, and every region of every analysed layer (one cell of "
+    "the layer's feature map), is placed in one small space (d' = "
+    "{n_components} dimensions). In that space a direction stands for a "
+    "category and the length (the <em>strength</em>) for how clearly the "
+    "feature speaks for it. A region whose direction points clearly to one "
+    "category is a <em>knowledge point</em>: a visual pattern the layer uses "
+    "to tell the categories apart."
+)
+
+_TEXT = {
+    "run": (
+        "The settings of the run, the time each step took, and the accuracies "
+        "measured on the way. <code>dnn_accuracy</code> is the network's "
+        "accuracy on the analysed images; the vote accuracies of the "
+        "knowledge points are in the next sections."
+    ),
+    "projection": (
+        "Each dot is one image: its sample feature (the input of the "
+        "network's last linear layer) projected to d' dimensions, written "
+        "<em>g</em>. The projection is learned so that a von Mises-Fisher "
+        "category model in this space reproduces the network's own "
+        "predictions. The arrows are the category directions, the colours the "
+        "true labels. Dots far from the centre are images the network "
+        "classifies confidently, dots near the centre are ambiguous ones. The "
+        "2-D view shows the same points on their two main axes (the origin "
+        "kept, so the distance from the centre is still the strength). In the "
+        "table, <code>projection_agreement</code> is how often the category "
+        "model picks the network's own prediction (close to 1 means the space "
+        "is faithful), and <code>pearson_strength_entropy</code> the "
+        "correlation of the strength of g with the uncertainty (entropy) of "
+        "the network's prediction: negative, because confident images lie "
+        "far out."
+    ),
+    "knowledge": (
+        "Each layer's regions are embedded in the same space as g (written "
+        "<em>h</em>) and their strengths rescaled to a mean of 1, so layers "
+        "are comparable. A region is a <strong>knowledge point</strong> when "
+        "the probability of its most likely category exceeds "
+        "<strong>tau = {tau}</strong>; it is <strong>reliable</strong> when "
+        "that category is the image's true label. Blue bars: knowledge points "
+        "per image; green bars: reliable ones; the percentage is the "
+        "<strong>reliable ratio</strong> (reliable / all). In the paper both "
+        "the number and the reliable ratio grow with depth: deep layers hold "
+        "more, and more trustworthy, patterns. <code>vote_accuracy</code> is "
+        "the accuracy of a majority vote of each image's knowledge points "
+        "(an image without any counts as wrong); <code>mean_cos_h_g</code> "
+        "how well the regions point the way their image's g does."
+    ),
+    "regions": (
+        "Forward propagation: the same regions of the same images, seen at "
+        "every layer in the same space. Grey dots are regions that are not "
+        "knowledge points; coloured dots are knowledge points, in the colour "
+        "of the category they point to; the lines are the category "
+        "directions. Shallow layers form a weak cloud near the centre with "
+        "mixed directions; deep layers stretch out along the category "
+        "directions."
+    ),
+    "masks": (
+        "Knowledge points of the deepest layer drawn on some analysed images. "
+        "Each coloured cell is a knowledge point, in the colour of the "
+        "category it points to; a solid border marks a reliable point (it "
+        "points to the image's label), a dashed border an unreliable one."
+    ),
+    "emergence": (
+        "The same analysis repeated on checkpoints saved during training, on "
+        "the same images. Left: knowledge points per image against the "
+        "training iteration, one line per layer; right: the reliable ones. "
+        "In the paper knowledge points appear quickly early in training and "
+        "then level off, most of all in the deep layers. The second figure "
+        "shows g and the category directions at each checkpoint, every "
+        "checkpoint rotated into one shared frame, so the categories can be "
+        "seen separating as training goes on. The table lists the knowledge "
+        "points per image per layer, with each checkpoint's accuracy on the "
+        "analysed images."
+    ),
+    "adversarial": (
+        "A PGD attack (L-infinity, epsilon = {epsilon}, {n_steps} steps) "
+        "perturbed the images to change the network's prediction. The "
+        "regions of the attacked images are embedded with the clean images' "
+        "mapping of each layer. Left: how much they turned (mean 1 - cos "
+        "between clean and attacked region) and how much their strength "
+        "changed. In the paper both stay near 0 up to the middle layers and "
+        "grow in the deep layers: the attack works mostly on the deep "
+        "layers. Right: knowledge points per image before and after. "
+        "<code>adversarial_class_points</code> counts the points per image "
+        "that vote for the wrong (adversarial) class, and "
+        "<code>overlap_with_clean_points</code> the share of them at regions "
+        "that were points of the true class before: small in the paper, the "
+        "attack builds its evidence from other regions."
+    ),
+    "distillation": (
+        "Students distilled from the teacher (trained to mimic its logits, "
+        "or one of its layers) analysed the same way, on the same images. "
+        "Left: knowledge points per image, right: reliable ones, per layer "
+        "and network. In the paper the students end with fewer reliable "
+        "knowledge points than their teacher."
+    ),
+    "extra": "Further results recorded by the run.",
+    "files": (
+        "Everything shown here, as files next to this page: the figures as "
+        "PNG, every table as CSV, <code>results.json</code> with all tables "
+        "and settings, and for each figure the numbers it plots as JSON (and "
+        "CSV when they are a flat table)."
+    ),
+}
+
+_FIGURE_CAPTIONS = {
+    "sample_space_3d": "Sample features g and the category directions (3-D).",
+    "sample_space_2d": "The same points on their two main axes (2-D).",
+    "knowledge_counts": "Knowledge points per image and layer (all, reliable).",
+    "layer_regions": "Regional features h of every layer in the same space.",
+    "knowledge_masks": "Knowledge points of the deepest layer on images.",
+    "emergence": "Knowledge points over training checkpoints.",
+    "sample_evolution": "Sample features at each checkpoint (one frame).",
+    "adversarial_change": "Change of embedded regions under the attack.",
+    "distillation": "Knowledge points of the teacher and its students.",
+}
+
+_SECTION_FIGURES = {
+    "projection": ("sample_space_3d", "sample_space_2d"),
+    "knowledge": ("knowledge_counts",),
+    "regions": ("layer_regions",),
+    "masks": ("knowledge_masks",),
+    "emergence": ("emergence", "sample_evolution"),
+    "adversarial": ("adversarial_change",),
+    "distillation": ("distillation",),
+}
+
+_SECTION_TITLES = {
+    "run": "Run: settings, timings and accuracy",
+    "projection": "Sample features in the projected space",
+    "knowledge": "Knowledge points per layer",
+    "regions": "Forward propagation: regions across layers",
+    "masks": "Knowledge points on images",
+    "emergence": "Emergence during training",
+    "adversarial": "Adversarial attack",
+    "distillation": "Knowledge distillation",
+    "extra": "More results",
+    "files": "Files",
+}
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,
+sans-serif;margin:0 auto;max-width:1100px;padding:1.5em 2em;color:#222;
+line-height:1.45}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;
+margin-top:2em}h3{margin-bottom:.3em}
+.meta{color:#666;font-size:.9em}
+nav ul{columns:2;font-size:.95em}
+p.explain{background:#f6f8fa;border-left:4px solid #4C72B0;padding:.6em 1em}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;
+border:1px solid #eee}figcaption{color:#555;font-size:.9em}
+table.skvmf-table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
+table.skvmf-table th,table.skvmf-table td{border:1px solid #ddd;
+padding:.25em .6em;text-align:right}
+table.skvmf-table th{background:#f0f2f5}
+table.skvmf-table td:first-child,table.skvmf-table th:first-child{
+text-align:left}
+caption{text-align:left;font-weight:600;padding:.3em 0}
+code{background:#f0f2f5;padding:0 .25em;border-radius:3px}
+"""
+
+
+# ---------------------------------------------------------------------------
+# the numbers behind each figure
+# ---------------------------------------------------------------------------
+def _sample_space_data(result: AnalysisResult, view: str) -> tuple[dict, list]:
+    g = np.asarray(result.features.g, dtype=float)
+    mu = np.asarray(result.features.directions, dtype=float)
+    data = {
+        "description": "sample features g (one row per image) and the unit "
+        "category directions",
+        "classes": result.classes,
+        "labels": result.labels,
+        "g": g,
+        "strength": np.linalg.norm(g, axis=1),
+        "directions": mu,
+    }
+    coords = g
+    if view == "2d":
+        # the principal axes about the origin, as the figure draws them
+        _, _, vt = np.linalg.svd(g, full_matrices=False)
+        axes = vt[:2].T
+        coords = g @ axes
+        data.update(axes=axes, g_2d=coords, directions_2d=mu @ axes)
+    records = [
+        {
+            "image": i,
+            "label": int(result.labels[i]),
+            "class": result.classes[int(result.labels[i])],
+            **{f"x{k}": float(v) for k, v in enumerate(coords[i])},
+            "strength": float(data["strength"][i]),
+        }
+        for i in range(len(g))
+    ]
+    return data, records
+
+
+def _layer_regions_data(result: AnalysisResult, max_points=1500) -> tuple[dict, list]:
+    fs, counter = result.features, result.counter
+    classes = list(counter.classes_)
+    lookup = {c: i for i, c in enumerate(classes)}
+    n, r = next(iter(fs.h.values())).shape[:2]
+    # the same regions as the figure draws
+    keep = np.random.default_rng(0).choice(n * r, min(max_points, n * r), replace=False)
+    layers, records = {}, []
+    for layer in result.layers:
+        h = np.asarray(fs.h[layer], dtype=float) / counter.scales_[layer]
+        points, cats = counter.masks(fs, layer=layer)
+        index = np.array([lookup.get(c, -1) for c in np.ravel(cats)]).reshape(n, r)
+        drawn_h = h.reshape(n * r, -1)[keep]
+        drawn_points = points.reshape(-1)[keep]
+        drawn_category = np.where(drawn_points, index.reshape(-1)[keep], -1)
+        layers[layer] = {
+            "scale": float(counter.scales_[layer]),
+            "mean_strength": float(np.linalg.norm(h, axis=-1).mean()),
+            "knowledge_point_fraction": float(points.mean()),
+            "knowledge_points_per_image_by_class": [
+                float((points & (index == c)).sum() / n) for c in range(len(classes))
+            ],
+            "image": keep // r,
+            "region": keep % r,
+            "h": drawn_h,
+            "category": drawn_category,
+        }
+        records += [
+            {
+                "layer": layer,
+                "image": int(k // r),
+                "region": int(k % r),
+                **{f"h{d}": float(v) for d, v in enumerate(vec)},
+                "category": int(c),
+            }
+            for k, vec, c in zip(keep, drawn_h, drawn_category)
+        ]
+    data = {
+        "description": "per layer: the regions the figure draws (h rescaled to "
+        "mean strength 1; category = index of the class a knowledge point "
+        "points to, -1 for regions that are not knowledge points) and summaries",
+        "classes": [str(c) for c in classes],
+        "directions": result.features.directions,
+        "grid": list(fs.grid),
+        "layers": layers,
+    }
+    return data, records
+
+
+def _knowledge_masks_data(result: AnalysisResult, n_images: int = 12) -> dict:
+    counter = result.counter
+    lookup = {c: i for i, c in enumerate(counter.classes_)}
+    layer = result.layers[-1]
+    idx = result.display_index[:n_images]
+    points, cats = counter.masks(result.features[idx], layer=layer)
+    index = np.array([lookup.get(c, -1) for c in np.ravel(cats)]).reshape(cats.shape)
+    return {
+        "description": "knowledge points of the deepest layer on the displayed "
+        "images: per image, a grid of 0/1 (knowledge point) and the category "
+        "index each region points to",
+        "layer": layer,
+        "grid": list(result.features.grid),
+        "classes": result.classes,
+        "images": [
+            {
+                "image": int(i),
+                "label": int(result.labels[i]),
+                "knowledge_points": points[k].reshape(result.features.grid),
+                "categories": index[k].reshape(result.features.grid),
+                "reliable": int(
+                    (points[k] & (index[k] == int(result.labels[i]))).sum()
+                ),
+            }
+            for k, i in enumerate(idx)
+        ],
+    }
+
+
+def _figure_data(result: AnalysisResult, name: str) -> tuple[dict, list | None]:
+    """JSON content for ``data/<name>.json`` and flat records (CSV) or None."""
+    if name in ("sample_space_3d", "sample_space_2d"):
+        return _sample_space_data(result, name[-2:])
+    if name == "layer_regions":
+        return _layer_regions_data(result)
+    if name == "knowledge_masks":
+        return _knowledge_masks_data(result), None
+    if name == "knowledge_counts":
+        cols = ("layer", "mean_count", "mean_reliable", "reliable_ratio")
+        records = [{c: row[c] for c in cols} for row in result.knowledge]
+        return {"tau": result.counter.tau, "records": records}, records
+    # the next three plot a table of AnalysisResult.save: its CSV is that one
+    if name == "emergence":
+        return {"table": "emergence.csv", "records": result.emergence}, None
+    if name == "sample_evolution":
+        return {
+            "classes": result.classes,
+            "labels": result.labels,
+            "frames": result.emergence_frames,
+        }, None
+    if name == "adversarial_change":
+        return {
+            "table": "adversarial.csv",
+            "attack": result.attack,
+            "records": result.adversarial,
+        }, None
+    if name == "distillation":
+        return {"table": "distillation.csv", "records": result.distillation}, None
+    return {}, None
+
+
+# ---------------------------------------------------------------------------
+# html pieces
+# ---------------------------------------------------------------------------
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", str(name)).strip("_").lower()
+    return slug or "item"
+
+
+def _flatten(settings: Mapping, prefix: str = "") -> list[dict]:
+    rows = []
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            rows += _flatten(value, prefix=f"{name}.")
+        else:
+            if isinstance(value, (list, tuple)):
+                value = ", ".join(str(v) for v in value)
+            rows.append({"setting": name, "value": value})
+    return rows
+
+
+def _figure_html(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    caption = _FIGURE_CAPTIONS.get(name, name)
+    return (
+        f'<figure id="fig-{_esc(name)}"><img alt="{_esc(caption)}" '
+        f'src="data:image/png;base64,{data}">'
+        f"<figcaption>{_esc(caption)} "
+        f'(<a href="figures/{_esc(name)}.png">PNG</a>)</figcaption></figure>'
+    )
+
+
+def _table_html(records, caption=None) -> str:
+    return _tables.to_html(list(records), caption=caption) if records else ""
+
+
+def _accuracy_rows(result: AnalysisResult) -> list[dict]:
+    rows = [
+        {
+            "what": "network on the analysed images",
+            "value": result.projection["dnn_accuracy"],
+        },
+        {
+            "what": "projection agreement with the network",
+            "value": result.projection["projection_agreement"],
+        },
+    ]
+    for row in result.knowledge:
+        if "vote_accuracy" in row:
+            rows.append(
+                {
+                    "what": f"knowledge-point vote, {row['layer']}",
+                    "value": row["vote_accuracy"],
+                }
+            )
+    if result.emergence:
+        seen = {}
+        for row in result.emergence:
+            seen.setdefault(row["iteration"], row.get("accuracy"))
+        rows += [
+            {"what": f"checkpoint at iteration {it}", "value": acc}
+            for it, acc in seen.items()
+            if acc is not None
+        ]
+    if result.attack:
+        rows += [
+            {"what": "clean images (attack)", "value": result.attack["accuracy_clean"]},
+            {
+                "what": "adversarial images",
+                "value": result.attack["accuracy_adversarial"],
+            },
+            {"what": "attack success rate", "value": result.attack["success_rate"]},
+        ]
+    if result.distillation:
+        seen = {}
+        for row in result.distillation:
+            seen.setdefault(row["model"], row.get("accuracy"))
+        rows += [
+            {"what": f"{model} on the analysed images", "value": acc}
+            for model, acc in seen.items()
+            if acc is not None
+        ]
+    return rows
+
+
+def _check_extra(extra) -> dict:
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise ValueError(
+            f"extra must be a dict of name -> value; got {type(extra).__name__}"
+        )
+    out = {}
+    for key, value in extra.items():
+        if isinstance(value, Mapping):
+            out[str(key)] = dict(value)
+        elif isinstance(value, (list, tuple)) and not all(
+            isinstance(row, Mapping) for row in value
+        ):
+            raise ValueError(
+                f"extra[{key!r}] must be a scalar, a string, a dict or a list of "
+                f"dict rows (a table); got a list with "
+                f"{type(next(r for r in value if not isinstance(r, Mapping))).__name__}"
+                " items"
+            )
+        elif isinstance(value, (list, tuple)):
+            out[str(key)] = [dict(row) for row in value]
+        elif isinstance(value, (str, int, float, bool, np.generic)) or value is None:
+            out[str(key)] = value.item() if isinstance(value, np.generic) else value
+        else:
+            raise ValueError(
+                f"extra[{key!r}] must be a scalar, a string, a dict or a list of "
+                f"dict rows (a table); got {type(value).__name__}"
+            )
+    return out
+
+
+# every table of AnalysisResult.save and every figure name: files of an
+# earlier report in the same folder that this one may not rewrite
+_OWN_STEMS = {
+    "projection",
+    "knowledge_points",
+    "emergence",
+    "adversarial",
+    "attack",
+    "distillation",
+    "timings",
+    "results",
+    "extra",
+    *_FIGURE_CAPTIONS,
+}
+
+
+def _remove_stale(fig_dir: Path, data_dir: Path) -> None:
+    """Delete what an earlier report left under the names skvmf writes, so
+    that no figure or table of a part not computed this time survives."""
+    for folder, suffixes in ((fig_dir, (".png",)), (data_dir, (".csv", ".json"))):
+        for path in folder.iterdir():
+            if path.is_file() and path.suffix in suffixes and path.stem in _OWN_STEMS:
+                path.unlink()
+
+
+def _png(fig, dpi) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def write_report(
+    result: AnalysisResult,
+    directory,
+    *,
+    title: str = "skvmf report",
+    extra: Mapping | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Write a self-contained HTML report of an analysis, with figures and data.
+
+    The folder holds ``index.html`` (every figure embedded as a base64 PNG,
+    inline CSS, no external resource: it opens offline), each figure as
+    ``figures/<name>.png``, the tables as ``data/<table>.csv`` plus
+    ``data/results.json`` (:meth:`AnalysisResult.save`), and the numbers
+    each figure plots as ``data/<figure>.json`` (and ``data/<figure>.csv``
+    when they form a flat table not already written). Every section has a
+    short explanation of how to read it; sections appear only for what was
+    computed (checkpoints, attack, students).
+
+    Parameters
+    ----------
+    result : AnalysisResult
+        The output of :func:`skvmf.analyze`.
+    directory : str or path-like
+        The report folder (created; existing files of the same names are
+        replaced).
+    title : str, default="skvmf report"
+        Title of the page.
+    extra : dict, optional
+        More items to show, by name: a scalar or string goes into the run
+        table; a list of dict rows is shown as its own table and written as
+        ``data/<name>.csv``; a dict is shown as a two-column table. All
+        of them are also written to ``data/extra.json``.
+    dpi : int, default=100
+        Resolution of the figures.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``index.html``.
+
+    Examples
+    --------
+    >>> import skvmf
+    >>> from skvmf.report import write_report
+    >>> result = skvmf.analyze(model, images)  # doctest: +SKIP
+    >>> write_report(result, "report", extra={"note": "first run"})  # doctest: +SKIP
+    PosixPath('report/index.html')
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(result, AnalysisResult):
+        raise ValueError(
+            f"result must be an AnalysisResult (from skvmf.analyze); got "
+            f"{type(result).__name__}"
+        )
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or dpi < 10:
+        raise ValueError(f"dpi must be an integer >= 10; got {dpi!r}")
+    extra = _check_extra(extra)
+    directory = Path(directory)
+    fig_dir, data_dir = directory / "figures", directory / "data"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    _remove_stale(fig_dir, data_dir)
+    written = result.save(data_dir)
+    taken = {p.name for p in written.values()}
+
+    # figures: PNG file, embedded copy, and their numbers
+    figures = result.figures()
+    images: dict[str, str] = {}
+    try:
+        for name, fig in figures.items():
+            png = _png(fig, dpi)
+            plt.close(fig)
+            (fig_dir / f"{name}.png").write_bytes(png)
+            images[name] = _figure_html(name, png)
+            content, records = _figure_data(result, name)
+            if content:
+                path = data_dir / f"{name}.json"
+                path.write_text(json.dumps(_jsonable(content)), encoding="utf-8")
+                written[f"figure:{name}"] = path
+            if records and f"{name}.csv" not in taken:
+                path = data_dir / f"{name}.csv"
+                _tables.to_csv(records, path)
+                written[f"figure_csv:{name}"] = path
+                taken.add(path.name)
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+    # extra tables
+    extra_tables, extra_scalars, extra_maps = {}, [], {}
+    for key, value in extra.items():
+        if isinstance(value, list):
+            slug = _slug(key)
+            if f"{slug}.csv" in taken or f"{slug}.json" in taken:
+                slug = f"extra_{slug}"
+            path = data_dir / f"{slug}.csv"
+            if value:
+                _tables.to_csv(value, path)
+                written[f"extra:{key}"] = path
+                taken.add(path.name)
+            extra_tables[key] = (value, path.name)
+        elif isinstance(value, dict):
+            extra_maps[key] = value
+        else:
+            extra_scalars.append({"setting": key, "value": value})
+    if extra:
+        path = data_dir / "extra.json"
+        path.write_text(json.dumps(_jsonable(extra), indent=2), encoding="utf-8")
+        written["extra"] = path
+
+    page = _page(
+        result,
+        title,
+        images,
+        extra_scalars,
+        extra_tables,
+        extra_maps,
+        written,
+        directory,
+    )
+    index = directory / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def _page(
+    result, title, images, extra_scalars, extra_tables, extra_maps, written, directory
+) -> str:
+    from . import __version__
+
+    sections: list[tuple[str, str]] = []
+
+    def section(key, body, fmt=None):
+        text = _TEXT[key].format(**(fmt or {}))
+        figs = "".join(images[n] for n in _SECTION_FIGURES.get(key, ()) if n in images)
+        sections.append(
+            (
+                key,
+                f'<section id="{key}"><h2>{_esc(_SECTION_TITLES[key])}</h2>'
+                f'<p class="explain">{text}</p>{figs}{body}</section>',
+            )
+        )
+
+    settings = (
+        [{"setting": "classes", "value": ", ".join(map(str, result.classes))}]
+        + _flatten(result.settings)
+        + extra_scalars
+    )
+    timings = [{"step": k, "seconds": v} for k, v in result.timings.items()]
+    section(
+        "run",
+        _table_html(settings, "Settings")
+        + _table_html(timings, "Timings (seconds)")
+        + _table_html(_accuracy_rows(result), "Accuracy"),
+    )
+    section("projection", _table_html([result.projection], "Projection quality"))
+    cols = (
+        "layer",
+        "mean_count",
+        "mean_reliable",
+        "reliable_ratio",
+        "vote_accuracy",
+        "mean_cos_h_g",
+    )
+    section(
+        "knowledge",
+        _table_html(
+            [{c: r[c] for c in cols if c in r} for r in result.knowledge],
+            "Knowledge points per image",
+        ),
+        {"tau": _esc(result.counter.tau)},
+    )
+    if "layer_regions" in images:
+        section("regions", "")
+    if "knowledge_masks" in images:
+        section("masks", "")
+    if result.emergence:
+        section(
+            "emergence",
+            _table_html(
+                _pivot(result.emergence, "mean_count"),
+                "Knowledge points per image, by checkpoint and layer",
+            )
+            + _table_html(
+                _pivot(result.emergence, "mean_reliable"),
+                "Reliable knowledge points per image",
+            ),
+        )
+    if result.adversarial:
+        attack = result.attack or {}
+        section(
+            "adversarial",
+            (_table_html([attack], "Attack") if attack else "")
+            + _table_html(result.adversarial, "Per layer"),
+            {
+                "epsilon": _esc(f"{attack.get('epsilon', float('nan')):.3g}"),
+                "n_steps": _esc(attack.get("n_steps", "?")),
+            },
+        )
+    if result.distillation:
+        cols = (
+            "model",
+            "layer",
+            "accuracy",
+            "mean_count",
+            "mean_reliable",
+            "reliable_ratio",
+            "vote_accuracy",
+        )
+        section(
+            "distillation",
+            _table_html(
+                [{c: r[c] for c in cols if c in r} for r in result.distillation],
+                "Teacher and students",
+            ),
+        )
+    if extra_tables or extra_maps:
+        body = ""
+        for key, (records, filename) in extra_tables.items():
+            body += f"<h3>{_esc(key)}</h3>" + (
+                _table_html(records)
+                + f'<p class="meta"><a href="data/{_esc(filename)}">CSV</a></p>'
+                if records
+                else "<p>(empty)</p>"
+            )
+        for key, mapping in extra_maps.items():
+            body += f"<h3>{_esc(key)}</h3>" + _table_html(_flatten(mapping))
+        section("extra", body)
+    files = sorted(
+        {p.relative_to(directory).as_posix() for p in written.values()}
+        | {f"figures/{n}.png" for n in images}
+    )
+    section(
+        "files",
+        "<ul>"
+        + "".join(f'<li><a href="{_esc(f)}">{_esc(f)}</a></li>' for f in files)
+        + "</ul>",
+    )
+
+    nav = "".join(
+        f'<li><a href="#{key}">{_esc(_SECTION_TITLES[key])}</a></li>'
+        for key, _ in sections
+    )
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    meta = (
+        f"skvmf {_esc(__version__)} &middot; {_esc(now)} &middot; "
+        f"{len(result.labels)} images &middot; {len(result.classes)} classes "
+        f"&middot; layers {_esc(', '.join(result.layers))}"
+    )
+    intro = _INTRO.format(n_components=_esc(result.settings.get("n_components", 3)))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f'<header><h1>{_esc(title)}</h1><p class="meta">{meta}</p>'
+        f"<p>{intro}</p></header>"
+        f"<nav><h2>Contents</h2><ul>{nav}</ul></nav>"
+        + "".join(body for _, body in sections)
+        + "</body></html>\n"
+    )

@@ -1,0 +1,488 @@
+"""The skvmf command: demo, analyze, help and errors."""
+
+import base64
+import contextlib
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import skvmf
+from skvmf.cli import _spread, main
+from skvmf.models import make_classifier, train_classifier
+
+CLASSES = ["blue", "green", "red"]
+QUICK = ["--quick", "--jobs", "1", "--threads", "1"]
+PAPER_VGG_LAYERS = ["conv_12", "conv_22", "conv_33", "conv_43", "conv_53"]
+
+
+def run(argv):
+    """main(argv) in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _same(cell: str, value) -> bool:
+    if value is None:
+        return cell in ("nan", "inf", "-inf", "", "None")
+    if isinstance(value, bool):
+        return cell == str(value)
+    if isinstance(value, (int, float)):
+        return float(cell) == pytest.approx(value, rel=1e-12, abs=1e-12)
+    return cell == str(value)
+
+
+def check_report(directory):
+    """The structure every report has; returns results.json."""
+    index = directory / "index.html"
+    page = index.read_text(encoding="utf-8")
+    assert not re.search(r"<link\b|<script\b", page, re.I)
+    assert not re.search(r"(src|href)\s*=\s*\"(https?:|//)", page, re.I)
+    assert 'src="http' not in page
+    figures = sorted((directory / "figures").glob("*.png"))
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(embedded) == len(figures) >= 5
+    assert sorted(base64.b64decode(b) for b in embedded) == sorted(
+        p.read_bytes() for p in figures
+    )
+    for path in figures:
+        with Image.open(path) as im:
+            im.verify()
+    results = json.loads((directory / "data" / "results.json").read_text())
+    for name, records in results["tables"].items():
+        rows = _csv(directory / "data" / f"{name}.csv")
+        assert len(rows) == len(records)
+        for row, ref in zip(rows, records):
+            assert all(_same(row[k], v) for k, v in ref.items()), name
+    for path in (directory / "data").glob("*.json"):
+        json.loads(path.read_text())
+    for path in (directory / "data").glob("*.csv"):
+        assert _csv(path)
+    return results
+
+
+def one_line_error(argv, expected_code):
+    """Run ``argv``; the exit status and the single stderr line."""
+    code, _, err = run(argv)
+    assert code == expected_code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("skvmf: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------
+# help and version, as a real process
+# ---------------------------------------------------------------------------
+def test_python_m_skvmf_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "skvmf", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "demo" in proc.stdout and "analyze" in proc.stdout
+    assert "examples:" in proc.stdout
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from skvmf.cli import main\n"
+        "assert main(['analyze', '--help']) == 0\n"
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules, file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "False False"
+
+
+def test_version_and_command_help(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"skvmf {skvmf.__version__}"
+    for command, words in (
+        ("demo", ("--n-per-class", "--checkpoints", "--no-students", "examples:")),
+        ("analyze", ("--arch", "skvmf:", "--model-factory", "weights_only=True")),
+    ):
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert all(w in out for w in words), command
+
+
+def test_spread_keeps_first_and_last():
+    items = [(i * 10, f"p{i}") for i in range(7)]
+    for k in range(2, 8):
+        chosen = _spread(items, k)
+        assert len(chosen) == k
+        assert chosen[0] == items[0] and chosen[-1] == items[-1]
+        its = [it for it, _ in chosen]
+        assert its == sorted(set(its))
+    assert _spread(items, 9) == items and _spread(items, 0) == []
+
+
+# ---------------------------------------------------------------------------
+# skvmf demo --quick
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "report"
+    code, stdout, stderr = run(["demo", *QUICK, "--out", str(out)])
+    return code, stdout, stderr, out
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_the_full_report(demo):
+    code, stdout, stderr, out = demo
+    assert code == 0, stderr[-2000:]
+    results = check_report(out)
+    figures = {p.stem for p in (out / "figures").glob("*.png")}
+    assert figures == {
+        "sample_space_3d",
+        "sample_space_2d",
+        "layer_regions",
+        "knowledge_counts",
+        "knowledge_masks",
+        "emergence",
+        "sample_evolution",
+        "adversarial_change",
+        "distillation",
+    }
+    # 4 test images per digit, the paper's five VGG-16 layers
+    assert results["settings"]["n_images"] == 40
+    assert results["layers"] == PAPER_VGG_LAYERS
+    assert results["classes"] == [str(d) for d in range(10)]
+    tables = results["tables"]
+    # --quick: two checkpoints, the first and the last of training
+    assert sorted({r["iteration"] for r in tables["emergence"]}) == [0, 66]
+    assert {r["model"] for r in tables["distillation"]} == {
+        "teacher",
+        "student_logits",
+        "student_conv_43",
+    }
+    assert 0 <= tables["attack"][0]["success_rate"] <= 1
+    extra = json.loads((out / "data" / "extra.json").read_text())
+    assert extra["checkpoints analysed (iterations)"] == "0, 66"
+    history = _csv(out / "data" / "training_history_teacher.csv")
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3]
+    assert extra["teacher test accuracy"] == pytest.approx(
+        float(history[-1]["val_accuracy"])
+    )
+    assert {r["student"] for r in _csv(out / "data" / "students.csv")} == {
+        "student_logits",
+        "student_conv_43",
+    }
+    assert len(list((out / "checkpoints").glob("*.pt"))) >= 2
+
+
+@pytest.mark.slow
+def test_demo_prints_summary_on_stdout_progress_on_stderr(demo):
+    code, stdout, stderr, out = demo
+    assert code == 0
+    assert "Knowledge points per layer (tau = 0.4)" in stdout
+    assert "Emergence over training" in stdout and "Distillation" in stdout
+    assert f"Report: {out / 'index.html'}" in stdout
+    assert re.search(r"Total time: \d+\.\d s", stdout)
+    assert "training" in stderr and "aligning" in stderr
+    assert "Knowledge points per layer" not in stderr
+
+
+# ---------------------------------------------------------------------------
+# skvmf analyze on an ImageFolder made here
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory):
+    """Three colour classes of 16 px PNGs; a plain state_dict, skvmf
+    checkpoints of a short training, and the same weights as plain files."""
+    root = tmp_path_factory.mktemp("analyze")
+    rng = np.random.default_rng(0)
+    images = root / "images"
+    for c, name in enumerate(CLASSES):
+        (images / name).mkdir(parents=True)
+        for i in range(6):
+            a = rng.integers(0, 80, (16, 16, 3)).astype(np.uint8)
+            a[..., 2 - c] += 150
+            Image.fromarray(a).save(images / name / f"{i}.png")
+    model = make_classifier(
+        "vgg16", 3, width=0.0625, input_size=16, batch_norm=True, random_state=0
+    )
+    torch.save(model.state_dict(), root / "plain.pt")
+    X = torch.rand(12, 3, 16, 16)
+    y = torch.arange(12) % 3
+    ckpt = root / "ckpt"
+    result = train_classifier(
+        model,
+        (X, y),
+        epochs=2,
+        batch_size=6,
+        checkpoint_dir=ckpt,
+        checkpoint_iterations=[0, 2, 4],
+    )
+    plain = root / "plain_ckpt"
+    plain.mkdir()
+    for it, path in result.checkpoints:
+        state = torch.load(path, weights_only=True)["state_dict"]
+        torch.save({"model": state, "epoch": it * 10}, plain / f"weights_{it}.pth")
+    factory = root / "nets.py"
+    factory.write_text(
+        "from skvmf.models import make_classifier\n"
+        "def build(num_classes):\n"
+        "    return make_classifier('vgg16', num_classes, width=0.0625,\n"
+        "                           input_size=16, batch_norm=True)\n"
+    )
+    return root
+
+
+def _arch_args(root):
+    return [
+        "--arch",
+        "skvmf:vgg16_bn",
+        "--width",
+        "0.0625",
+        "--input-size",
+        "16",
+        "--checkpoint",
+        str(root / "plain.pt"),
+        "--data",
+        str(root / "images"),
+    ]
+
+
+def test_analyze_arch_with_plain_state_dict(workload, tmp_path):
+    out = tmp_path / "r"
+    code, stdout, stderr = run(
+        [
+            "analyze",
+            *_arch_args(workload),
+            "--layers",
+            "conv_33,conv_53",
+            "--n-per-class",
+            "4",
+            "--attack",
+            "--tau",
+            "0.5",
+            "--out",
+            str(out),
+            *QUICK,
+        ]
+    )
+    assert code == 0, stderr[-2000:]
+    results = check_report(out)
+    assert results["classes"] == CLASSES
+    assert results["layers"] == ["conv_33", "conv_53"]
+    assert results["settings"]["n_images"] == 12
+    assert results["settings"]["tau"] == 0.5
+    assert "attack" in results["tables"] and "emergence" not in results["tables"]
+    assert "Sample projection" in stdout and "Report:" in stdout
+    page = (out / "index.html").read_text()
+    assert "skvmf:vgg16_bn" in page and '<section id="adversarial">' in page
+
+
+def test_analyze_skvmf_checkpoint_alone_with_checkpoints_dir(workload, tmp_path):
+    out = tmp_path / "r"
+    code, stdout, stderr = run(
+        [
+            "analyze",
+            "--checkpoint",
+            str(workload / "ckpt" / "checkpoint_iter0000004.pt"),
+            "--data",
+            str(workload / "images"),
+            "--checkpoints-dir",
+            str(workload / "ckpt"),
+            "--layers",
+            "conv_53",
+            "--out",
+            str(out),
+            "-q",
+            *QUICK,
+        ]
+    )
+    assert code == 0, stderr[-2000:]
+    assert stderr == ""  # --quiet
+    results = check_report(out)
+    # the whole folder, every image (18 <= 500), the checkpoint's 16 px size
+    assert results["settings"]["n_images"] == 18
+    assert sorted({r["iteration"] for r in results["tables"]["emergence"]}) == [
+        0,
+        2,
+        4,
+    ]
+    assert (out / "figures" / "emergence.png").is_file()
+
+
+def test_analyze_factory_and_plain_checkpoints(workload, tmp_path):
+    out = tmp_path / "r"
+    code, _, stderr = run(
+        [
+            "analyze",
+            "--model-factory",
+            f"{workload / 'nets.py'}:build",
+            "--checkpoint",
+            str(workload / "plain.pt"),
+            "--data",
+            str(workload / "images"),
+            "--image-size",
+            "16",
+            "--checkpoints-dir",
+            str(workload / "plain_ckpt"),
+            "--layers",
+            "features.42",
+            "--n-images",
+            "12",
+            "--out",
+            str(out),
+            *QUICK,
+        ]
+    )
+    assert code == 0, stderr[-2000:]
+    results = check_report(out)
+    assert results["settings"]["n_images"] == 12
+    assert results["layers"] == ["features.42"]
+    # iterations from the files' "epoch" entries
+    assert sorted({r["iteration"] for r in results["tables"]["emergence"]}) == [
+        0,
+        20,
+        40,
+    ]
+
+
+# ---------------------------------------------------------------------------
+# errors: one line, no traceback
+# ---------------------------------------------------------------------------
+def test_missing_data_path(workload, tmp_path):
+    args = _arch_args(workload)
+    args[args.index("--data") + 1] = str(tmp_path / "nowhere")
+    line = one_line_error(["analyze", *args, *QUICK], 1)
+    assert "nowhere" in line and "does not exist" in line
+
+
+def test_unknown_layer_lists_closest_names(workload):
+    line = one_line_error(["analyze", *_arch_args(workload), "--layers", "conv_35"], 1)
+    assert "conv_35" in line and "closest valid names" in line
+    assert "'conv_53'" in line
+
+
+def test_checkpoint_of_another_architecture(workload):
+    args = _arch_args(workload)
+    args[args.index("skvmf:vgg16_bn")] = "skvmf:vgg16"  # no batch norm
+    line = one_line_error(["analyze", *args], 1)
+    assert "missing" in line and "unexpected" in line
+    argv = ["analyze", "--arch", "resnet18", "--checkpoint", str(workload / "plain.pt")]
+    line = one_line_error([*argv, "--data", str(workload / "images")], 1)
+    assert "does not match ResNet" in line
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["analyze", "--data", "x", "--tau", "1.5"], "tau must be in (0, 1)"),
+        (["analyze", "--data", "x", "--tau", "abc"], "tau must be a number"),
+        (["frobnicate"], "invalid choice"),
+        (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+        (["demo", "--n-per-class", "0"], "positive integer"),
+        (["demo", "--checkpoints", "1"], "--checkpoints must be 0"),
+        ([], "a command is required"),
+        (["analyze", "--data", "x", "--arch", "vgg19"], "unknown architecture"),
+        (["analyze", "--arch", "resnet18", "--data", "x"], "--arch needs"),
+        (["analyze", "--data", "x"], "give the network"),
+        (["analyze", "--model-factory", "nocolon", "--data", "x"], "MODULE:FUNCTION"),
+        (
+            ["analyze", "--arch", "resnet18", "--width", "0.5", "--checkpoint", "c"]
+            + ["--data", "x"],
+            "--width and --input-size apply to skvmf:",
+        ),
+    ],
+)
+def test_usage_errors_exit_2(argv, words):
+    line = one_line_error(argv, 2)
+    assert words in line
+
+
+def test_runtime_errors_exit_1(workload, tmp_path):
+    images = str(workload / "images")
+    cases = [
+        (
+            ["--checkpoint", str(tmp_path / "none.pt"), "--data", images],
+            "does not exist",
+        ),
+        (
+            ["--checkpoint", str(workload / "plain.pt"), "--data", images],
+            "is not a skvmf checkpoint",
+        ),
+        (
+            ["--model-factory", "no_such_module_xyz:build", "--data", images],
+            "could not import",
+        ),
+        (
+            [*_arch_args(workload), "--n-per-class", "7"],
+            "fewer than n_per_class=7",
+        ),
+        (
+            [*_arch_args(workload), "--checkpoints-dir", str(tmp_path)],
+            "no *.pt or *.pth",
+        ),
+    ]
+    for argv, words in cases:
+        line = one_line_error(["analyze", *argv, *QUICK], 1)
+        assert words in line, line
+
+
+def test_out_must_be_a_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    line = one_line_error(["demo", "--out", str(tmp_path / "file")], 1)
+    assert "is not a folder" in line
+    assert not (tmp_path / "file" / "checkpoints").exists()
+
+
+def test_outputs_must_match_the_classes(workload, tmp_path):
+    model = make_classifier("vgg16", 4, width=0.0625, input_size=16, batch_norm=True)
+    torch.save(model.state_dict(), tmp_path / "four.pt")
+    args = _arch_args(workload)
+    args[args.index("--checkpoint") + 1] = str(tmp_path / "four.pt")
+    line = one_line_error(["analyze", *args, "--n-classes", "4"], 1)
+    assert "has 4 outputs" in line and "3 classes" in line
+
+
+def test_debug_shows_the_exception(workload):
+    with pytest.raises(ValueError, match="closest valid names"):
+        main(["analyze", *_arch_args(workload), "--layers", "conv_35", "--debug"])
+
+
+def test_errors_in_a_real_process(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skvmf",
+            "analyze",
+            "--arch",
+            "resnet18",
+            "--checkpoint",
+            str(tmp_path / "w.pt"),
+            "--data",
+            str(tmp_path / "missing"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("skvmf: error: checkpoint file")

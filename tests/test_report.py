@@ -1,0 +1,388 @@
+"""write_report(): the files, their numbers, the self-contained page."""
+
+import base64
+import csv
+import dataclasses
+import json
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import skvmf  # noqa: E402
+from skvmf.models import make_classifier, train_classifier  # noqa: E402
+from skvmf.report import write_report  # noqa: E402
+
+FAST = {
+    "aligner_params": {"max_epochs": 2, "weight_steps": 2, "n_candidates": 10},
+    "projector_params": {"max_iter": 200},
+}
+LAYERS = ["conv_33", "conv_53"]
+CLASSES = ["a", "<b>&", 'c"', "d"]
+ALL_FIGURES = {
+    "sample_space_3d",
+    "sample_space_2d",
+    "layer_regions",
+    "knowledge_counts",
+    "knowledge_masks",
+    "emergence",
+    "sample_evolution",
+    "adversarial_change",
+    "distillation",
+}
+OPTIONAL_FIGURES = {
+    "emergence",
+    "sample_evolution",
+    "adversarial_change",
+    "distillation",
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 3, 16, 16, generator=g)
+    y = (X[:, 0].mean(dim=(1, 2)) > 0).long() + 2 * (X[:, 1].mean(dim=(1, 2)) > 0)
+    X[:, 2] += y[:, None, None].float()
+    model = make_classifier(
+        "vgg16", 4, width=0.0625, input_size=16, batch_norm=True, random_state=0
+    )
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    train_classifier(
+        model,
+        (X, y),
+        epochs=3,
+        batch_size=20,
+        checkpoint_iterations=[0, 9],
+        checkpoint_dir=ckpt,
+        random_state=0,
+    )
+    student = make_classifier(
+        "vgg16", 4, width=0.0625, input_size=16, batch_norm=True, random_state=1
+    )
+    return skvmf.analyze(
+        model,
+        X.numpy(),
+        y.numpy(),
+        layers=LAYERS,
+        checkpoints=ckpt,
+        attack={"n_steps": 2},
+        students={"student": student},
+        classes=CLASSES,
+        random_state=0,
+        **FAST,
+    )
+
+
+@pytest.fixture(scope="module")
+def plain(result):
+    """The same result with only what analyze() always computes."""
+    return dataclasses.replace(
+        result,
+        emergence=None,
+        emergence_frames=None,
+        adversarial=None,
+        attack=None,
+        distillation=None,
+    )
+
+
+TITLE = "Run <script>alert('x')</script> & co"
+EXTRA = {
+    "total time (s)": 12.5,
+    "note": "<i>hand-made</i>",
+    "training history": [
+        {"epoch": 1, "loss": 0.75, "tag": "<b>first</b>"},
+        {"epoch": 2, "loss": 0.25, "tag": "second"},
+    ],
+    "config": {"lr": 0.004, "optimizer": {"name": "adam"}},
+}
+
+
+@pytest.fixture(scope="module")
+def report(result, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("report")
+    before = set(plt.get_fignums())
+    index = write_report(result, directory, title=TITLE, extra=EXTRA)
+    return directory, index, before
+
+
+def _html(index):
+    return index.read_text(encoding="utf-8")
+
+
+def _csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _same(cell: str, value) -> bool:
+    """A CSV cell against its JSON value (None is a non-finite float)."""
+    if value is None:
+        return cell in ("nan", "inf", "-inf", "", "None")
+    if isinstance(value, bool):
+        return cell == str(value)
+    if isinstance(value, (int, float)):
+        return float(cell) == pytest.approx(value, rel=1e-12, abs=1e-12)
+    return cell == str(value)
+
+
+def test_returns_index_and_writes_every_file(report, result):
+    directory, index, _ = report
+    assert index == directory / "index.html" and index.is_file()
+    pngs = {p.stem for p in (directory / "figures").glob("*.png")}
+    assert pngs == ALL_FIGURES
+    data = {p.name for p in (directory / "data").iterdir()}
+    tables = {f"{name}.csv" for name in result.tables}
+    assert tables | {"results.json", "extra.json"} <= data
+    # the numbers of every figure
+    assert {f"{name}.json" for name in ALL_FIGURES} <= data
+    # a table given in extra
+    assert "training_history.csv" in data
+
+
+def test_figures_are_valid_pngs_embedded_byte_for_byte(report):
+    directory, index, _ = report
+    page = _html(index)
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(embedded) == len(ALL_FIGURES)
+    files = {}
+    for path in (directory / "figures").glob("*.png"):
+        raw = path.read_bytes()
+        assert raw.startswith(PNG_SIGNATURE)
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+        files[path.stem] = raw
+    decoded = [base64.b64decode(b64) for b64 in embedded]
+    assert sorted(decoded) == sorted(files.values())
+    for name, raw in files.items():
+        block = re.search(
+            rf'<figure id="fig-{name}"><img [^>]*src="data:image/png;base64,([^"]+)"',
+            page,
+        )
+        assert base64.b64decode(block.group(1)) == raw
+
+
+def test_page_is_self_contained(report):
+    _, index, _ = report
+    page = _html(index)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<style>" in page
+    assert not re.search(r"<link\b", page, re.I)
+    assert not re.search(r"<script\b", page, re.I)  # none at all, even inline
+    assert not re.search(r"(src|href)\s*=\s*\"(https?:|//)", page, re.I)
+    assert "url(" not in page  # no external CSS resource
+    for src in re.findall(r'src="([^"]*)"', page):
+        assert src.startswith("data:image/png;base64,")
+    # every link is a file of the report folder or an anchor
+    directory = index.parent
+    for href in re.findall(r'href="([^"]*)"', page):
+        if href.startswith("#"):
+            assert f'id="{href[1:]}"' in page
+        else:
+            assert (directory / href).is_file(), href
+
+
+def test_tables_csv_match_results_json(report, result):
+    directory, _, _ = report
+    saved = json.loads((directory / "data" / "results.json").read_text())
+    assert saved["layers"] == LAYERS and saved["classes"] == CLASSES
+    assert set(saved["tables"]) == set(result.tables)
+    for name, records in saved["tables"].items():
+        rows = _csv(directory / "data" / f"{name}.csv")
+        assert len(rows) == len(records), name
+        for row, ref in zip(rows, records):
+            assert set(row) == set(ref), name
+            for key, value in ref.items():
+                assert _same(row[key], value), (name, key, row[key], value)
+    # and against the result itself
+    for row, ref in zip(saved["tables"]["knowledge_points"], result.knowledge):
+        assert row["mean_count"] == pytest.approx(ref["mean_count"])
+
+
+def test_sample_space_data(report, result):
+    directory, _, _ = report
+    g = np.asarray(result.features.g, dtype=float)
+    d3 = json.loads((directory / "data" / "sample_space_3d.json").read_text())
+    np.testing.assert_allclose(d3["g"], g, rtol=1e-12)
+    np.testing.assert_allclose(d3["directions"], result.features.directions)
+    np.testing.assert_allclose(d3["strength"], np.linalg.norm(g, axis=1))
+    assert d3["labels"] == result.labels.tolist() and d3["classes"] == CLASSES
+    rows = _csv(directory / "data" / "sample_space_3d.csv")
+    assert len(rows) == len(g)
+    np.testing.assert_allclose(
+        [[float(r[f"x{k}"]) for k in range(3)] for r in rows], g, rtol=1e-12
+    )
+    # 2-D view: the plane of the two largest principal axes about the origin,
+    # so the squared lengths kept are the two largest eigenvalues of g^T g
+    d2 = json.loads((directory / "data" / "sample_space_2d.json").read_text())
+    coords = np.asarray(d2["g_2d"])
+    assert coords.shape == (len(g), 2)
+    eig = np.sort(np.linalg.eigvalsh(g.T @ g))[::-1]
+    assert (coords**2).sum() == pytest.approx(eig[:2].sum(), rel=1e-9)
+    axes = np.asarray(d2["axes"])
+    np.testing.assert_allclose(axes.T @ axes, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(coords, g @ axes, rtol=1e-9, atol=1e-12)
+
+
+def test_knowledge_figure_data_agree_with_the_tables(report, result):
+    directory, _, _ = report
+    counts = json.loads((directory / "data" / "knowledge_counts.json").read_text())
+    assert counts["tau"] == result.counter.tau
+    for row, ref in zip(counts["records"], result.knowledge):
+        assert row["layer"] == ref["layer"]
+        assert row["mean_count"] == pytest.approx(ref["mean_count"])
+        assert row["reliable_ratio"] == pytest.approx(ref["reliable_ratio"])
+    regions = json.loads((directory / "data" / "layer_regions.json").read_text())
+    n, r = result.features.h[LAYERS[0]].shape[:2]
+    for ref in result.knowledge:
+        layer = regions["layers"][ref["layer"]]
+        # mean points per image = fraction of regions that are points x R
+        assert layer["knowledge_point_fraction"] * r == pytest.approx(ref["mean_count"])
+        assert sum(layer["knowledge_points_per_image_by_class"]) == pytest.approx(
+            ref["mean_count"]
+        )
+        assert layer["mean_strength"] == pytest.approx(1.0, rel=1e-6)
+        h = np.asarray(result.features.h[ref["layer"]], float) / layer["scale"]
+        drawn = h[np.asarray(layer["image"]), np.asarray(layer["region"])]
+        np.testing.assert_allclose(layer["h"], drawn, rtol=1e-9)
+        assert len(set(zip(layer["image"], layer["region"]))) == len(layer["image"])
+    masks = json.loads((directory / "data" / "knowledge_masks.json").read_text())
+    assert masks["layer"] == LAYERS[-1]
+    points, _ = result.counter.masks(result.features, layer=LAYERS[-1])
+    for item in masks["images"]:
+        grid = np.asarray(item["knowledge_points"])
+        assert grid.shape == tuple(result.features.grid)
+        assert grid.sum() == points[item["image"]].sum()
+        assert item["label"] == result.labels[item["image"]]
+
+
+def test_optional_figure_data(report, result):
+    directory, _, _ = report
+    data = directory / "data"
+    emergence = json.loads((data / "emergence.json").read_text())
+    assert [r["iteration"] for r in emergence["records"]] == [
+        r["iteration"] for r in result.emergence
+    ]
+    frames = json.loads((data / "sample_evolution.json").read_text())["frames"]
+    assert [f["iteration"] for f in frames] == [0, 9]
+    np.testing.assert_allclose(frames[-1]["g"], result.emergence_frames[-1]["g"])
+    adversarial = json.loads((data / "adversarial_change.json").read_text())
+    assert adversarial["attack"]["n_steps"] == 2
+    for row, ref in zip(adversarial["records"], result.adversarial):
+        assert row["mean_one_minus_cos"] == pytest.approx(ref["mean_one_minus_cos"])
+    distillation = json.loads((data / "distillation.json").read_text())
+    assert [r["model"] for r in distillation["records"]] == [
+        "teacher",
+        "teacher",
+        "student",
+        "student",
+    ]
+
+
+def test_html_escapes_every_value(report):
+    _, index, _ = report
+    page = _html(index)
+    assert "<script>alert" not in page and "<i>hand-made" not in page
+    assert "<b>first" not in page and "<b>&" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in page
+    assert "&lt;i&gt;hand-made&lt;/i&gt;" in page
+    assert "&lt;b&gt;first&lt;/b&gt;" in page
+    assert "&lt;b&gt;&amp;" in page and "c&quot;" in page  # class names
+
+
+def test_sections_and_extra(report, result):
+    directory, index, _ = report
+    page = _html(index)
+    for key in (
+        "run",
+        "projection",
+        "knowledge",
+        "regions",
+        "masks",
+        "emergence",
+        "adversarial",
+        "distillation",
+        "extra",
+        "files",
+    ):
+        assert f'<section id="{key}">' in page, key
+        assert f'href="#{key}"' in page
+    # explanations in plain words, with this run's values
+    assert "tau = 0.4" in page and "reliable ratio" in page
+    assert "epsilon = " in page and "2 steps" in page
+    # settings, timings and accuracy
+    assert "Timings (seconds)" in page and "alignment" in page
+    acc = f"{result.projection['dnn_accuracy']:.3f}"
+    assert "Accuracy" in page and acc in page
+    # extra items: scalar, table (also as CSV), nested dict
+    assert "total time (s)" in page and "12.500" in page
+    rows = _csv(directory / "data" / "training_history.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert "optimizer.name" in page
+    saved = json.loads((directory / "data" / "extra.json").read_text())
+    assert saved["training history"][1]["loss"] == 0.25
+
+
+def test_figures_are_closed(report):
+    _, _, before = report
+    assert set(plt.get_fignums()) == before
+
+
+def test_sections_only_for_what_was_computed(plain, tmp_path):
+    index = write_report(plain, tmp_path)
+    page = _html(index)
+    for key in ("emergence", "adversarial", "distillation", "extra"):
+        assert f'<section id="{key}">' not in page
+    for key in ("run", "projection", "knowledge", "regions", "masks", "files"):
+        assert f'<section id="{key}">' in page
+    pngs = {p.stem for p in (tmp_path / "figures").glob("*.png")}
+    assert pngs == ALL_FIGURES - OPTIONAL_FIGURES
+    data = {p.name for p in (tmp_path / "data").iterdir()}
+    for name in ("emergence", "adversarial", "distillation", "attack", "extra"):
+        assert f"{name}.csv" not in data and f"{name}.json" not in data
+    assert len(re.findall(r"data:image/png;base64,", page)) == len(pngs)
+    assert "skvmf report" in page  # the default title
+
+
+def test_rewriting_a_folder_removes_stale_parts(result, plain, tmp_path):
+    write_report(result, tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "data" / "mine.csv").write_text("a\n1\n")
+    assert (tmp_path / "figures" / "emergence.png").is_file()
+    write_report(plain, tmp_path)
+    assert not (tmp_path / "figures" / "emergence.png").exists()
+    assert not (tmp_path / "data" / "adversarial.csv").exists()
+    assert not (tmp_path / "data" / "distillation.json").exists()
+    # files skvmf did not write are kept
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "data" / "mine.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["not", "a", "dict"], "extra must be a dict"),
+        ({"rows": [1, 2]}, r"extra\['rows'\] must be"),
+        ({"obj": object()}, r"extra\['obj'\] must be"),
+    ],
+)
+def test_bad_extra(plain, tmp_path, extra, match):
+    with pytest.raises(ValueError, match=match):
+        write_report(plain, tmp_path, extra=extra)
+
+
+def test_bad_inputs(plain, tmp_path):
+    with pytest.raises(ValueError, match="must be an AnalysisResult"):
+        write_report({"knowledge": []}, tmp_path)
+    with pytest.raises(ValueError, match="dpi must be an integer"):
+        write_report(plain, tmp_path, dpi=0)
