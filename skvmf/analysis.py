@@ -520,8 +520,9 @@ def analyze(
     checkpoints : directory, list of paths, models or (iteration, model), optional
         Training checkpoints for the emergence analysis.
     attack : bool or dict, optional
-        ``True`` for :func:`skvmf.attacks.pgd_attack` with its defaults, or a
-        dict of its parameters (``epsilon``, ``n_steps``...).
+        ``True`` for :func:`skvmf.attacks.pgd_attack` with epsilon = 8/255 of
+        the pixel range when ``std`` is known (0.1 input units otherwise), or
+        a dict of its parameters (``epsilon``, ``n_steps``...).
     students : dict of str to torch.nn.Module, optional
         Students to compare with the teacher (same layer names).
     n_components : int, default=3
@@ -747,7 +748,9 @@ def _emergence(result, models, aligned, y, counter_params):
 
 
 def _adversarial(result, model, X, y, params, mean, std, device, random_state, verbose):
-    params.setdefault("epsilon", 0.1 if std is not None else 0.3)
+    # 8/255 of the pixel range: the usual L-inf budget; without the
+    # normalisation, epsilon is in input units and must be given
+    params.setdefault("epsilon", 8 / 255 if std is not None else 0.1)
     if std is not None:
         params.setdefault("mean", mean)
         params.setdefault("std", std)

@@ -188,8 +188,8 @@ The built-in study, end to end, on this machine alone (nothing is downloaded):
 
 1. train a VGG-16-BN (width 1/8) on scikit-learn's digits at 32 px, saving
    checkpoints during training (<out>/checkpoints);
-2. distil two students (VGG-16-BN, width 1/16) from it on the same training
-   images: one on its logits, one on its conv_43 layer;
+2. distil a student (VGG-16-BN, width 1/16) from it on the same training
+   images, on its logits (--students adds others, e.g. one on conv_43);
 3. analyse the teacher on --n-per-class test images of every digit: sample
    projection, knowledge points of the paper's five layers, their emergence
    over --checkpoints checkpoints, a PGD attack, and the students;
@@ -343,6 +343,14 @@ def _build_parser() -> _Parser:
         help="training checkpoints analysed, spread over training, always the "
         "first and the last; 0 skips the emergence study (default 5, 2 with "
         "--quick)",
+    )
+    demo.add_argument(
+        "--students",
+        default="logits",
+        metavar="LIST",
+        help="students distilled from the teacher, comma-separated: 'logits' "
+        "(on its logits) and/or a layer name or alias (on that layer's "
+        "features), e.g. 'logits,conv_43' (default: logits)",
     )
     demo.add_argument(
         "--no-students", action="store_true", help="skip the distillation study"
@@ -578,14 +586,17 @@ def _print_result(result, index, t0) -> None:
 # skvmf demo
 # ---------------------------------------------------------------------------
 def _spread(checkpoints: list, k: int) -> list:
-    """``k`` of the (iteration, path) pairs, evenly spread, first and last."""
+    """``k`` of the (iteration, path) pairs, evenly spread over the iterations
+    of training (not over the list, which is denser early), first and last."""
     import numpy as np
 
     if k == 0 or not checkpoints:
         return []
     if k >= len(checkpoints):
         return list(checkpoints)
-    idx = np.unique(np.round(np.linspace(0, len(checkpoints) - 1, k)).astype(int))
+    its = np.array([it for it, _ in checkpoints], dtype=float)
+    targets = np.linspace(its[0], its[-1], k)
+    idx = np.unique([int(np.argmin(np.abs(its - t))) for t in targets])
     return [checkpoints[i] for i in idx]
 
 
@@ -611,6 +622,15 @@ def _run_demo(args) -> int:
     from .models import make_classifier, train_digits_classifier
     from .report import write_report
 
+    if not args.no_students:  # fail before training on an unknown layer
+        from ._layers import detect_architecture, resolve_layer
+
+        probe = make_classifier("vgg16", 10, width=0.0625, batch_norm=True)
+        for spec in (part.strip() for part in args.students.split(",")):
+            if spec and spec != "logits":
+                resolve_layer(
+                    spec, probe, detect_architecture(probe), what="student layer"
+                )
     quick = args.quick
     n_per_class = args.n_per_class or (4 if quick else 12)
     k = args.checkpoints if args.checkpoints is not None else (2 if quick else 5)
@@ -635,10 +655,15 @@ def _run_demo(args) -> int:
         train = load_digits_images("train")
         test = load_digits_images("test")
         t = time.perf_counter()
-        for name, how in (
-            ("student_logits", {"method": "logits"}),
-            ("student_conv_43", {"method": "features", "layer": "conv_43"}),
-        ):
+        for spec in (part.strip() for part in args.students.split(",")):
+            if not spec:
+                continue
+            name = f"student_{spec}"
+            how = (
+                {"method": "logits"}
+                if spec == "logits"
+                else {"method": "features", "layer": spec}
+            )
             _say(args, f"distilling {name} ({how['method']})")
             student = make_classifier(
                 "vgg16",

@@ -144,7 +144,9 @@ def test_spread_keeps_first_and_last():
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "report"
-    code, stdout, stderr = run(["demo", *QUICK, "--out", str(out)])
+    code, stdout, stderr = run(
+        ["demo", *QUICK, "--students", "logits,conv_43", "--out", str(out)]
+    )
     return code, stdout, stderr, out
 
 
@@ -486,3 +488,16 @@ def test_errors_in_a_real_process(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("skvmf: error: checkpoint file")
+
+
+def test_demo_refuses_an_unknown_student_layer_before_training(tmp_path, capsys):
+    code = main(["demo", "--students", "logits,conv_99", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and "conv_99" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_spread_follows_training_iterations_not_list_positions():
+    its = [0, 8, 16, 33, 50, 66, 82, 99, 116, 132]  # dense at the start
+    chosen = _spread([(it, f"p{it}") for it in its], 5)
+    assert [it for it, _ in chosen] == [0, 33, 66, 99, 132]
