@@ -1,5 +1,9 @@
 """Order of the gallery: the method first, then the classic views.
 
+The method: the distribution, the features, the knowledge points step by
+step and as a scikit-learn pipeline, then the paper's three studies
+(training, attack, distillation).
+
 sphinx-gallery sorts the scripts of a gallery with this key (named in
 ``conf.py`` as ``"_sorting.GalleryOrder"``). Scripts not listed come after the
 listed ones, by file name.
@@ -9,6 +13,11 @@ ORDER = (
     "plot_vmf_mixture.py",
     "plot_revised_kappa.py",
     "plot_feature_extraction.py",
+    "plot_knowledge_points.py",
+    "plot_pipeline_gridsearch.py",
+    "plot_emergence_training.py",
+    "plot_adversarial_attack.py",
+    "plot_distillation.py",
     "plot_saliency_gradcam.py",
     "plot_activation_maximization.py",
     "plot_feature_embedding.py",
