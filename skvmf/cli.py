@@ -188,7 +188,7 @@ The built-in study, end to end, on this machine alone (nothing is downloaded):
 
 1. train a VGG-16-BN (width 1/8) on scikit-learn's digits at 32 px, saving
    checkpoints during training (<out>/checkpoints);
-2. distil a student (VGG-16-BN, width 1/16) from it on the same training
+2. distil a student (the same architecture, freshly initialised) from it on the same training
    images, on its logits (--students adds others, e.g. one on conv_43);
 3. analyse the teacher on --n-per-class test images of every digit: sample
    projection, knowledge points of the paper's five layers, their emergence
@@ -625,7 +625,7 @@ def _run_demo(args) -> int:
     if not args.no_students:  # fail before training on an unknown layer
         from ._layers import detect_architecture, resolve_layer
 
-        probe = make_classifier("vgg16", 10, width=0.0625, batch_norm=True)
+        probe = make_classifier("vgg16", 10, width=0.125, batch_norm=True)
         for spec in (part.strip() for part in args.students.split(",")):
             if spec and spec != "logits":
                 resolve_layer(
@@ -668,8 +668,9 @@ def _run_demo(args) -> int:
             student = make_classifier(
                 "vgg16",
                 10,
-                width=0.0625,
+                width=0.125,
                 batch_norm=True,
+                dropout=0.0,
                 random_state=args.seed + 1 + len(students),
             )
             res = distill(

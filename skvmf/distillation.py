@@ -92,7 +92,7 @@ def distill(
     batch_size: int = 64,
     lr: float = 4e-3,
     optimizer: str = "adam",
-    weight_decay: float = 5e-4,
+    weight_decay: float = 0.0,
     schedule: str = "onecycle",
     checkpoint_iterations=None,
     checkpoint_dir=None,
