@@ -4,10 +4,10 @@ shown"), measured with the settings of ``skvmf demo``: the digits VGG-16-bn,
 a PGD attack. The measured figures are in doc/results_digits.md.
 """
 
-import numpy as np
 import pytest
 
 import skvmf
+from skvmf.cli import _spread
 from skvmf.datasets import load_digits_images, subset_per_class
 from skvmf.models import list_checkpoints
 
@@ -18,11 +18,8 @@ pytestmark = pytest.mark.slow
 def result(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("checkpoints")
     model, _ = skvmf.train_digits_classifier(checkpoint_dir=ckpt, random_state=0)
-    found = list_checkpoints(ckpt)
-    chosen = [
-        found[i]
-        for i in np.unique(np.linspace(0, len(found) - 1, 5).round()).astype(int)
-    ]
+    # the demo's choice: five checkpoints evenly spread over the iterations
+    chosen = _spread(list_checkpoints(ckpt), 5)
     data = subset_per_class(load_digits_images("test"), 12, random_state=0)
     return skvmf.analyze(
         model, data, checkpoints=chosen, attack=True, n_jobs=2, random_state=0
