@@ -84,42 +84,27 @@ def _tau(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer; got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text}")
-    return value
+def _int_type(low: int, expected: str, *, minus_one: bool = False):
+    """An argparse type for integers >= ``low`` (and -1 with ``minus_one``)
+    whose one-line error says what was ``expected``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {expected}; got {text!r}"
+            ) from None
+        if value < low and not (minus_one and value == -1):
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= 0; got {text!r}"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text}")
-    return value
-
-
-def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"jobs must be an integer (-1: every core); got {text!r}"
-        ) from None
-    if value == 0 or value < -1:
-        raise argparse.ArgumentTypeError(
-            f"jobs must be a positive integer or -1; got {text}"
-        )
-    return value
+_positive_int = _int_type(1, "a positive integer")
+_non_negative_int = _int_type(0, "an integer >= 0")
+_jobs = _int_type(1, "a positive number of jobs or -1 (every core)", minus_one=True)
 
 
 def _width(text: str) -> float:
@@ -188,8 +173,9 @@ The built-in study, end to end, on this machine alone (nothing is downloaded):
 
 1. train a VGG-16-BN (width 1/8) on scikit-learn's digits at 32 px, saving
    checkpoints during training (<out>/checkpoints);
-2. distil a student (the same architecture, freshly initialised) from it on the same training
-   images, on its logits (--students adds others, e.g. one on conv_43);
+2. distil a student (the same architecture, freshly initialised) from it on
+   the same training images, on its logits (--students adds others, e.g. one
+   on conv_43);
 3. analyse the teacher on --n-per-class test images of every digit: sample
    projection, knowledge points of the paper's five layers, their emergence
    over --checkpoints checkpoints, a PGD attack, and the students;
