@@ -1,10 +1,9 @@
 """log I_nu and the Bessel ratio against arbitrary-precision references."""
 
-from functools import cache
-
 import mpmath as mp
 import numpy as np
 import pytest
+from _mp_reference import mp_log_iv
 
 from skvmf._bessel import bessel_ratio, log_bessel_ratio, log_iv
 
@@ -15,50 +14,6 @@ mp.mp.dps = 40
 ORDERS = [0.0, 0.5, 1.0, 1.5, 4.0, 5.0, 19.5, 19.999, 20.0, 31.0, 255.0, 511.0]
 ORDERS += [1023.0, 2047.0, 2048.0]
 ARGS = np.logspace(-6, 6, 13)
-
-
-@cache
-def mp_log_iv(nu, x):
-    """log I_nu(x) in mpmath, by a method suited to (nu, x).
-
-    Power series (mpmath's besseli) for moderate x; Hankel's expansion when
-    x > nu^2 (its terms then decrease from the start); otherwise the Poisson
-    integral ``I_nu(x) = (x/2)^nu / (sqrt(pi) Gamma(nu + 1/2))
-    int_{-1}^{1} (1 - t^2)^(nu - 1/2) e^(x t) dt`` with t = 1 - s, split
-    around the peak of its integrand.
-    """
-    nu, x = mp.mpf(nu), mp.mpf(x)
-    if x < 200:
-        return mp.log(mp.besseli(nu, x))
-    if x > nu**2:
-        mu, term, total, k = 4 * nu**2, mp.mpf(1), mp.mpf(1), 0
-        while abs(term) > mp.mpf(10) ** (-mp.mp.dps - 5):
-            k += 1
-            term = -term * (mu - (2 * k - 1) ** 2) / (8 * k * x)
-            total += term
-        return x - mp.log(2 * mp.pi * x) / 2 + mp.log(total)
-    a = nu - mp.mpf(1) / 2
-    # peak of a log(s (2 - s)) - x s: x s^2 - 2 (x + a) s + 2 a = 0
-    s0 = ((2 * x + 2 * a) - mp.sqrt((2 * x + 2 * a) ** 2 - 8 * a * x)) / (2 * x)
-    width = 1 / mp.sqrt(a / s0**2 + a / (2 - s0) ** 2)
-    pts = sorted(
-        {mp.mpf(0), mp.mpf(2)}
-        | {
-            s0 + k * width
-            for k in (-20, -8, -3, 0, 3, 8, 20, 60)
-            if 0 < s0 + k * width < 2
-        }
-    )
-    c = a * mp.log(s0 * (2 - s0)) - x * s0
-    val = mp.quad(lambda s: mp.exp(a * mp.log(s * (2 - s)) - x * s - c), pts)
-    return (
-        nu * mp.log(x / 2)
-        - mp.log(mp.sqrt(mp.pi))
-        - mp.loggamma(nu + mp.mpf(1) / 2)
-        + x
-        + c
-        + mp.log(val)
-    )
 
 
 def test_reference_methods_agree():

@@ -1,10 +1,9 @@
 """The vMF distribution and the revised kappa(l) against independent references."""
 
-from functools import cache
-
 import mpmath as mp
 import numpy as np
 import pytest
+from _mp_reference import mp_log_iv
 from scipy import integrate, stats
 
 from skvmf._bessel import bessel_ratio
@@ -28,43 +27,6 @@ mp.mp.dps = 40
 
 DIMS = [2, 3, 5, 10, 64, 512, 1024, 4096]
 KAPPAS = np.logspace(-6, 6, 13)
-
-
-@cache
-def mp_log_iv(nu, x):
-    """log I_nu(x) in mpmath: power series, Hankel's expansion (x > nu^2), or
-    the Poisson integral split around the peak of its integrand."""
-    nu, x = mp.mpf(nu), mp.mpf(x)
-    if x < 200:
-        return mp.log(mp.besseli(nu, x))
-    if x > nu**2:
-        mu, term, total, k = 4 * nu**2, mp.mpf(1), mp.mpf(1), 0
-        while abs(term) > mp.mpf(10) ** (-mp.mp.dps - 5):
-            k += 1
-            term = -term * (mu - (2 * k - 1) ** 2) / (8 * k * x)
-            total += term
-        return x - mp.log(2 * mp.pi * x) / 2 + mp.log(total)
-    a = nu - mp.mpf(1) / 2
-    s0 = ((2 * x + 2 * a) - mp.sqrt((2 * x + 2 * a) ** 2 - 8 * a * x)) / (2 * x)
-    width = 1 / mp.sqrt(a / s0**2 + a / (2 - s0) ** 2)
-    pts = sorted(
-        {mp.mpf(0), mp.mpf(2)}
-        | {
-            s0 + k * width
-            for k in (-20, -8, -3, 0, 3, 8, 20, 60)
-            if 0 < s0 + k * width < 2
-        }
-    )
-    c = a * mp.log(s0 * (2 - s0)) - x * s0
-    val = mp.quad(lambda s: mp.exp(a * mp.log(s * (2 - s)) - x * s - c), pts)
-    return (
-        nu * mp.log(x / 2)
-        - mp.log(mp.sqrt(mp.pi))
-        - mp.loggamma(nu + mp.mpf(1) / 2)
-        + x
-        + c
-        + mp.log(val)
-    )
 
 
 def mp_log_normalizer(d, kappa):
