@@ -151,6 +151,7 @@ def demo(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cli_demo")  # one demo run per suite
 def test_demo_quick_writes_the_full_report(demo):
     code, stdout, stderr, out = demo
     assert code == 0, stderr[-2000:]
@@ -195,6 +196,7 @@ def test_demo_quick_writes_the_full_report(demo):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cli_demo")  # one demo run per suite
 def test_demo_prints_summary_on_stdout_progress_on_stderr(demo):
     code, stdout, stderr, out = demo
     assert code == 0

@@ -11,7 +11,8 @@ from skvmf.cli import _spread
 from skvmf.datasets import load_digits_images, subset_per_class
 from skvmf.models import list_checkpoints
 
-pytestmark = pytest.mark.slow
+# one worker runs them all: the fixture trains and analyses for ~3 minutes
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("digits_workload")]
 
 
 @pytest.fixture(scope="module")
