@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from _helpers import four_class_workload
 
 import skvmf  # noqa: E402
-from skvmf.models import make_classifier, train_classifier  # noqa: E402
+from skvmf.models import make_classifier  # noqa: E402
 
 FAST = {
     "aligner_params": {"max_epochs": 2, "weight_steps": 2, "n_candidates": 10},
@@ -27,23 +28,8 @@ LAYERS = ["conv_33", "conv_53"]
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory):
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(60, 3, 16, 16, generator=g)
-    y = (X[:, 0].mean(dim=(1, 2)) > 0).long() + 2 * (X[:, 1].mean(dim=(1, 2)) > 0)
-    X[:, 2] += y[:, None, None].float()  # make the classes easy to see
-    model = make_classifier(
-        "vgg16", 4, width=0.0625, input_size=16, batch_norm=True, random_state=0
-    )
     ckpt = tmp_path_factory.mktemp("ckpt")
-    train_classifier(
-        model,
-        (X, y),
-        epochs=3,
-        batch_size=20,
-        lr=4e-3,
-        checkpoint_iterations=[0, 9],
-        checkpoint_dir=ckpt,
-    )
+    model, X, y = four_class_workload(ckpt, lr=4e-3)
     return model, X.numpy(), y.numpy(), ckpt
 
 

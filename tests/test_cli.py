@@ -2,7 +2,6 @@
 
 import base64
 import contextlib
-import csv
 import io
 import json
 import re
@@ -12,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from _helpers import read_csv, same_cell
 from PIL import Image
 
 import skvmf
@@ -29,21 +29,6 @@ def run(argv):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(argv)
     return code, out.getvalue(), err.getvalue()
-
-
-def _csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _same(cell: str, value) -> bool:
-    if value is None:
-        return cell in ("nan", "inf", "-inf", "", "None")
-    if isinstance(value, bool):
-        return cell == str(value)
-    if isinstance(value, (int, float)):
-        return float(cell) == pytest.approx(value, rel=1e-12, abs=1e-12)
-    return cell == str(value)
 
 
 def check_report(directory):
@@ -64,14 +49,14 @@ def check_report(directory):
             im.verify()
     results = json.loads((directory / "data" / "results.json").read_text())
     for name, records in results["tables"].items():
-        rows = _csv(directory / "data" / f"{name}.csv")
+        rows = read_csv(directory / "data" / f"{name}.csv")
         assert len(rows) == len(records)
         for row, ref in zip(rows, records):
-            assert all(_same(row[k], v) for k, v in ref.items()), name
+            assert all(same_cell(row[k], v) for k, v in ref.items()), name
     for path in (directory / "data").glob("*.json"):
         json.loads(path.read_text())
     for path in (directory / "data").glob("*.csv"):
-        assert _csv(path)
+        assert read_csv(path)
     return results
 
 
@@ -183,12 +168,12 @@ def test_demo_quick_writes_the_full_report(demo):
     assert 0 <= tables["attack"][0]["success_rate"] <= 1
     extra = json.loads((out / "data" / "extra.json").read_text())
     assert extra["checkpoints analysed (iterations)"] == "0, 66"
-    history = _csv(out / "data" / "training_history_teacher.csv")
+    history = read_csv(out / "data" / "training_history_teacher.csv")
     assert [int(r["epoch"]) for r in history] == [1, 2, 3]
     assert extra["teacher test accuracy"] == pytest.approx(
         float(history[-1]["val_accuracy"])
     )
-    assert {r["student"] for r in _csv(out / "data" / "students.csv")} == {
+    assert {r["student"] for r in read_csv(out / "data" / "students.csv")} == {
         "student_logits",
         "student_conv_43",
     }

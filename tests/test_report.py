@@ -1,7 +1,6 @@
 """write_report(): the files, their numbers, the self-contained page."""
 
 import base64
-import csv
 import dataclasses
 import json
 import re
@@ -12,11 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
+from _helpers import four_class_workload, read_csv, same_cell
 from PIL import Image  # noqa: E402
 
 import skvmf  # noqa: E402
-from skvmf.models import make_classifier, train_classifier  # noqa: E402
+from skvmf.models import make_classifier  # noqa: E402
 from skvmf.report import write_report  # noqa: E402
 
 FAST = {
@@ -47,23 +46,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(60, 3, 16, 16, generator=g)
-    y = (X[:, 0].mean(dim=(1, 2)) > 0).long() + 2 * (X[:, 1].mean(dim=(1, 2)) > 0)
-    X[:, 2] += y[:, None, None].float()
-    model = make_classifier(
-        "vgg16", 4, width=0.0625, input_size=16, batch_norm=True, random_state=0
-    )
     ckpt = tmp_path_factory.mktemp("ckpt")
-    train_classifier(
-        model,
-        (X, y),
-        epochs=3,
-        batch_size=20,
-        checkpoint_iterations=[0, 9],
-        checkpoint_dir=ckpt,
-        random_state=0,
-    )
+    model, X, y = four_class_workload(ckpt, random_state=0)
     student = make_classifier(
         "vgg16", 4, width=0.0625, input_size=16, batch_norm=True, random_state=1
     )
@@ -116,22 +100,6 @@ def report(result, tmp_path_factory):
 
 def _html(index):
     return index.read_text(encoding="utf-8")
-
-
-def _csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _same(cell: str, value) -> bool:
-    """A CSV cell against its JSON value (None is a non-finite float)."""
-    if value is None:
-        return cell in ("nan", "inf", "-inf", "", "None")
-    if isinstance(value, bool):
-        return cell == str(value)
-    if isinstance(value, (int, float)):
-        return float(cell) == pytest.approx(value, rel=1e-12, abs=1e-12)
-    return cell == str(value)
 
 
 def test_returns_index_and_writes_every_file(report, result):
@@ -198,12 +166,12 @@ def test_tables_csv_match_results_json(report, result):
     assert saved["layers"] == LAYERS and saved["classes"] == CLASSES
     assert set(saved["tables"]) == set(result.tables)
     for name, records in saved["tables"].items():
-        rows = _csv(directory / "data" / f"{name}.csv")
+        rows = read_csv(directory / "data" / f"{name}.csv")
         assert len(rows) == len(records), name
         for row, ref in zip(rows, records):
             assert set(row) == set(ref), name
             for key, value in ref.items():
-                assert _same(row[key], value), (name, key, row[key], value)
+                assert same_cell(row[key], value), (name, key, row[key], value)
     # and against the result itself
     for row, ref in zip(saved["tables"]["knowledge_points"], result.knowledge):
         assert row["mean_count"] == pytest.approx(ref["mean_count"])
@@ -217,7 +185,7 @@ def test_sample_space_data(report, result):
     np.testing.assert_allclose(d3["directions"], result.features.directions)
     np.testing.assert_allclose(d3["strength"], np.linalg.norm(g, axis=1))
     assert d3["labels"] == result.labels.tolist() and d3["classes"] == CLASSES
-    rows = _csv(directory / "data" / "sample_space_3d.csv")
+    rows = read_csv(directory / "data" / "sample_space_3d.csv")
     assert len(rows) == len(g)
     np.testing.assert_allclose(
         [[float(r[f"x{k}"]) for k in range(3)] for r in rows], g, rtol=1e-12
@@ -326,7 +294,7 @@ def test_sections_and_extra(report, result):
     assert "Accuracy" in page and acc in page
     # extra items: scalar, table (also as CSV), nested dict
     assert "total time (s)" in page and "12.500" in page
-    rows = _csv(directory / "data" / "training_history.csv")
+    rows = read_csv(directory / "data" / "training_history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert "optimizer.name" in page
     saved = json.loads((directory / "data" / "extra.json").read_text())
