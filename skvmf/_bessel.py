@@ -141,12 +141,32 @@ def _combined_coefficients(nu):
     return tuple(out)
 
 
+@lru_cache(maxsize=256)
+def _stacked_coefficients(nu, families):
+    """The combined coefficients of ``families``, one zero-padded row each."""
+    coefs = [_combined_coefficients(nu)[f] for f in families]
+    out = np.zeros((len(coefs), max(len(c) for c in coefs)))
+    for row, c in zip(out, coefs):
+        row[: len(c)] = c
+    out.setflags(write=False)
+    return out
+
+
 def _debye_sums(nu, p, families):
     """sum_k F_k(p) / nu^k for each requested family (0: U, 1: U', 2: W, 3: W')."""
     poly = np.polynomial.polynomial.polyval
     if nu.size and np.all(nu == nu[0]):
         coefs = _combined_coefficients(float(nu[0]))
-        return [poly(p, coefs[f]) for f in families]
+        if len(families) == 1 or p.size > 64:
+            return [poly(p, coefs[f]) for f in families]
+        # few points (the EM's per-component kappas): polyval is a Python
+        # loop over the coefficients, so one pass for all families is faster
+        stacked = _stacked_coefficients(float(nu[0]), tuple(families))
+        total = np.zeros((len(families), p.size))
+        for column in stacked.T[::-1]:
+            total *= p
+            total += column[:, None]
+        return list(total)
     all_polys = _debye_polynomials()
     inv_nu = 1.0 / nu
     sums = []
