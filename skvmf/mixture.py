@@ -674,9 +674,7 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
     def _m_step(self, rows, resp, log_prob):
         n, dim = rows.z.shape
         nk = np.ones(n) @ resp
-        # (z.T @ resp).T, not resp.T @ z: OpenBLAS is several times slower on
-        # a (K, n) @ (n, d) product with a long inner dimension.
-        resultant = (rows.z.T @ resp).T
+        resultant = resp.T @ rows.z
         mass = nk if rows.kappa is None else rows.kappa @ resp
         length = np.linalg.norm(resultant, axis=1)
         degenerate = (
