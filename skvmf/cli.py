@@ -605,15 +605,18 @@ def _run_demo(args) -> int:
     from .analysis import analyze
     from .datasets import load_digits_images, subset_per_class
     from .distillation import distill
-    from .models import make_classifier, train_digits_classifier
+    from .models import _DIGITS_MODEL, make_classifier, train_digits_classifier
     from .report import write_report
 
-    if not args.no_students:  # fail before training on an unknown layer
+    # students share the teacher's architecture and recipe
+    specs = [] if args.no_students else [p.strip() for p in args.students.split(",")]
+    specs = [spec for spec in specs if spec]
+    if specs:  # fail before training on an unknown layer
         from ._layers import detect_architecture, resolve_layer
 
-        probe = make_classifier("vgg16", 10, width=0.125, batch_norm=True)
-        for spec in (part.strip() for part in args.students.split(",")):
-            if spec and spec != "logits":
+        probe = make_classifier("vgg16", 10, **_DIGITS_MODEL)
+        for spec in specs:
+            if spec != "logits":
                 resolve_layer(
                     spec, probe, detect_architecture(probe), what="student layer"
                 )
@@ -637,13 +640,11 @@ def _run_demo(args) -> int:
     chosen = _spread(training.checkpoints, k)
 
     students, student_rows = {}, []
-    if not args.no_students:
+    if specs:
         train = load_digits_images("train")
         test = load_digits_images("test")
         t = time.perf_counter()
-        for spec in (part.strip() for part in args.students.split(",")):
-            if not spec:
-                continue
+        for spec in specs:
             name = f"student_{spec}"
             how = (
                 {"method": "logits"}
@@ -654,9 +655,7 @@ def _run_demo(args) -> int:
             student = make_classifier(
                 "vgg16",
                 10,
-                width=0.125,
-                batch_norm=True,
-                dropout=0.0,
+                **_DIGITS_MODEL,
                 random_state=args.seed + 1 + len(students),
             )
             res = distill(
