@@ -47,6 +47,25 @@ convolution is layer 1), so ``layer_n`` is ``features.{n-1}``; every
 ``layer_1`` ... ``layer_19`` is available, the five above are the default.
 For VGG every ``conv_{b}{i}`` exists (block ``b``, conv ``i`` in the block),
 and the default is the last conv of each block.
+
+Vision transformers (not in the paper; the same reading with patch tokens
+as regions) are named by encoder block, counted from 1 in forward order:
+
+================  ==============================  ==============================
+alias             ViT (``vit_b_16``, ``vit_b_32``)  Swin (``swin_t``)
+================  ==============================  ==============================
+``block_{i}``     ``encoder.layers.encoder_``     the i-th Swin block over all
+                  ``layer_{i-1}``                 stages (``features.{s}.{j}``)
+``stage_{s}``     --                              ``features.1/3/5/7`` (the
+                                                  stage's last block)
+================  ==============================  ==============================
+
+The default is evenly spaced blocks ending with the last: for 12 blocks
+(ViT-B, Swin-T) ``block_3``, ``block_6``, ``block_9``, ``block_12``; in
+general the largest of 5, 4 or 3 layers that divides the depth, else 5 (or
+every block of a shallower encoder). For Grad-CAM use a block's first
+LayerNorm (``ln_1`` / ``norm1``): at a ViT's last block output only the class
+token reaches the logits.
 """
 
 from __future__ import annotations
@@ -76,7 +95,7 @@ class ArchitectureLayers:
 
     Attributes
     ----------
-    family : {"vgg", "resnet", "mobilenet_v2"}
+    family : {"vgg", "resnet", "mobilenet_v2", "vit", "swin"}
         The recognised architecture.
     aliases : dict of str to str
         Alias -> module name in ``model.named_modules()``.
@@ -181,8 +200,62 @@ def _mobilenet_layers(
     return ArchitectureLayers("mobilenet_v2", aliases, default)
 
 
+def _even_blocks(depth: int) -> tuple[int, ...]:
+    """Evenly spaced block numbers (1-based) ending with the last."""
+    if depth <= 0:
+        return ()
+    n = next((k for k in (5, 4, 3) if depth % k == 0), min(5, depth))
+    if depth < n:
+        n = depth
+    return tuple(sorted({max(1, round(depth * i / n)) for i in range(1, n + 1)}))
+
+
+def _is_vit_block(module: nn.Module) -> bool:
+    return all(hasattr(module, a) for a in ("ln_1", "self_attention", "mlp"))
+
+
+def _is_swin_block(module: nn.Module) -> bool:
+    return type(module).__name__.startswith("SwinTransformerBlock") or all(
+        hasattr(module, a) for a in ("norm1", "attn", "norm2", "mlp")
+    )
+
+
+def _blocks_layers(family, blocks, stages=None) -> ArchitectureLayers:
+    aliases = {f"block_{i}": name for i, name in enumerate(blocks, start=1)}
+    for s, name in enumerate(stages or (), start=1):
+        aliases[f"stage_{s}"] = name
+    default = tuple(f"block_{i}" for i in _even_blocks(len(blocks)))
+    return ArchitectureLayers(family, aliases, default)
+
+
+def _vit_layers(model: nn.Module) -> ArchitectureLayers | None:
+    layers = getattr(getattr(model, "encoder", None), "layers", None)
+    if not isinstance(layers, nn.Sequential) or not isinstance(
+        getattr(model, "conv_proj", None), nn.Conv2d
+    ):
+        return None
+    children = list(layers.named_children())
+    if not children or not all(_is_vit_block(m) for _, m in children):
+        return None
+    return _blocks_layers("vit", [f"encoder.layers.{n}" for n, _ in children])
+
+
+def _swin_layers(features: nn.Sequential, prefix: str) -> ArchitectureLayers | None:
+    blocks, stages = [], []
+    for name, child in features.named_children():
+        if not isinstance(child, nn.Sequential):
+            continue
+        inner = list(child.named_children())
+        if inner and all(_is_swin_block(m) for _, m in inner):
+            blocks += [f"{prefix}{name}.{n}" for n, _ in inner]
+            stages.append(f"{prefix}{name}")
+    if not blocks:
+        return None
+    return _blocks_layers("swin", blocks, stages)
+
+
 def detect_architecture(model: nn.Module) -> ArchitectureLayers | None:
-    """Recognise VGG, ResNet or MobileNet-V2 from the model's structure.
+    """Recognise VGG, ResNet, MobileNet-V2, ViT or Swin from the model's structure.
 
     Parameters
     ----------
@@ -207,8 +280,14 @@ def detect_architecture(model: nn.Module) -> ArchitectureLayers | None:
     resnet = _resnet_layers(model)
     if resnet is not None:
         return resnet
+    vit = _vit_layers(model)
+    if vit is not None:
+        return vit
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential):
+        found = _swin_layers(features, "features.")
+        if found is not None:
+            return found
         found = _mobilenet_layers(features, "features.")
         if found is None:
             found = _vgg_layers(features, "features.")

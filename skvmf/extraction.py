@@ -40,6 +40,7 @@ from skvmf._layers import (
     resolve_layer,
     set_conv5_stride1,
 )
+from skvmf._layout import check_reshape, output_error, resolve_layout, to_maps
 from skvmf._progress import message, progress
 from skvmf._torch_utils import resolve_device, resolve_dtype
 from skvmf.features import FeatureSet
@@ -212,16 +213,19 @@ class _Hooks:
     ``training`` flag is restored.
     """
 
-    def __init__(self, model, regions, sample, grid):
+    def __init__(self, model, regions, sample, grid, reshapes=None):
         self.model = model
         self.regions = regions  # [(key, module name)]
         self.sample = sample  # (module name, "input" | "output") or None
         self.grid = grid
+        self.reshapes = reshapes or {}  # key -> reshape argument
         self._handles = []
         self._modes = []
         self._maps = [None] * len(regions)
         self._sample = None
+        self._image_size = None
         self.raw_shapes = {}  # layer -> (K, H, W) before pooling
+        self.layouts = {}  # layer -> (output shape, image size, Layout)
 
     def __enter__(self):
         # only modules in training mode need a change (and a restore): setting
@@ -261,8 +265,33 @@ class _Hooks:
         # a fresh tensor either way: a later in-place op (ReLU(inplace=True),
         # ``out += identity``) must not change what was captured
         if self.grid is None or tuple(out.shape[-2:]) == self.grid:
-            return out.clone()
+            return out.clone(memory_format=torch.contiguous_format)
         return F.adaptive_avg_pool2d(out, self.grid)
+
+    def _as_maps(self, key, name, module, output):
+        """The output as (N, K, H, W): tokens and channels-last maps read by
+        their layout (resolved once per output shape and image size)."""
+        shape = tuple(output.shape)
+        known = self.layouts.get(key)
+        if known is None or known[:2] != (shape[1:], self._image_size):
+            layout = resolve_layout(
+                shape,
+                self._image_size,
+                model=self.model,
+                module=module,
+                reshape=self.reshapes.get(key),
+                name=f"{key} ({name})" if key != name else key,
+            )
+            known = (shape[1:], self._image_size, layout)
+            self.layouts[key] = known
+        maps = to_maps(output, known[2], name)
+        if maps.ndim != 4:
+            raise ValueError(
+                f"layer {key!r} ({name}) must output a 4-D map (N, K, H, W), "
+                f"tokens (N, T, K) or a channels-last map for regional features; "
+                f"got shape {shape}"
+            )
+        return maps
 
     def _region_hook(self, i, key, name):
         def hook(module, args, output):
@@ -272,18 +301,16 @@ class _Hooks:
                     "pass, so its output is ambiguous; choose a module that runs "
                     "once (e.g. the enclosing block)"
                 )
-            if not isinstance(output, torch.Tensor) or output.ndim != 4:
-                got = (
-                    f"shape {tuple(output.shape)}"
-                    if isinstance(output, torch.Tensor)
-                    else type(output).__name__
-                )
+            if not isinstance(output, torch.Tensor):
+                raise output_error(f"{key} ({name})", output)
+            if output.ndim < 2:
                 raise ValueError(
                     f"layer {key!r} ({name}) must output a 4-D map (N, K, H, W) "
-                    f"for regional features; got {got}"
+                    f"for regional features; got shape {tuple(output.shape)}"
                 )
-            self.raw_shapes[key] = tuple(int(v) for v in output.shape[1:])
-            self._maps[i] = self._pool(output)
+            maps = self._as_maps(key, name, module, output)
+            self.raw_shapes[key] = tuple(int(v) for v in maps.shape[1:])
+            self._maps[i] = self._pool(maps)
 
         return hook
 
@@ -319,6 +346,7 @@ class _Hooks:
     def forward(self, x):
         self._maps = [None] * len(self.regions)
         self._sample = None
+        self._image_size = (int(x.shape[-2]), int(x.shape[-1]))
         logits = self.model(x)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             got = (
@@ -544,8 +572,10 @@ class TorchFeatureExtractor(TransformerMixin, BaseEstimator):
         Layers whose outputs give regional features: names of
         ``model.named_modules()`` or the paper's aliases (VGG ``conv_12`` ...
         ``conv_53``; ResNet ``conv_1`` ... ``conv_5``; MobileNet-V2
-        ``layer_4`` ... ``layer_18``; table in :mod:`skvmf._layers`). ``None``
-        takes the paper's five layers of a recognised architecture; for other
+        ``layer_4`` ... ``layer_18``; torchvision ViT / Swin ``block_1`` ...
+        ``block_12``; table in :mod:`skvmf._layers`). ``None`` takes the
+        paper's five layers of a recognised CNN (evenly spaced encoder blocks of
+        a ViT or Swin); for other
         models it means no regional layers (an error when ``output`` needs
         regions). ``[]`` means no regional layers.
     sample_layer : "auto", str or None, default="auto"
@@ -563,6 +593,16 @@ default="features"
     grid : int or (int, int), default=None
         Common (H, W) of the regional features. ``None``: the size of the
         smallest (deepest) requested layer.
+    reshape : None, str, callable or dict, default=None
+        Layout of the regional layers' outputs. ``None`` infers it per layer
+        from the model and the image size: maps (N, K, H, W); transformer
+        tokens (N, P + H*W, K), whose P class/register tokens are dropped so
+        that each patch token is one region (196 regions for ViT-B/16 at 224
+        px); channels-last maps (N, H, W, K) (Swin). ``"nchw"``, ``"nhwc"``
+        or ``"tokens"`` force a layout, a callable maps the raw output to
+        (N, K, H, W); a dict gives one of these per layer (keys as in
+        ``layers``). An undecidable layout is a ``ValueError`` naming this
+        parameter.
     temperature : float, default=4.0
         T of the soft labels ``softmax(z / T)`` (SPEC: T = 4).
     batch_size : int, default=64
@@ -590,7 +630,8 @@ default="features"
     model_ : torch.nn.Module
         The model that runs (``model`` itself, or a modified copy).
     architecture_ : str or None
-        ``"vgg"``, ``"resnet"``, ``"mobilenet_v2"`` or None (by structure).
+        ``"vgg"``, ``"resnet"``, ``"mobilenet_v2"``, ``"vit"``, ``"swin"`` or
+        None (by structure).
     layer_names_ : list of str
         The regional layers as given (aliases kept): the keys of
         ``FeatureSet.regions``.
@@ -604,6 +645,9 @@ default="features"
     dtype_ : torch.dtype
     n_channels_ : int or None
         ``in_channels`` of the first ``nn.Conv2d``; inputs are checked against it.
+    layer_layouts_ : dict of str to str or None
+        How each layer's output was read (e.g. ``"tokens (1 leading token(s)
+        dropped, 14x14 patch grid)"``), recorded by ``fit(X)``'s dry run.
     grid_ : tuple of int or None
         The common grid; None when neither ``grid`` nor ``X`` at fit told it
         (each extraction then uses its input's smallest layer).
@@ -643,6 +687,7 @@ default="features"
         "sample_layer": [None, str],
         "output": [StrOptions(set(_OUTPUTS))],
         "grid": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "reshape": [None, str, callable, dict],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [None, str, torch.device],
@@ -661,6 +706,7 @@ default="features"
         sample_layer="auto",
         output="features",
         grid=None,
+        reshape=None,
         temperature=4.0,
         batch_size=64,
         device="cpu",
@@ -675,6 +721,7 @@ default="features"
         self.sample_layer = sample_layer
         self.output = output
         self.grid = grid
+        self.reshape = reshape
         self.temperature = temperature
         self.batch_size = batch_size
         self.device = device
@@ -749,6 +796,7 @@ default="features"
             seen[r] = g
         self.layer_names_ = given
         self.layers_ = resolved
+        self._reshapes = self._layer_reshapes(given, resolved)
 
         if self.sample_layer == "auto":
             self.sample_layer_ = last_linear(model)
@@ -773,6 +821,7 @@ default="features"
             raise ValueError("output='regions' needs at least one layer in layers")
 
         self.n_channels_ = first_conv_channels(model)
+        self.layer_layouts_ = None
         self.input_shape_ = None
         self.layer_shapes_ = None
         self.n_sample_features_ = None
@@ -787,8 +836,9 @@ default="features"
                 return list(arch.default)
             if self.output in ("features", "regions"):
                 raise ValueError(
-                    "layers=None takes the paper's layers of a VGG, ResNet or "
-                    f"MobileNet-V2, but {type(self.model).__name__} is none of "
+                    "layers=None takes the paper's layers of a VGG, ResNet, "
+                    "MobileNet-V2, ViT or Swin, but "
+                    f"{type(self.model).__name__} is none of "
                     "them; give layer names (model.named_modules()) or layers=[]"
                 )
             return []
@@ -800,6 +850,22 @@ default="features"
                 raise ValueError(f"layers must be strings; got {name!r} in {layers!r}")
         return layers
 
+    def _layer_reshapes(self, given, resolved) -> dict:
+        """``reshape`` per layer key (validated)."""
+        if not isinstance(self.reshape, dict):
+            value = check_reshape(self.reshape)
+            return dict.fromkeys(given, value)
+        unknown = [k for k in self.reshape if k not in given and k not in resolved]
+        if unknown:
+            raise ValueError(
+                f"reshape has entries for {unknown}, which are not in layers {given}"
+            )
+        out = {}
+        for key, module_name in zip(given, resolved):
+            value = self.reshape.get(key, self.reshape.get(module_name))
+            out[key] = check_reshape(value, f"reshape[{key!r}]")
+        return out
+
     def _dry_run(self, X):
         _, _, batches = _input_batches(X, 1, self.n_channels_)
         try:
@@ -809,9 +875,10 @@ default="features"
         x = self._prepare(first[:1], 0)
         regions = list(zip(self.layer_names_, self.layers_))
         sample = (self.sample_layer_, self.sample_mode_) if self.sample_layer_ else None
-        hooks = _Hooks(self.model_, regions, sample, self.grid_)
+        hooks = _Hooks(self.model_, regions, sample, self.grid_, self._reshapes)
         with hooks, torch.inference_mode():
             logits, feats, _ = hooks.forward(x)
+        self.layer_layouts_ = {k: v[2].describe() for k, v in hooks.layouts.items()}
         self.input_shape_ = tuple(int(v) for v in x.shape[1:])
         self.layer_shapes_ = dict(hooks.raw_shapes)
         self.grid_ = hooks.grid
@@ -865,7 +932,9 @@ default="features"
             f"images, layers {[k for k, _ in keys]}, sample {self.sample_layer_}",
             verbose=self.verbose,
         )
-        hooks = _Hooks(self.model_, keys, sample_spec, self.grid_)
+        hooks = _Hooks(
+            self.model_, keys, sample_spec, self.grid_, getattr(self, "_reshapes", {})
+        )
         try:
             with hooks:
                 bar = progress(
@@ -911,6 +980,7 @@ default="features"
                 "sample_layer": self.sample_layer_ if sample_spec else None,
                 "architecture": self.architecture_,
                 "model": type(self.model_).__name__,
+                "layouts": {k: v[2].describe() for k, v in hooks.layouts.items()},
             },
         )
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._layout import check_reshape, layer_maps, output_error
 from ._progress import progress
 from ._torch_utils import resolve_device
 
@@ -166,9 +167,7 @@ class _Capture:
     def _hook(self, keys, name):
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor):
-                raise ValueError(
-                    f"layer {name!r} returns {type(output).__name__}, not a tensor"
-                )
+                raise output_error(name, output)
             if keys[0] in self.outputs:
                 raise ValueError(
                     f"layer {name!r} runs more than once in a forward pass, so its "
@@ -272,7 +271,7 @@ def _check_batch_size(batch_size) -> int:
 # feature maps
 
 
-def feature_maps(model, images, layer, *, batch_size=256, device="cpu"):
+def feature_maps(model, images, layer, *, reshape=None, batch_size=256, device="cpu"):
     """A layer's output for a batch of images.
 
     Parameters
@@ -286,6 +285,13 @@ def feature_maps(model, images, layer, *, batch_size=256, device="cpu"):
         aliases of a recognised VGG / ResNet / MobileNet-V2 (``"conv_53"``,
         ``"conv_5"`` ...), or the module itself. It must run once per
         forward pass.
+    reshape : None, {"nchw", "nhwc", "tokens"} or callable, default=None
+        The layout of the layer's output. ``None`` infers it: transformer
+        tokens (N, P + H'*W', K) lose their P class/register tokens and fold
+        into the patch grid, channels-last maps (N, H', W', K) (Swin) are
+        transposed (see :ref:`transformers`). A callable maps the raw output
+        to (N, K, H', W'). An undecidable layout is a ``ValueError`` asking
+        for it.
     batch_size : int, default=256
         Images per forward pass.
     device : str or torch.device, default="cpu"
@@ -294,9 +300,9 @@ def feature_maps(model, images, layer, *, batch_size=256, device="cpu"):
     Returns
     -------
     maps : ndarray of shape (N, K, H', W')
-        The layer's maps (any shape the layer returns: ``(N, K)`` for a
-        linear layer), copied out of the forward pass so later in-place
-        operations of the network do not change them.
+        The layer's maps (``(N, K)`` for a linear layer), copied out of the
+        forward pass so later in-place operations of the network do not
+        change them.
 
     Examples
     --------
@@ -310,6 +316,7 @@ def feature_maps(model, images, layer, *, batch_size=256, device="cpu"):
     batch_size = _check_batch_size(batch_size)
     x_all = _as_images(images, model, torch.device("cpu"))
     name, module = _resolve_layer(model, layer)
+    reshape = check_reshape(reshape)
     chunks = []
     with (
         _evaluating(model, dev),
@@ -321,7 +328,15 @@ def feature_maps(model, images, layer, *, batch_size=256, device="cpu"):
             model(x.to(dev))
             if 0 not in cap.outputs:
                 raise ValueError(f"layer {name!r} did not run in the forward pass")
-            chunks.append(cap.outputs[0].cpu())
+            maps, _ = layer_maps(
+                cap.outputs[0],
+                x.shape[2:],
+                model=model,
+                module=module,
+                reshape=reshape,
+                name=name,
+            )
+            chunks.append(maps.contiguous().cpu())
     return torch.cat(chunks).numpy()
 
 
@@ -371,6 +386,7 @@ def top_activating(
     *,
     k=9,
     reduce="mean",
+    reshape=None,
     batch_size=64,
     device="cpu",
     verbose=0,
@@ -396,6 +412,9 @@ def top_activating(
         Images kept per channel (at most the number of images).
     reduce : {"mean", "max"}, default="mean"
         Spatial reduction of each map.
+    reshape : None, {"nchw", "nhwc", "tokens"} or callable, default=None
+        The layout of the layer's output, as in :func:`feature_maps`
+        (transformer tokens are ranked over patch tokens only).
     batch_size : int, default=64
         Images per forward pass.
     device : str or torch.device, default="cpu"
@@ -430,6 +449,7 @@ def top_activating(
     if k > n_images:
         raise ValueError(f"k={k} exceeds the number of images ({n_images})")
     name, module = _resolve_layer(model, layer)
+    reshape = check_reshape(reshape)
 
     activations = None
     chan_idx = None
@@ -451,7 +471,14 @@ def top_activating(
             model(x)
             if 0 not in cap.outputs:
                 raise ValueError(f"layer {name!r} did not run in the forward pass")
-            maps = cap.outputs[0]
+            maps, _ = layer_maps(
+                cap.outputs[0],
+                x.shape[2:],
+                model=model,
+                module=module,
+                reshape=reshape,
+                name=name,
+            )
             if maps.ndim < 2:
                 raise ValueError(
                     f"layer {name!r} output has shape {tuple(maps.shape)}; need "

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._layout import LayerOutputs, check_reshape, layer_maps, to_maps
 from ._torch_utils import resolve_device
 from .featuremaps import _as_images, _as_logits, _Capture, _evaluating, _resolve_layer
 from .synthesis import (
@@ -69,18 +70,18 @@ def _targets(target, logits: torch.Tensor):
     return index.numpy()
 
 
-def _layer_objective(layer, channel, position):
+def _layer_objective(layer, channel, position, reshape):
     if channel is None:
         if position is not None:
             raise ValueError("position needs a channel: pass channel=k as well")
         return layer_mean(layer)
     if position is None:
-        return channel_mean(layer, channel)
+        return channel_mean(layer, channel, reshape=reshape)
     pos = np.asarray(position)
     if pos.shape == (2,):
-        return filter_output(layer, channel, pos[0], pos[1])
+        return filter_output(layer, channel, pos[0], pos[1], reshape=reshape)
     if pos.ndim == 2 and pos.shape[1] == 2:
-        return filter_output(layer, channel, pos[:, 0], pos[:, 1])
+        return filter_output(layer, channel, pos[:, 0], pos[:, 1], reshape=reshape)
     raise ValueError(
         f"position must be (i, j) or an array of shape (N, 2); got shape {pos.shape}"
     )
@@ -129,11 +130,14 @@ def _guided_relus(model: nn.Module):
             m.inplace = flag
 
 
-def _gradient(model, images, target, layer, channel, position, device, guided):
+def _gradient(model, images, target, layer, channel, position, device, guided, reshape):
     dev = resolve_device(device)
+    reshape = check_reshape(reshape)
     if layer is None:
-        if channel is not None or position is not None:
-            raise ValueError("channel and position need a layer: pass layer=...")
+        if channel is not None or position is not None or reshape is not None:
+            raise ValueError(
+                "channel, position and reshape need a layer: pass layer=..."
+            )
     elif target is not None:
         raise ValueError(
             "give either target (a class score) or layer (a feature map), not both"
@@ -153,8 +157,13 @@ def _gradient(model, images, target, layer, channel, position, device, guided):
                     raise ValueError(
                         f"layer {layers[0][0]!r} did not run in the forward pass"
                     )
-                objective = _layer_objective(layer, channel, position)
-                acts = {layer: cap.outputs[0]}
+                objective = _layer_objective(layer, channel, position, reshape)
+                acts = LayerOutputs(
+                    {layer: cap.outputs[0]},
+                    model=model,
+                    layers={layer: layers[0]},
+                    image_size=x.shape[2:],
+                )
             value = objective.evaluate(output, acts)
             (grad,) = torch.autograd.grad(value.sum(), x)
     return grad.detach().cpu().numpy()
@@ -168,6 +177,7 @@ def input_gradient(
     layer=None,
     channel=None,
     position=None,
+    reshape=None,
     device="cpu",
 ):
     """Gradient of a class score or of a feature-map cell with respect to the input.
@@ -194,7 +204,12 @@ def input_gradient(
     channel : int or array-like of shape (N,), optional
         Channel k of the layer (one per image allowed).
     position : tuple (i, j) or array-like of shape (N, 2), optional
-        The cell of the channel; ``None`` uses the channel's mean.
+        The cell of the channel; ``None`` uses the channel's mean. For
+        transformer tokens, the patch token at row i, column j of the grid.
+    reshape : None, {"nchw", "nhwc", "tokens"} or callable, default=None
+        The layout of the layer's output (with ``channel``): ``None`` infers
+        it, as in :func:`skvmf.featuremaps.feature_maps` (tokens, Swin's
+        channels-last maps); a callable maps the output to (N, K, H, W).
     device : str or torch.device, default="cpu"
         Where to compute; the model is moved there and back.
 
@@ -212,7 +227,9 @@ def input_gradient(
     >>> bool(torch.allclose(torch.as_tensor(g[0]).flatten(), net[1].weight[1]))
     True
     """
-    return _gradient(model, images, target, layer, channel, position, device, False)
+    return _gradient(
+        model, images, target, layer, channel, position, device, False, reshape
+    )
 
 
 def saliency_map(
@@ -223,6 +240,7 @@ def saliency_map(
     layer=None,
     channel=None,
     position=None,
+    reshape=None,
     device="cpu",
 ):
     """Saliency: the largest absolute input gradient over colour channels.
@@ -232,7 +250,7 @@ def saliency_map(
 
     Parameters
     ----------
-    model, images, target, layer, channel, position, device
+    model, images, target, layer, channel, position, reshape, device
         As in :func:`input_gradient`.
 
     Returns
@@ -255,6 +273,7 @@ def saliency_map(
         layer=layer,
         channel=channel,
         position=position,
+        reshape=reshape,
         device=device,
     )
     return np.abs(grad).max(axis=1)
@@ -268,6 +287,7 @@ def guided_backprop(
     layer=None,
     channel=None,
     position=None,
+    reshape=None,
     device="cpu",
 ):
     """Guided backpropagation (Springenberg et al. 2015).
@@ -283,7 +303,7 @@ def guided_backprop(
 
     Parameters
     ----------
-    model, images, target, layer, channel, position, device
+    model, images, target, layer, channel, position, reshape, device
         As in :func:`input_gradient`.
 
     Returns
@@ -301,7 +321,9 @@ def guided_backprop(
     >>> net[1].inplace
     True
     """
-    return _gradient(model, images, target, layer, channel, position, device, True)
+    return _gradient(
+        model, images, target, layer, channel, position, device, True, reshape
+    )
 
 
 def _upsample(maps: torch.Tensor, size) -> torch.Tensor:
@@ -453,13 +475,23 @@ def cam(
     return out.cpu().numpy()
 
 
-def grad_cam(model, images, target=None, *, layer, upsample=True, device="cpu"):
-    """Grad-CAM (Selvaraju et al. 2017) at any convolutional layer.
+def grad_cam(
+    model, images, target=None, *, layer, reshape=None, upsample=True, device="cpu"
+):
+    """Grad-CAM (Selvaraju et al. 2017) at any convolutional or transformer layer.
 
     With ``A`` the layer's map, ``alpha_k = mean_ij d y_c / d A_k(i, j)`` and
     ``L_c = ReLU(sum_k alpha_k A_k)``, upsampled bilinearly to the image
     size and divided by its maximum per image (a map that is zero everywhere
     stays zero).
+
+    Transformer layers work without a hand-written reshape: tokens
+    (N, P + H'*W', K) are read as the patch grid (the P class/register
+    tokens and their gradients dropped), Swin's channels-last maps
+    (N, H', W', K) are transposed. At the output of a ViT's last block only
+    the class token reaches the logits; the patch tokens' gradient is then
+    zero and the call is refused (use that block's ``ln_1``, or an earlier
+    block).
 
     Parameters
     ----------
@@ -470,9 +502,15 @@ def grad_cam(model, images, target=None, *, layer, upsample=True, device="cpu"):
     target : int, array-like of shape (N,) or None, default=None
         Class per image; ``None`` takes the predicted class.
     layer : str or torch.nn.Module
-        A layer with (N, K, H', W') maps (usually the last convolutional
-        block): a module name, a paper alias or the module. It must run once
-        per forward pass.
+        A layer with (N, K, H', W') maps, tokens or channels-last maps
+        (usually the last convolutional block, or a late transformer block's
+        first LayerNorm): a module name, a paper alias or the module. It must
+        run once per forward pass and return one tensor.
+    reshape : None, {"nchw", "nhwc", "tokens"} or callable, default=None
+        The layout of the layer's output; ``None`` infers it (see
+        :func:`skvmf.featuremaps.feature_maps`). A callable maps the output
+        to (N, K, H', W'); it must only rearrange (it is applied to the
+        gradient as well), like pytorch-grad-cam's ``reshape_transform``.
     upsample : bool, default=True
         Resize to the image size; ``False`` keeps the layer's grid.
     device : str or torch.device, default="cpu"
@@ -495,23 +533,43 @@ def grad_cam(model, images, target=None, *, layer, upsample=True, device="cpu"):
     """
     dev = resolve_device(device)
     name, module = _resolve_layer(model, layer)
+    reshape = check_reshape(reshape)
     with _evaluating(model, dev):
         x = _as_images(images, model, dev).requires_grad_(True)
         with _Capture(model, {0: (name, module)}, detach=False) as cap:
             logits = _as_logits(model(x))
         if 0 not in cap.outputs:
             raise ValueError(f"layer {name!r} did not run in the forward pass")
-        maps = cap.outputs[0]
-        if maps.ndim != 4:
+        raw = cap.outputs[0]
+        if raw.ndim == 2:
             raise ValueError(
-                f"grad_cam needs a layer with (N, K, H, W) maps; {name!r} gives "
-                f"shape {tuple(maps.shape)}"
+                "grad_cam needs a layer with (N, K, H, W) maps, tokens or "
+                f"channels-last maps; {name!r} gives shape {tuple(raw.shape)}"
             )
+        maps, layout = layer_maps(
+            raw, x.shape[2:], model=model, module=module, reshape=reshape, name=name
+        )
         classes = torch.as_tensor(_targets(target, logits.detach()), device=x.device)
         score = logits[torch.arange(len(x), device=x.device), classes]
-        (grads,) = torch.autograd.grad(score.sum(), maps, allow_unused=True)
-        if grads is None:
+        # the gradient of the raw output, laid out like the maps (the layout
+        # only selects and rearranges entries)
+        (raw_grads,) = torch.autograd.grad(score.sum(), raw, allow_unused=True)
+        if raw_grads is None:
             raise ValueError(f"the logits do not depend on layer {name!r}")
+        grads = to_maps(raw_grads, layout, name)
+        if not raw_grads.any():
+            raise ValueError(
+                f"the gradient of the class scores at layer {name!r} is zero "
+                "everywhere (e.g. a zero-initialised classifier head), so every "
+                "map would be zero"
+            )
+        if layout.kind == "tokens" and layout.n_prefix and not grads.any():
+            raise ValueError(
+                f"at layer {name!r} the logits depend only on the class token: "
+                "every patch token has zero gradient (the output of the last "
+                "encoder block). Use that block's first LayerNorm (ln_1 / norm1) "
+                "or an earlier block"
+            )
         with torch.no_grad():
             alpha = grads.mean(dim=(2, 3))
             heat = torch.relu(torch.einsum("nk,nkhw->nhw", alpha, maps.detach()))

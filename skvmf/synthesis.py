@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._layout import LayerOutputs, check_reshape
 from ._progress import progress
 from ._torch_utils import resolve_device, torch_generator
 from .featuremaps import _as_images, _as_logits, _Capture, _evaluating, _resolve_layer
@@ -71,9 +72,20 @@ def _pick(values: torch.Tensor, index) -> torch.Tensor:
     return values[torch.arange(values.shape[0], device=values.device), index]
 
 
-def _layer_output(acts, layer, kind):
-    out = acts[layer]
-    if kind != "layer_mean" and out.ndim < 2:
+def _layer_output(acts, layer, kind, reshape):
+    if kind == "layer_mean":
+        return acts[layer]
+    if isinstance(acts, LayerOutputs):
+        # tokens and channels-last outputs read as (N, K, H, W) maps
+        out = acts.maps(layer, reshape)
+    else:
+        out = acts[layer]
+        if out.ndim == 3 or reshape is not None:
+            raise ValueError(
+                f"layer output has shape {tuple(out.shape)}; give (N, K, H, W) maps "
+                "in acts (tokens cannot be read without the image size)"
+            )
+    if out.ndim < 2:
         raise ValueError(f"layer output has shape {tuple(out.shape)}: no channel axis")
     return out
 
@@ -86,6 +98,7 @@ class _Term:
     layer: object = None
     index: object = None
     position: object = None
+    reshape: object = None
 
     def describe(self) -> str:
         where = "" if self.layer is None else f"{_layer_repr(self.layer)}, "
@@ -111,7 +124,7 @@ class _Term:
             if self.kind == "probability":
                 logits = torch.softmax(logits, dim=1)
             return _pick(logits, index)
-        out = _layer_output(acts, self.layer, self.kind)
+        out = _layer_output(acts, self.layer, self.kind, self.reshape)
         n = out.shape[0]
         if self.kind == "layer_mean":
             return out.reshape(n, -1).mean(dim=1)
@@ -188,6 +201,9 @@ class Objective:
             The network's logits.
         acts : dict
             Layer (as given to the builders) -> its output tensor (N, K, ...).
+            During :meth:`ActivationMaximizer.run` (and the saliency views)
+            transformer tokens and channels-last outputs are read as
+            (N, K, H, W) maps; a plain dict must hold such maps already.
 
         Returns
         -------
@@ -274,6 +290,9 @@ def probability(c) -> Objective:
 def layer_mean(layer) -> Objective:
     """The mean of a whole layer's output (all channels and positions).
 
+    For transformer tokens the mean runs over every token, class token
+    included (the raw output).
+
     Examples
     --------
     >>> from skvmf.synthesis import layer_mean
@@ -283,10 +302,13 @@ def layer_mean(layer) -> Objective:
     return Objective([(1.0, _Term("layer_mean", layer=_check_layer_arg(layer)))])
 
 
-def channel_mean(layer, k) -> Objective:
+def channel_mean(layer, k, *, reshape=None) -> Objective:
     """The mean over positions of channel ``k`` of a layer.
 
-    ``k`` is an int or one int per image.
+    ``k`` is an int or one int per image. ``reshape`` is the layer's layout
+    (``None`` infers it; ``"nchw"``, ``"nhwc"``, ``"tokens"`` or a callable
+    output -> (N, K, H, W), as in :func:`skvmf.featuremaps.feature_maps`):
+    for transformer tokens the positions are the patch tokens.
 
     Examples
     --------
@@ -295,15 +317,20 @@ def channel_mean(layer, k) -> Objective:
     Objective(channel_mean('layer2', 4))
     """
     term = _Term(
-        "channel_mean", layer=_check_layer_arg(layer), index=_check_int_like(k, "k")
+        "channel_mean",
+        layer=_check_layer_arg(layer),
+        index=_check_int_like(k, "k"),
+        reshape=check_reshape(reshape),
     )
     return Objective([(1.0, term)])
 
 
-def filter_output(layer, k, i, j) -> Objective:
+def filter_output(layer, k, i, j, *, reshape=None) -> Objective:
     """One neuron: channel ``k`` of a layer at row ``i`` and column ``j``.
 
-    Each of ``k``, ``i``, ``j`` is an int or one int per image.
+    Each of ``k``, ``i``, ``j`` is an int or one int per image. ``reshape``
+    as in :func:`channel_mean`: for transformer tokens ``(i, j)`` is the patch
+    token at row ``i`` and column ``j`` of the patch grid.
 
     Examples
     --------
@@ -316,6 +343,7 @@ def filter_output(layer, k, i, j) -> Objective:
         layer=_check_layer_arg(layer),
         index=_check_int_like(k, "k"),
         position=(_check_int_like(i, "i"), _check_int_like(j, "j")),
+        reshape=check_reshape(reshape),
     )
     return Objective([(1.0, term)])
 
@@ -829,7 +857,12 @@ class ActivationMaximizer(BaseEstimator):
             missing = [layers[i][0] for i in layers if i not in cap.outputs]
             if missing:
                 raise ValueError(f"layers {missing} did not run in the forward pass")
-            acts = {keys[i]: cap.outputs[i] for i in layers}
+            acts = LayerOutputs(
+                {keys[i]: cap.outputs[i] for i in layers},
+                model=model,
+                layers={keys[i]: layers[i] for i in layers},
+                image_size=inp.shape[2:],
+            )
             return objective.evaluate(out, acts)
 
         with _evaluating(model, dev), _Capture(model, layers, detach=False) as cap:
