@@ -87,3 +87,28 @@ def to_text(records: Sequence[dict], digits: int = 3) -> str:
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join([line, rule, *body])
+
+
+def with_intervals(records: Sequence[dict], digits: int = 3) -> list[dict]:
+    """Rows for display: each ``x`` with ``x_low`` and ``x_high`` becomes one
+    cell ``"x [low, high]"`` (the bounds' columns are dropped)."""
+    out = []
+    for row in records:
+        shown = {}
+        for key, value in row.items():
+            if key.endswith(("_low", "_high")) and key.rsplit("_", 1)[0] in row:
+                continue
+            low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and (isinstance(low, (int, float)) and isinstance(high, (int, float)))
+            ):
+                shown[key] = (
+                    f"{_fmt(float(value), digits)} "
+                    f"[{_fmt(float(low), digits)}, {_fmt(float(high), digits)}]"
+                )
+            else:
+                shown[key] = "" if value is None else value
+        out.append(shown)
+    return out

@@ -13,16 +13,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from joblib import Parallel, delayed, effective_n_jobs
-from scipy.stats import pearsonr
+from sklearn.exceptions import ConvergenceWarning
 
 from . import _tables
+from ._convergence import curve_summary
 from ._progress import message, progress
+from ._uncertainty import Resampler, mean_of, pearson_of, ratio_of
 from .alignment import RegionalAligner
 from .attacks import embedding_change, pgd_attack
 from .extraction import TorchFeatureExtractor
@@ -53,17 +56,33 @@ class AnalysisResult:
     extractor, projector, aligner, counter
         The fitted estimators (reusable on new images, e.g. adversarial ones).
     projection : dict
-        Quality of the sample projection: the DNN's accuracy on the images,
-        the agreement of argmax Q(y|g) with the DNN's prediction, and the
-        Pearson correlation of ||g|| with the entropy of P(y|x).
+        Quality of the sample projection on the held-out images: the DNN's
+        accuracy, the agreement of argmax Q(y|g) with the DNN's prediction
+        and the Pearson correlation of ||g|| with the entropy of P(y|x),
+        each with ``_low``/``_high`` interval bounds; the agreement on the fit
+        images is labelled ``projection_agreement_fit_images``.
     knowledge : list of dict
-        Per layer: knowledge points per image, reliable ones, reliable ratio,
-        the held-out-free vote accuracy, mean cos(h, g).
+        Per layer, on the held-out images: knowledge points per image,
+        reliable ones, reliable ratio, the vote's accuracy and mean
+        cos(h, g), each with its interval (``_low``, ``_high``).
+    findings : list of dict
+        The paper's properties checked on this run: ``name``, ``statement``,
+        ``value``, ``low``, ``high`` (the interval), ``holds`` (whether the
+        interval supports the statement; None when it could not be
+        evaluated) and ``held_out``.
+    diagnostics : list of dict
+        One row per (network, layer, stage) with stage in projection /
+        importance / alignment: mean first and last loss over the repeats,
+        ``converged`` (every repeat's loss fell), ``n_converged`` and
+        ``n_repeats``.
+    loss_curves : list of dict
+        Every fitted stage's whole loss curve, per repeat.
     emergence : list of dict or None
         Per (checkpoint iteration, layer): the same counts.
     emergence_frames : list of dict or None
-        Per checkpoint: ``iteration``, ``g`` and ``directions`` in the shared
-        frame of :meth:`SampleProjector.fit_sequence`.
+        Per checkpoint: ``iteration``, ``g`` (held-out images) and
+        ``directions`` in the shared frame of
+        :meth:`SampleProjector.fit_sequence` (first repeat).
     adversarial : list of dict or None
         Per layer: mean 1 - cos and strength change of regions embedded with
         the clean Lambda, knowledge points before and after, adversarial-class
@@ -71,10 +90,16 @@ class AnalysisResult:
     attack : dict or None
         The attack's settings and success rate.
     distillation : list of dict or None
-        Per (model, layer): knowledge points of the teacher and each student.
+        Per (model, layer): knowledge points of the teacher and each student
+        (and, for students, reliable points minus the teacher's).
+    features : FeatureSet
+        Every image's features with ``g``, ``directions`` and ``h`` from the
+        first repeat's estimators (``extractor``, ``projector``, ``aligner``,
+        ``counter``); ``fit_index`` and ``eval_index`` say which images they
+        were fitted on and which were measured.
     display_images : ndarray or None
-        A few of the analysed images (for mask figures), with
-        ``display_index`` their positions in ``features``.
+        A few held-out images (for mask figures), with ``display_index``
+        their positions in ``features``.
     mean, std : tuple or None
         The images' normalisation (to show pixels).
     timings : dict
@@ -104,12 +129,20 @@ class AnalysisResult:
     std: tuple | None = None
     timings: dict = dataclasses.field(default_factory=dict)
     settings: dict = dataclasses.field(default_factory=dict)
+    findings: list = dataclasses.field(default_factory=list)
+    diagnostics: list = dataclasses.field(default_factory=list)
+    loss_curves: list = dataclasses.field(default_factory=list)
+    fit_index: np.ndarray | None = None
+    eval_index: np.ndarray | None = None
+    emergence_labels: np.ndarray | None = None
+    adversarial_measures: list | None = dataclasses.field(default=None, repr=False)
 
     # -- tables --------------------------------------------------------------
     @property
     def tables(self) -> dict[str, list[dict]]:
         """Every table of the run, by name (only those that were computed)."""
         out = {
+            "findings": self.findings,
             "projection": [self.projection],
             "knowledge_points": self.knowledge,
         }
@@ -119,6 +152,7 @@ class AnalysisResult:
                 out[name] = value
         if self.attack:
             out["attack"] = [self.attack]
+        out["diagnostics"] = self.diagnostics
         out["timings"] = [{"step": k, "seconds": v} for k, v in self.timings.items()]
         return out
 
@@ -129,24 +163,45 @@ class AnalysisResult:
                 "settings": self.settings,
                 "classes": self.classes,
                 "layers": self.layers,
+                "findings": self.findings,
+                "diagnostics": self.diagnostics,
                 "tables": self.tables,
             }
         )
 
     def summary(self) -> str:
-        """Plain-text tables for a terminal."""
+        """Plain-text tables for a terminal: findings first, then every table
+        with its intervals (``value [low, high]``) and the diagnostics."""
+        conf = self.settings.get("confidence", 0.95)
+        where = (
+            "held-out images"
+            if self.settings.get("n_held_out_images")
+            else "the fit images (nothing held out)"
+        )
+        head = (
+            f"{self.settings.get('n_repeats', 1)} repeat(s), "
+            f"{100 * conf:.0f} % intervals over repeats and images, measured on "
+            f"{where}"
+        )
         parts = [
+            f"Findings ({head})",
+            _tables.to_text(_findings_rows(self.findings)),
+            "",
             "Sample projection",
-            _tables.to_text([self.projection]),
+            _tables.to_text(_tables.with_intervals([self.projection])),
             "",
             f"Knowledge points per layer (tau = {self.counter.tau})",
-            _tables.to_text(_select(self.knowledge, _KNOWLEDGE_COLUMNS)),
+            _tables.to_text(
+                _tables.with_intervals(_select(self.knowledge, _KNOWLEDGE_COLUMNS))
+            ),
         ]
         if self.emergence:
             parts += [
                 "",
                 "Emergence over training (knowledge points per image)",
-                _tables.to_text(_pivot(self.emergence, "mean_count")),
+                _tables.to_text(
+                    _tables.with_intervals(_pivot(self.emergence, "mean_count"))
+                ),
             ]
         if self.adversarial:
             parts += [
@@ -154,26 +209,46 @@ class AnalysisResult:
                 "Adversarial attack ("
                 + ", ".join(f"{k} {v}" for k, v in self.attack.items())
                 + ")",
-                _tables.to_text(self.adversarial),
+                _tables.to_text(
+                    _tables.with_intervals(
+                        _select(
+                            self.adversarial,
+                            (
+                                "layer",
+                                "mean_one_minus_cos",
+                                "mean_strength_change",
+                                "points_clean",
+                                "points_adversarial",
+                            ),
+                        )
+                    )
+                ),
             ]
         if self.distillation:
             parts += [
                 "",
                 "Distillation (knowledge points per image / reliable)",
                 _tables.to_text(
-                    _select(
-                        self.distillation,
-                        (
-                            "model",
-                            "layer",
-                            "accuracy",
-                            "mean_count",
-                            "mean_reliable",
-                            "reliable_ratio",
-                        ),
+                    _tables.with_intervals(
+                        _select(
+                            self.distillation,
+                            (
+                                "model",
+                                "layer",
+                                "accuracy",
+                                "mean_count",
+                                "mean_reliable",
+                                "reliable_minus_teacher",
+                            ),
+                        )
                     )
                 ),
             ]
+        parts += [
+            "",
+            "Diagnostics (loss of every fitted stage, mean over repeats)",
+            _tables.to_text(_diagnostics_rows(self.diagnostics)),
+        ]
         return "\n".join(parts)
 
     def save(self, directory) -> dict[str, Path]:
@@ -271,8 +346,9 @@ class AnalysisResult:
 
         if not self.emergence_frames:
             raise ValueError("no checkpoints were analysed (pass checkpoints=)")
+        labels = self.labels if self.emergence_labels is None else self.emergence_labels
         return plot_sample_evolution(
-            self.emergence_frames, self.labels, classes=self.classes, **kwargs
+            self.emergence_frames, labels, classes=self.classes, **kwargs
         )
 
     def plot_adversarial_change(self, **kwargs):
@@ -291,9 +367,23 @@ class AnalysisResult:
             raise ValueError("no students were analysed (pass students=)")
         return plot_distillation(self.distillation, **kwargs)
 
+    def plot_findings(self, **kwargs):
+        """Every finding's value and interval, coloured by whether it holds."""
+        from .plotting import plot_findings
+
+        return plot_findings(self.findings, **kwargs)
+
+    def plot_loss_curves(self, **kwargs):
+        """Loss curves of every fitted stage (projection, importance weights,
+        alignment), per network, layer and repeat."""
+        from .plotting import plot_loss_curves
+
+        return plot_loss_curves(self.loss_curves, **kwargs)
+
     def figures(self) -> dict:
         """Every figure this result can draw, by name."""
         makers = {
+            "findings": self.plot_findings,
             "sample_space_3d": lambda: self.plot_sample_space("3d"),
             "sample_space_2d": lambda: self.plot_sample_space("2d"),
             "layer_regions": self.plot_layer_regions,
@@ -308,6 +398,8 @@ class AnalysisResult:
             makers["adversarial_change"] = self.plot_adversarial_change
         if self.distillation:
             makers["distillation"] = self.plot_distillation
+        if self.loss_curves:
+            makers["loss_curves"] = self.plot_loss_curves
         return {name: make() for name, make in makers.items()}
 
 
@@ -322,10 +414,47 @@ _KNOWLEDGE_COLUMNS = (
 
 
 def _select(records, cols):
-    return [{c: r[c] for c in cols if c in r} for r in records]
+    """Columns ``cols`` of every record, with their interval bounds."""
+    keep = [k for c in cols for k in (c, f"{c}_low", f"{c}_high")]
+    return [{c: r[c] for c in keep if c in r} for r in records]
+
+
+def _findings_rows(findings):
+    """The findings for display: verdict, value and interval."""
+    rows = []
+    for f in findings:
+        verdict = {True: "holds", False: "does NOT hold", None: "not evaluated"}
+        rows.append(
+            {
+                "finding": f["name"],
+                "value": "" if f["value"] is None else f["value"],
+                "value_low": f["low"],
+                "value_high": f["high"],
+                "verdict": verdict[f["holds"]],
+                "on": "held-out" if f["held_out"] else "fit images",
+            }
+        )
+    return _tables.with_intervals(rows)
+
+
+def _diagnostics_rows(diagnostics):
+    return [
+        {
+            "network": d["network"],
+            "layer": d["layer"],
+            "stage": d["stage"],
+            "loss_first": d["loss_first"],
+            "loss_last": d["loss_last"],
+            "fell": f"{d['n_converged']}/{d['n_repeats']}",
+            "converged": {True: "yes", False: "NO", None: "-"}[d["converged"]],
+        }
+        for d in diagnostics
+    ]
 
 
 def _pivot(records, value):
+    """One row per iteration, one column per layer (with the interval bounds
+    as ``LAYER_low``/``LAYER_high`` when the records have them)."""
     layers = list(dict.fromkeys(r["layer"] for r in records))
     out = {}
     for r in records:
@@ -333,10 +462,13 @@ def _pivot(records, value):
         if "accuracy" in r:
             row["accuracy"] = r["accuracy"]
         row[r["layer"]] = r[value]
-    return [
-        {k: row.get(k, "") for k in ("iteration", "accuracy", *layers)}
-        for row in out.values()
-    ]
+        for bound in ("low", "high"):
+            if f"{value}_{bound}" in r:
+                row[f"{r['layer']}_{bound}"] = r[f"{value}_{bound}"]
+    cols = ["iteration", "accuracy"]
+    for layer in layers:
+        cols += [layer, f"{layer}_low", f"{layer}_high"]
+    return [{k: row[k] for k in cols if k in row} for row in out.values()]
 
 
 def _class_index(categories, result):
@@ -421,41 +553,357 @@ def _checkpoint_models(checkpoints, device) -> list[tuple[int, torch.nn.Module]]
     return sorted(out, key=lambda pair: pair[0])
 
 
-# ---------------------------------------------------------------------------
-# the steps
-# ---------------------------------------------------------------------------
-def _projection_quality(fs: FeatureSet, projector: SampleProjector, y) -> dict:
-    P = fs.soft_labels
-    dnn = P.argmax(1)
-    q = projector.predict_proba(fs).argmax(1)
-    strength = np.linalg.norm(fs.g, axis=1)
-    entropy = -(P * np.log(np.clip(P, 1e-300, None))).sum(1)
-    r = float(pearsonr(strength, entropy)[0]) if strength.std() > 0 else float("nan")
-    return {
-        "n_images": int(len(fs)),
-        "dnn_accuracy": float((dnn == y).mean()),
-        "projection_agreement": float((q == dnn).mean()),
-        "pearson_strength_entropy": r,
-        "mean_strength_g": float(strength.mean()),
-    }
-
-
-def _layer_table(fs, y, counter, counter_params) -> list[dict]:
-    rows = counter.count(fs, y)
-    g_unit = fs.g / np.linalg.norm(fs.g, axis=1, keepdims=True)
-    for row in rows:
-        layer = row["layer"]
-        single = KnowledgePointCounter(**{**counter_params, "layer": layer})
-        row["vote_accuracy"] = float(single.fit(fs, y).score(fs, y))
-        h = np.asarray(fs.h[layer], dtype=np.float64)
-        norm = np.maximum(np.linalg.norm(h, axis=-1), 1e-300)
-        row["mean_cos_h_g"] = float((np.einsum("nrd,nd->nr", h, g_unit) / norm).mean())
-    return rows
-
-
 def _extract(model, X, layers, extractor_params):
     extractor = TorchFeatureExtractor(model, layers, **extractor_params).fit(X[:1])
     return extractor, extractor.transform(X)
+
+
+# ---------------------------------------------------------------------------
+# the steps
+# ---------------------------------------------------------------------------
+_MAIN = "model"
+_SAMPLE_LAYER = "sample"  # the diagnostics' layer name of the projection
+
+
+def _network_name(key) -> str:
+    if key == _MAIN:
+        return _MAIN
+    kind, name = key
+    return f"checkpoint {name}" if kind == "checkpoint" else str(name)
+
+
+def _split(y, held_out, random_state):
+    """Fit and evaluation images: a stratified split, or all images twice.
+
+    Every class with two or more images keeps at least one on each side, so
+    the projection sees every category and every category is evaluated.
+    """
+    if held_out == 0:
+        everyone = np.arange(len(y))
+        return everyone, everyone
+    rng = np.random.default_rng(random_state)
+    fit, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        if len(idx) < 2:
+            fit.extend(idx)  # nothing to hold out without losing the class
+            continue
+        k = int(round(held_out * len(idx)))
+        k = min(max(k, 1), len(idx) - 1)
+        held.extend(idx[:k])
+        fit.extend(idx[k:])
+    fit, held = np.sort(np.asarray(fit)), np.sort(np.asarray(held))
+    if len(held) == 0:
+        raise ValueError(
+            f"held_out={held_out} leaves no held-out image (every class has a "
+            "single image); give more images or held_out=0"
+        )
+    if len(fit) < 3:
+        raise ValueError(
+            f"held_out={held_out} leaves {len(fit)} image(s) to fit on; at least "
+            "3 are needed"
+        )
+    return fit, held
+
+
+def _repeat_seeds(random_state, n_repeats) -> list[int]:
+    """One independent seed per repeat, from the analysis' seed."""
+    base = np.random.SeedSequence(
+        int(np.random.RandomState(random_state).randint(0, 2**31 - 1))
+        if not isinstance(random_state, (int, np.integer))
+        else int(random_state)
+    )
+    return [int(s.generate_state(1)[0] % (2**31 - 1)) for s in base.spawn(n_repeats)]
+
+
+def _extract_networks(networks, X, layers, extractor_params, verbose):
+    """Every network's FeatureSet of all images, and the main extractor."""
+    feats, extractor = {}, None
+    for key, net in progress(
+        networks.items(),
+        verbose=verbose,
+        total=len(networks),
+        desc="extracting",
+        unit="network",
+    ):
+        ext, fs = _extract(net, X, layers, extractor_params)
+        if key == _MAIN:
+            extractor, layers = ext, list(fs.regions)
+        feats[key] = fs
+    return extractor, feats
+
+
+def _fit_projections(feats, fit_idx, seeds, projector_params):
+    """One fitted SampleProjector per (repeat, network), on the fit images.
+
+    Checkpoints are fitted in one shared frame
+    (:meth:`SampleProjector.fit_sequence`), in training order.
+    """
+    checkpoints = [k for k in feats if k != _MAIN and k[0] == "checkpoint"]
+    out = {}
+    for r, seed in enumerate(seeds):
+        params = {**projector_params, "random_state": seed}
+        for key, fs in feats.items():
+            if key == _MAIN or key[0] == "student":
+                out[(r, key)] = SampleProjector(**params).fit(fs[fit_idx])
+        if checkpoints:
+            fitted = SampleProjector(**params).fit_sequence(
+                [feats[k][fit_idx] for k in checkpoints]
+            )
+            out.update({(r, k): p for k, p in zip(checkpoints, fitted)})
+    return out
+
+
+def _fit_aligner_job(params, fs, n_threads):
+    torch.set_num_threads(n_threads)
+    return RegionalAligner(**params).fit(fs)
+
+
+def _fit_aligners(jobs, params_of, n_jobs, verbose):
+    """A fitted RegionalAligner for every FeatureSet of ``jobs``.
+
+    ``params_of(key)`` gives the aligner's parameters of a job.
+    """
+    n_jobs = effective_n_jobs(n_jobs)
+    devices = {str(params_of(key).get("device", "cpu")) for key in jobs}
+    if n_jobs == 1 or len(jobs) == 1 or devices != {"cpu"}:
+        return {
+            key: RegionalAligner(**params_of(key)).fit(fs) for key, fs in jobs.items()
+        }
+    # whole networks per worker (balanced jobs), one torch thread each; only
+    # what the aligner reads travels to the workers
+    threads = max(1, torch.get_num_threads() // min(n_jobs, len(jobs)))
+    slim = {
+        key: FeatureSet(
+            regions=fs.regions, grid=fs.grid, soft_labels=fs.soft_labels, g=fs.g
+        )
+        for key, fs in jobs.items()
+    }
+    fitted = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fit_aligner_job)({**params_of(key), "verbose": 0}, fs, threads)
+        for key, fs in slim.items()
+    )
+    fitted = progress(
+        fitted, verbose=verbose, total=len(slim), desc="aligning", unit="network"
+    )
+    return dict(zip(slim, fitted))
+
+
+def _diagnostics(projectors, aligners, layers):
+    """Loss curves of every fitted stage: (curves, aggregated table).
+
+    ``curves`` has one record per (network, layer, stage, repeat) with the
+    whole curve; the table one row per (network, layer, stage) with the mean
+    first and last loss over repeats and whether every repeat's loss fell.
+    """
+    curves = []
+    for (r, key), proj in projectors.items():
+        curves.append(
+            {
+                "network": _network_name(key),
+                "layer": _SAMPLE_LAYER,
+                "stage": "projection",
+                "repeat": r,
+                "curve": list(np.asarray(proj.loss_curve_, dtype=float)),
+            }
+        )
+    for (r, key), al in aligners.items():
+        for layer in layers:
+            for stage, attr in (
+                ("importance", "importance_loss_curve_"),
+                ("alignment", "loss_curve_"),
+            ):
+                curves.append(
+                    {
+                        "network": _network_name(key),
+                        "layer": layer,
+                        "stage": stage,
+                        "repeat": r,
+                        "curve": list(
+                            np.asarray(getattr(al, attr)[layer], dtype=float)
+                        ),
+                    }
+                )
+    groups = {}
+    for rec in curves:
+        s = curve_summary(rec["curve"])
+        groups.setdefault((rec["network"], rec["layer"], rec["stage"]), []).append(s)
+    table = []
+    for (network, layer, stage), summaries in groups.items():
+        verdicts = [s["converged"] for s in summaries]
+        judged = [v for v in verdicts if v is not None]
+        table.append(
+            {
+                "network": network,
+                "layer": layer,
+                "stage": stage,
+                "loss_first": float(np.mean([s["loss_first"] for s in summaries])),
+                "loss_last": float(np.mean([s["loss_last"] for s in summaries])),
+                "converged": all(judged) if judged else None,
+                "n_converged": int(sum(judged)),
+                "n_repeats": len(summaries),
+            }
+        )
+    return curves, table
+
+
+def _warn_diagnostics(table) -> None:
+    """One ConvergenceWarning listing every stage whose loss did not fall."""
+    bad = [row for row in table if row["converged"] is False]
+    if not bad:
+        return
+    lines = "; ".join(
+        f"{row['stage']} of {row['network']} at {row['layer']} "
+        f"({row['loss_first']:.4g} -> {row['loss_last']:.4g}, "
+        f"fell in {row['n_converged']}/{row['n_repeats']} repeats)"
+        for row in bad[:10]
+    )
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    warnings.warn(
+        f"{len(bad)} fitted stage(s) did not lower their loss: {lines}{more}; "
+        "see result.diagnostics",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
+def _entropy(P):
+    return -(P * np.log(np.clip(P, 1e-300, None))).sum(1)
+
+
+def _projection_measures(fs, projector, y):
+    """Per-image agreement with the DNN, ||g|| and entropy of P(y|x)."""
+    P = np.asarray(fs.soft_labels, dtype=np.float64)
+    dnn = P.argmax(1)
+    q = projector.predict_proba(fs).argmax(1)
+    return {
+        "agree": (q == dnn).astype(float),
+        "strength": np.linalg.norm(np.asarray(fs.g, dtype=np.float64), axis=1),
+        "entropy": _entropy(P),
+        "dnn_correct": (dnn == y).astype(float),
+    }
+
+
+def _layer_measures(fit_fs, y_fit, eval_fs, y_eval, layers, counter_params):
+    """Per layer and image of ``eval_fs``: knowledge points, reliable ones,
+    the vote's correctness and mean cos(h, g), with counters fitted on
+    ``fit_fs`` (their strength scales come from the fit images)."""
+    counter = KnowledgePointCounter(**counter_params).fit(fit_fs, y_fit)
+    g = np.asarray(eval_fs.g, dtype=np.float64)
+    g_unit = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300)
+    out = {}
+    for layer in layers:
+        points, cats = counter.masks(eval_fs, layer=layer)
+        single = KnowledgePointCounter(**{**counter_params, "layer": layer})
+        vote = single.fit(fit_fs, y_fit).predict(eval_fs)
+        h = np.asarray(eval_fs.h[layer], dtype=np.float64)
+        norm = np.maximum(np.linalg.norm(h, axis=-1), 1e-300)
+        out[layer] = {
+            "count": points.sum(1).astype(float),
+            "reliable": (points & (cats == y_eval[:, None])).sum(1).astype(float),
+            "vote": (vote == y_eval).astype(float),
+            "cos_h_g": (np.einsum("nrd,nd->nr", h, g_unit) / norm).mean(1),
+        }
+    return counter, out
+
+
+def _stack(per_repeat, *path):
+    """(R, n) array of one per-image measure across repeats."""
+    rows = []
+    for item in per_repeat:
+        for key in path:
+            item = item[key]
+        rows.append(item)
+    return np.stack(rows)
+
+
+def _with_interval(row, name, est):
+    row[name] = est["value"]
+    row[f"{name}_low"] = est["low"]
+    row[f"{name}_high"] = est["high"]
+    return row
+
+
+def _count_row(rs, measures, layer):
+    """Counts, reliable counts and their ratio of one layer, with intervals."""
+    count = _stack(measures, layer, "count")
+    reliable = _stack(measures, layer, "reliable")
+    row = {"layer": layer}
+    _with_interval(row, "mean_count", rs.estimate(mean_of, count))
+    _with_interval(row, "mean_reliable", rs.estimate(mean_of, reliable))
+    _with_interval(row, "reliable_ratio", rs.estimate(ratio_of, reliable, count))
+    return row
+
+
+def _finding(name, statement, est, holds_if, held_out, note=None):
+    """One entry of ``findings``; ``holds_if`` judges the interval."""
+    if est is None or est["low"] is None:
+        holds = None
+    else:
+        holds = bool(holds_if(est["low"], est["high"]))
+    entry = {
+        "name": name,
+        "statement": statement,
+        "value": None if est is None else est["value"],
+        "low": None if est is None else est["low"],
+        "high": None if est is None else est["high"],
+        "holds": holds,
+        "held_out": bool(held_out),
+        "note": note or "",
+    }
+    return entry
+
+
+def _above(threshold):
+    return lambda low, high: low > threshold
+
+
+def _below(threshold):
+    return lambda low, high: high < threshold
+
+
+def _intermediate_pair(iterations):
+    """The two checkpoints of the emergence finding: the first and the last
+    strictly between the first and last checkpoints when there are two such,
+    else the first checkpoint and the one in between, else None."""
+    its = sorted(iterations)
+    inner = its[1:-1]
+    if len(inner) >= 2:
+        return inner[0], inner[-1]
+    if len(inner) == 1:
+        return its[0], inner[0]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# the entry point
+# ---------------------------------------------------------------------------
+def _check_run_params(tau, n_repeats, held_out, n_bootstrap, confidence, n_classes):
+    if not 0 < tau < 1:
+        raise ValueError(f"tau must be in (0, 1); got {tau!r}")
+    if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)):
+        raise ValueError(f"n_repeats must be an integer >= 1; got {n_repeats!r}")
+    if n_repeats < 1:
+        raise ValueError(f"n_repeats must be an integer >= 1; got {n_repeats!r}")
+    if isinstance(held_out, bool) or not isinstance(held_out, (int, float)):
+        raise ValueError(f"held_out must be a number in [0, 1); got {held_out!r}")
+    if not 0 <= held_out < 1:
+        raise ValueError(f"held_out must be in [0, 1); got {held_out!r}")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)):
+        raise ValueError(f"n_bootstrap must be an integer >= 100; got {n_bootstrap!r}")
+    if n_bootstrap < 100:
+        raise ValueError(f"n_bootstrap must be an integer >= 100; got {n_bootstrap!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+    if tau <= 1 / n_classes:
+        warnings.warn(
+            f"tau={tau} is at or below 1/C = {1 / n_classes:.3g} for {n_classes} "
+            "classes: the largest posterior of every region exceeds it, so every "
+            "region is a knowledge point and the counts say nothing; use a tau "
+            "above 1/C",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def analyze(
@@ -472,6 +920,10 @@ def analyze(
     tau: float = 0.4,
     temperature: float = 4.0,
     grid=None,
+    n_repeats: int = 3,
+    held_out: float = 0.5,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
     projector_params: Mapping | None = None,
     aligner_params: Mapping | None = None,
     counter_params: Mapping | None = None,
@@ -487,20 +939,37 @@ def analyze(
     """Visualise and count the knowledge points of a CNN, layer by layer.
 
     Runs the method of Li, Wang and Zhang (NeurIPS 2021) end to end: the
-    sample features of ``images`` are projected to a d'-dimensional space in
+    sample features of the images are projected to a d'-dimensional space in
     which a revised-vMF category model mimics the network's soft labels
     (:class:`SampleProjector`); each layer's regional features are embedded
     in that same space (:class:`RegionalAligner`); regions whose category
     posterior exceeds ``tau`` are knowledge points, reliable when they point
     to the image's label (:class:`KnowledgePointCounter`).
 
+    Every figure is a measurement with its uncertainty:
+
+    - the images are split (stratified by label) into *fit* images, on
+      which the projection, the aligners and the counters are fitted, and
+      *held-out* images, on which every figure is measured (``held_out=0``
+      measures on the fit images, and the result says so);
+    - what is random (the projection's and the aligners' seeds) is repeated
+      ``n_repeats`` times;
+    - every headline figure gets a ``confidence`` interval from a bootstrap
+      that draws a repeat and resamples the held-out images together;
+    - the paper's properties are checked as :attr:`AnalysisResult.findings`
+      (value, interval, whether the interval supports the paper's
+      direction), and every fitted stage's loss curve is kept, with a
+      :class:`~sklearn.exceptions.ConvergenceWarning` for any that did not
+      fall (:attr:`AnalysisResult.diagnostics`).
+
     Optionally, on the same images:
 
     - ``checkpoints``: the same analysis at every training checkpoint, the
       sample projections sharing one coordinate system (emergence of
       knowledge points during training);
-    - ``attack``: a PGD attack; adversarial regions are embedded with the
-      clean Lambda and compared with the clean ones per layer;
+    - ``attack``: a PGD attack on the held-out images; adversarial regions
+      are embedded with the clean Lambda and compared with the clean ones
+      per layer;
     - ``students``: distilled students analysed like the teacher.
 
     Parameters
@@ -528,11 +997,21 @@ def analyze(
     n_components : int, default=3
         Dimension d' of the projected space.
     tau : float, default=0.4
-        Knowledge-point threshold.
+        Knowledge-point threshold (a warning when it is at most 1/C: every
+        region is then a point).
     temperature : float, default=4.0
         Temperature of the soft labels.
     grid : int or (int, int), optional
         Common region grid (default that of the deepest layer).
+    n_repeats : int, default=3
+        Repeats of everything random (projection and alignment seeds).
+    held_out : float in [0, 1), default=0.5
+        Fraction of the images (per class) held out of every fit and used to
+        measure; 0 measures on the fit images.
+    n_bootstrap : int, default=1000
+        Bootstrap draws of the intervals.
+    confidence : float, default=0.95
+        Coverage of the intervals.
     projector_params, aligner_params, counter_params : dict, optional
         Extra parameters of :class:`SampleProjector`,
         :class:`RegionalAligner` and :class:`KnowledgePointCounter`.
@@ -540,15 +1019,16 @@ def analyze(
         The images' normalisation (default a Dataset's ``mean``/``std``);
         used to draw pixels and to express the attack's epsilon in pixels.
     n_display : int, default=24
-        Images kept in the result for mask figures.
+        Held-out images kept in the result for mask figures.
     batch_size : int, default=64
         Extraction batch size.
     device : str, default="cpu"
         "cpu" or "cuda".
     n_jobs : int, optional
-        Networks (the model, each checkpoint, each student) aligned in
-        parallel processes on the CPU (joblib; None means 1, -1 every core).
+        Alignments (one per network and repeat) run in parallel processes on
+        the CPU (joblib; None means 1, -1 every core).
     random_state : int, default=0
+        Seed of the split, of the repeats' seeds and of the bootstrap.
     verbose : int, default=0
         0 silent, 1 progress bars, 2 also step messages.
 
@@ -561,31 +1041,23 @@ def analyze(
     >>> import skvmf
     >>> from skvmf.datasets import load_digits_images, subset_per_class
     >>> model, _ = skvmf.train_digits_classifier()  # doctest: +SKIP
-    >>> data = subset_per_class(load_digits_images("test"), 20)  # doctest: +SKIP
+    >>> data = subset_per_class(load_digits_images("test"), 24)  # doctest: +SKIP
     >>> result = skvmf.analyze(model, data)  # doctest: +SKIP
     >>> print(result.summary())  # doctest: +SKIP
     """
-    if not 0 < tau < 1:
-        raise ValueError(f"tau must be in (0, 1); got {tau!r}")
     X, y = _images_and_labels(images, labels)
-    if mean is None:
-        mean = getattr(images, "mean", None)
-    if std is None:
-        std = getattr(images, "std", None)
-    if mean is not None and not isinstance(mean, (list, tuple, np.ndarray)):
-        mean = None  # a Dataset's method, not a normalisation
-    if std is not None and not isinstance(std, (list, tuple, np.ndarray)):
-        std = None
+    mean, std = _normalisation(images, mean, std)
     if classes is None:
         classes = getattr(images, "classes", None)
-    n_classes = int(max(y.max() + 1, 2))
+    n_classes = int(max(y.max() + 1, 2, len(classes) if classes is not None else 0))
     classes = (
         [str(c) for c in classes]
         if classes is not None
         else [str(c) for c in range(n_classes)]
     )
-
-    common = {"random_state": random_state, "device": device}
+    _check_run_params(tau, n_repeats, held_out, n_bootstrap, confidence, n_classes)
+    fit_idx, eval_idx = _split(y, held_out, random_state)
+    seeds = _repeat_seeds(random_state, n_repeats)
     extractor_params = {
         "grid": grid,
         "temperature": temperature,
@@ -594,10 +1066,12 @@ def analyze(
     }
     projector_params = {
         "n_components": n_components,
-        **common,
+        "device": device,
         **(projector_params or {}),
     }
-    aligner_params = {**common, "verbose": verbose, **(aligner_params or {})}
+    projector_params.pop("random_state", None)  # one seed per repeat
+    aligner_params = {"device": device, "verbose": verbose, **(aligner_params or {})}
+    aligner_params.pop("random_state", None)
     counter_params = {"tau": tau, **(counter_params or {})}
     timings = {}
 
@@ -605,48 +1079,99 @@ def analyze(
         message(f"[skvmf] {name}", verbose=verbose, level=1)
         return time.perf_counter()
 
-    t = step("extracting and projecting features")
-    extractor, fs = _extract(model, X, layers, extractor_params)
-    projector = SampleProjector(**projector_params).fit(fs)
-    fs = projector.transform(fs)
-    layer_names = list(fs.regions)
-    projection = _projection_quality(fs, projector, y)
-    # every network's projected features; their alignments, the costly part,
-    # run together (in parallel with n_jobs)
-    jobs = {_MAIN: fs}
-    models = _checkpoint_models(checkpoints, device)
-    if models:
-        sets = [_extract(m, X, layer_names, extractor_params)[1] for _, m in models]
-        fitted = SampleProjector(**projector_params).fit_sequence(sets)
-        for (iteration, _), s, p in zip(models, sets, fitted):
-            jobs[("checkpoint", iteration)] = p.transform(s)
+    # 1. every network's features of every image, once
+    t = step("extracting features")
+    networks = {_MAIN: model}
+    for iteration, net in _checkpoint_models(checkpoints, device):
+        networks[("checkpoint", iteration)] = net
     for name, student in (students or {}).items():
-        s = _extract(student, X, layer_names, extractor_params)[1]
-        jobs[("student", name)] = (
-            SampleProjector(**projector_params).fit(s).transform(s)
+        networks[("student", str(name))] = student
+    extractor, feats = _extract_networks(networks, X, layers, extractor_params, verbose)
+    layer_names = list(feats[_MAIN].regions)
+    timings["extraction"] = time.perf_counter() - t
+
+    # 2. quietly fit every repeat's projections and aligners on the fit
+    #    images; the diagnostics gather the stages' health afterwards
+    t = step(f"projecting ({n_repeats} repeat(s))")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        projectors = _fit_projections(feats, fit_idx, seeds, projector_params)
+        timings["projection"] = time.perf_counter() - t
+        jobs = {
+            (r, key): proj.transform(feats[key][fit_idx])
+            for (r, key), proj in projectors.items()
+        }
+        t = step(
+            f"aligning {len(layer_names)} layers of {len(networks)} network(s), "
+            f"{n_repeats} repeat(s)"
         )
-    timings["extraction_projection"] = time.perf_counter() - t
+        aligners = _fit_aligners(
+            jobs,
+            lambda key: {**aligner_params, "random_state": seeds[key[0]]},
+            n_jobs,
+            verbose,
+        )
+        timings["alignment"] = time.perf_counter() - t
+    curves, diagnostics = _diagnostics(projectors, aligners, layer_names)
+    _warn_diagnostics(diagnostics)
 
-    t = step(f"aligning {len(layer_names)} layers of {len(jobs)} network(s)")
-    aligners = _fit_aligners(jobs, aligner_params, n_jobs, verbose)
-    timings["alignment"] = time.perf_counter() - t
-
+    # 3. embed every image with each repeat's fitted estimators; measure on
+    #    the held-out images
     t = step("counting knowledge points")
-    aligned = {key: aligners[key].transform(value) for key, value in jobs.items()}
-    aligner = aligners[_MAIN]
-    fs = aligned[_MAIN]
-    counter = KnowledgePointCounter(**counter_params).fit(fs, y)
-    knowledge = _layer_table(fs, y, counter, counter_params)
+    embedded = {
+        (r, key): aligners[(r, key)].transform(proj.transform(feats[key]))
+        for (r, key), proj in projectors.items()
+    }
+    y_fit, y_eval = y[fit_idx], y[eval_idx]
+    measures, counters = {}, {}
+    for (r, key), fs in embedded.items():
+        counter, per_layer = _layer_measures(
+            fs[fit_idx], y_fit, fs[eval_idx], y_eval, layer_names, counter_params
+        )
+        counters[(r, key)] = counter
+        measures[(r, key)] = {
+            "projection": _projection_measures(
+                fs[eval_idx], projectors[(r, key)], y_eval
+            ),
+            "projection_fit": _projection_measures(
+                fs[fit_idx], projectors[(r, key)], y_fit
+            ),
+            "layers": per_layer,
+        }
+    rs = Resampler(n_repeats, len(eval_idx), n_bootstrap, confidence, random_state)
+    is_held_out = held_out > 0
 
+    def over_repeats(key):
+        return [measures[(r, key)] for r in range(n_repeats)]
+
+    main = over_repeats(_MAIN)
+    projection = _projection_table(rs, main, len(fit_idx), len(eval_idx), is_held_out)
+    knowledge = []
+    for layer in layer_names:
+        row = _count_row(rs, [m["layers"] for m in main], layer)
+        _with_interval(
+            row,
+            "vote_accuracy",
+            rs.estimate(mean_of, _stack(main, "layers", layer, "vote")),
+        )
+        _with_interval(
+            row,
+            "mean_cos_h_g",
+            rs.estimate(mean_of, _stack(main, "layers", layer, "cos_h_g")),
+        )
+        knowledge.append(row)
+    timings["counting"] = time.perf_counter() - t
+
+    fs = embedded[(0, _MAIN)]
     result = AnalysisResult(
         features=fs,
         labels=y,
         classes=classes,
         layers=layer_names,
         extractor=extractor,
-        projector=projector,
-        aligner=aligner,
-        counter=counter,
+        projector=projectors[(0, _MAIN)],
+        aligner=aligners[(0, _MAIN)],
+        counter=counters[(0, _MAIN)],
         projection=projection,
         knowledge=knowledge,
         mean=None if mean is None else tuple(float(v) for v in np.ravel(mean)),
@@ -654,6 +1179,13 @@ def analyze(
         timings=timings,
         settings={
             "n_images": len(y),
+            "n_fit_images": len(fit_idx),
+            "n_held_out_images": len(eval_idx) if is_held_out else 0,
+            "held_out": held_out,
+            "n_repeats": n_repeats,
+            "repeat_seeds": seeds,
+            "n_bootstrap": n_bootstrap,
+            "confidence": confidence,
             "layers": layer_names,
             "tau": tau,
             "n_components": n_components,
@@ -661,93 +1193,156 @@ def analyze(
             "grid": list(fs.grid),
             "device": str(device),
             "random_state": random_state,
+            "projector": dict(projector_params),
             "aligner": {k: v for k, v in aligner_params.items() if k != "verbose"},
             "counter": counter_params,
         },
+        diagnostics=diagnostics,
+        loss_curves=curves,
+        fit_index=fit_idx,
+        eval_index=eval_idx,
     )
     if n_display:
-        rng = np.random.default_rng(0)
-        # a few images of every class, in class order
-        per_class = max(1, n_display // len(classes))
-        idx = np.concatenate(
-            [
-                rng.permutation(np.flatnonzero(y == c))[:per_class]
-                for c in range(len(classes))
-            ]
-        )[:n_display]
-        result.display_index = idx
-        result.display_images = X[idx]
-    if models:
-        _emergence(result, models, aligned, y, counter_params)
-    if students:
-        _distillation(result, students, aligned, y, counter_params)
-    timings["counting"] = time.perf_counter() - t
+        result.display_index = _display_index(y, eval_idx, len(classes), n_display)
+        result.display_images = X[result.display_index]
+
+    checkpoint_keys = [k for k in networks if k != _MAIN and k[0] == "checkpoint"]
+    if checkpoint_keys:
+        _emergence(result, rs, checkpoint_keys, over_repeats, embedded, y_eval)
+    student_keys = [k for k in networks if k != _MAIN and k[0] == "student"]
+    if student_keys:
+        _distillation(result, rs, student_keys, over_repeats, y_eval)
     if attack:
         t = step("adversarial attack")
         _adversarial(
             result,
+            rs,
             model,
-            X,
-            y,
+            X[eval_idx],
+            y_eval,
             {} if attack is True else dict(attack),
-            mean,
-            std,
-            device,
-            random_state,
-            verbose,
+            projectors,
+            aligners,
+            counters,
+            embedded,
+            eval_idx,
+            (mean, std, device, random_state, verbose),
         )
         timings["attack"] = time.perf_counter() - t
+    result.findings = _findings(result, rs, measures, n_repeats, is_held_out)
     return result
 
 
-_MAIN = "model"
+def _normalisation(images, mean, std):
+    if mean is None:
+        mean = getattr(images, "mean", None)
+    if std is None:
+        std = getattr(images, "std", None)
+    if mean is not None and not isinstance(mean, (list, tuple, np.ndarray)):
+        mean = None  # a Dataset's method, not a normalisation
+    if std is not None and not isinstance(std, (list, tuple, np.ndarray)):
+        std = None
+    return mean, std
 
 
-def _fit_aligner_job(params, fs, n_threads):
-    torch.set_num_threads(n_threads)
-    return RegionalAligner(**params).fit(fs)
+def _display_index(y, eval_idx, n_classes, n_display):
+    """A few held-out images of every class, in class order."""
+    rng = np.random.default_rng(0)
+    per_class = max(1, n_display // n_classes)
+    idx = np.concatenate(
+        [
+            rng.permutation(eval_idx[y[eval_idx] == c])[:per_class]
+            for c in range(n_classes)
+        ]
+    )[:n_display]
+    return idx.astype(np.int64)
 
 
-def _fit_aligners(jobs, aligner_params, n_jobs, verbose):
-    """A fitted RegionalAligner for every FeatureSet of ``jobs``."""
-    n_jobs = effective_n_jobs(n_jobs)
-    if n_jobs == 1 or len(jobs) == 1 or str(aligner_params.get("device")) != "cpu":
-        return {
-            key: RegionalAligner(**aligner_params).fit(fs) for key, fs in jobs.items()
-        }
-    # whole networks per worker (balanced jobs), one torch thread each; only
-    # what the aligner reads travels to the workers
-    threads = max(1, torch.get_num_threads() // min(n_jobs, len(jobs)))
-    params = {**aligner_params, "verbose": 0}
-    slim = {
-        key: FeatureSet(
-            regions=fs.regions, grid=fs.grid, soft_labels=fs.soft_labels, g=fs.g
-        )
-        for key, fs in jobs.items()
+def _projection_table(rs, main, n_fit, n_eval, is_held_out):
+    agree = _stack(main, "projection", "agree")
+    strength = _stack(main, "projection", "strength")
+    entropy = _stack(main, "projection", "entropy")
+    row = {
+        "n_images": n_eval,
+        "n_fit_images": n_fit,
+        "measured_on": "held-out images" if is_held_out else "fit images",
+        "dnn_accuracy": float(_stack(main, "projection", "dnn_correct")[0].mean()),
     }
-    fitted = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fit_aligner_job)(params, fs, threads) for fs in slim.values()
+    _with_interval(row, "projection_agreement", rs.estimate(mean_of, agree))
+    _with_interval(
+        row, "pearson_strength_entropy", rs.estimate(pearson_of, strength, entropy)
     )
-    fitted = progress(
-        fitted, verbose=verbose, total=len(slim), desc="aligning", unit="network"
+    _with_interval(row, "mean_strength_g", rs.estimate(mean_of, strength))
+    row["projection_agreement_fit_images"] = float(
+        np.mean([m["projection_fit"]["agree"].mean() for m in main])
     )
-    return dict(zip(slim, fitted))
+    return row
 
 
-def _emergence(result, models, aligned, y, counter_params):
+def _emergence(result, rs, checkpoint_keys, over_repeats, embedded, y_eval):
     rows, frames = [], []
-    for iteration, _ in models:
-        fs = aligned[("checkpoint", iteration)]
-        accuracy = float((fs.soft_labels.argmax(1) == y).mean())
-        counter = KnowledgePointCounter(**counter_params).fit(fs, y)
-        for row in counter.count(fs, y):
-            rows.append({"iteration": iteration, "accuracy": accuracy, **row})
-        frames.append({"iteration": iteration, "g": fs.g, "directions": fs.directions})
+    eval_idx = result.eval_index
+    for key in checkpoint_keys:
+        per = over_repeats(key)
+        accuracy = float(per[0]["projection"]["dnn_correct"].mean())
+        for layer in result.layers:
+            row = {"iteration": key[1], "accuracy": accuracy}
+            row.update(_count_row(rs, [m["layers"] for m in per], layer))
+            rows.append(row)
+        fs = embedded[(0, key)]
+        frames.append(
+            {"iteration": key[1], "g": fs.g[eval_idx], "directions": fs.directions}
+        )
     result.emergence = rows
     result.emergence_frames = frames
+    result.emergence_labels = y_eval
 
 
-def _adversarial(result, model, X, y, params, mean, std, device, random_state, verbose):
+def _distillation(result, rs, student_keys, over_repeats, y_eval):
+    teacher = over_repeats(_MAIN)
+    accuracy = float(teacher[0]["projection"]["dnn_correct"].mean())
+    none = {"value": None, "low": None, "high": None}
+    rows = [
+        _with_interval(
+            {
+                "model": "teacher",
+                "accuracy": accuracy,
+                **_count_row(rs, [m["layers"] for m in teacher], layer),
+            },
+            "reliable_minus_teacher",
+            none,
+        )
+        for layer in result.layers
+    ]
+    for key in student_keys:
+        per = over_repeats(key)
+        acc = float(per[0]["projection"]["dnn_correct"].mean())
+        for layer in result.layers:
+            row = {"model": key[1], "accuracy": acc}
+            row.update(_count_row(rs, [m["layers"] for m in per], layer))
+            diff = _stack(per, "layers", layer, "reliable") - _stack(
+                teacher, "layers", layer, "reliable"
+            )
+            _with_interval(row, "reliable_minus_teacher", rs.estimate(mean_of, diff))
+            rows.append(row)
+    result.distillation = rows
+
+
+def _adversarial(
+    result,
+    rs,
+    model,
+    X_eval,
+    y_eval,
+    params,
+    projectors,
+    aligners,
+    counters,
+    embedded,
+    eval_idx,
+    context,
+):
+    mean, std, device, random_state, verbose = context
     # 8/255 of the pixel range: the usual L-inf budget; without the
     # normalisation, epsilon is in input units and must be given
     params.setdefault("epsilon", 8 / 255 if std is not None else 0.1)
@@ -757,64 +1352,208 @@ def _adversarial(result, model, X, y, params, mean, std, device, random_state, v
     params.setdefault("random_state", random_state)
     params.setdefault("device", device)
     params.setdefault("verbose", verbose)
-    attack = pgd_attack(model, X, y, **params)
-    fs = result.features
-    adv = result.extractor.transform(attack.images)
-    adv = result.aligner.transform(result.projector.transform(adv))
-    counter = result.counter
-    clean_counts = {r["layer"]: r for r in counter.count(fs, y)}
-    adv_counts = {r["layer"]: r for r in counter.count(adv, y)}
+    attack = pgd_attack(model, X_eval, y_eval, **params)
+    adv_feats = result.extractor.transform(attack.images)
+    n_repeats = max(r for r, _ in projectors) + 1
+    per_repeat = []
+    for r in range(n_repeats):
+        clean = embedded[(r, _MAIN)][eval_idx]
+        adv = aligners[(r, _MAIN)].transform(
+            projectors[(r, _MAIN)].transform(adv_feats)
+        )
+        counter = counters[(r, _MAIN)]
+        layers = {}
+        for layer in result.layers:
+            change = embedding_change(
+                clean.h[layer], adv.h[layer], scale=counter.scales_[layer]
+            )
+            clean_pts, clean_cat = counter.masks(clean, layer=layer)
+            adv_pts, adv_cat = counter.masks(adv, layer=layer)
+            # points of the adversarial class after the attack, and how many
+            # of them sit where the original class had its points before
+            target = attack.adv_pred[:, None]
+            adv_class = (
+                adv_pts & (adv_cat == target) & (attack.adv_pred != y_eval)[:, None]
+            )
+            overlap = adv_class & clean_pts & (clean_cat == y_eval[:, None])
+            layers[layer] = {
+                "one_minus_cos": change["one_minus_cos"].mean(1),
+                "strength_change": change["strength_change"].mean(1),
+                "points_clean": clean_pts.sum(1).astype(float),
+                "points_adversarial": adv_pts.sum(1).astype(float),
+                "reliable_clean": (clean_pts & (clean_cat == y_eval[:, None]))
+                .sum(1)
+                .astype(float),
+                "reliable_adversarial": (adv_pts & (adv_cat == y_eval[:, None]))
+                .sum(1)
+                .astype(float),
+                "adversarial_class_points": adv_class.sum(1).astype(float),
+                "overlap": overlap.sum(1).astype(float),
+            }
+        per_repeat.append(layers)
     rows = []
     for layer in result.layers:
-        change = embedding_change(
-            fs.h[layer], adv.h[layer], scale=counter.scales_[layer]
+        row = {"layer": layer}
+        for name in (
+            "one_minus_cos",
+            "strength_change",
+            "points_clean",
+            "points_adversarial",
+            "reliable_clean",
+            "reliable_adversarial",
+            "adversarial_class_points",
+        ):
+            col = (
+                name
+                if name.startswith(("points", "reliable", "adv"))
+                else f"mean_{name}"
+            )
+            _with_interval(
+                row, col, rs.estimate(mean_of, _stack(per_repeat, layer, name))
+            )
+        _with_interval(
+            row,
+            "overlap_with_clean_points",
+            rs.estimate(
+                ratio_of,
+                _stack(per_repeat, layer, "overlap"),
+                _stack(per_repeat, layer, "adversarial_class_points"),
+            ),
         )
-        clean_pts, clean_cat = counter.masks(fs, layer=layer)
-        adv_pts, adv_cat = counter.masks(adv, layer=layer)
-        # points of the adversarial class after the attack, and how many of
-        # them sit where the original class had its points before
-        target = attack.adv_pred[:, None]
-        adv_class = adv_pts & (adv_cat == target) & (attack.adv_pred != y)[:, None]
-        overlap = adv_class & clean_pts & (clean_cat == y[:, None])
-        n_adv_class = int(adv_class.sum())
-        rows.append(
-            {
-                "layer": layer,
-                "mean_one_minus_cos": change["mean_one_minus_cos"],
-                "mean_strength_change": change["mean_strength_change"],
-                "points_clean": clean_counts[layer]["mean_count"],
-                "points_adversarial": adv_counts[layer]["mean_count"],
-                "reliable_clean": clean_counts[layer]["mean_reliable"],
-                "reliable_adversarial": adv_counts[layer]["mean_reliable"],
-                "adversarial_class_points": n_adv_class / len(y),
-                "overlap_with_clean_points": (
-                    int(overlap.sum()) / n_adv_class if n_adv_class else 0.0
-                ),
-            }
-        )
+        rows.append(row)
     result.adversarial = rows
+    result.adversarial_measures = per_repeat
     result.attack = {
         "epsilon": float(params["epsilon"]),
         "n_steps": int(params.get("n_steps", 10)),
+        "n_images": int(len(y_eval)),
         "success_rate": attack.success_rate,
-        "accuracy_clean": float((attack.clean_pred == y).mean()),
-        "accuracy_adversarial": float((attack.adv_pred == y).mean()),
+        "accuracy_clean": float((attack.clean_pred == y_eval).mean()),
+        "accuracy_adversarial": float((attack.adv_pred == y_eval).mean()),
     }
 
 
-def _distillation(result, students, aligned, y, counter_params):
-    def accuracy(fs):
-        return float((fs.soft_labels.argmax(1) == y).mean())
-
-    rows = [
-        {"model": "teacher", "accuracy": accuracy(result.features), **r}
-        for r in result.knowledge
+def _findings(result, rs, measures, n_repeats, is_held_out) -> list[dict]:
+    """The paper's properties checked on this run (SPEC 9)."""
+    main = [measures[(r, _MAIN)] for r in range(n_repeats)]
+    layers = result.layers
+    shallow, deep = layers[0], layers[-1]
+    out = [
+        _finding(
+            "projection_mimics_network",
+            "The projected category model Q(y|g) predicts the network's class on "
+            "at least 90 % of the images (agreement > 0.9).",
+            rs.estimate(mean_of, _stack(main, "projection", "agree")),
+            _above(0.9),
+            is_held_out,
+        ),
+        _finding(
+            "strength_against_entropy",
+            "The strength ||g|| correlates negatively with the entropy of the "
+            "network's P(y|x) (Pearson < 0).",
+            rs.estimate(
+                pearson_of,
+                _stack(main, "projection", "strength"),
+                _stack(main, "projection", "entropy"),
+            ),
+            _below(0.0),
+            is_held_out,
+        ),
     ]
-    for name in students:
-        fs = aligned[("student", name)]
-        counter = KnowledgePointCounter(**counter_params).fit(fs, y)
-        rows += [
-            {"model": name, "accuracy": accuracy(fs), **r}
-            for r in _layer_table(fs, y, counter, counter_params)
-        ]
-    result.distillation = rows
+    if len(layers) >= 2:
+
+        def rise(rel_d, cnt_d, rel_s, cnt_s):
+            return ratio_of(rel_d, cnt_d) - ratio_of(rel_s, cnt_s)
+
+        est = rs.estimate(
+            rise,
+            _stack(main, "layers", deep, "reliable"),
+            _stack(main, "layers", deep, "count"),
+            _stack(main, "layers", shallow, "reliable"),
+            _stack(main, "layers", shallow, "count"),
+        )
+        out.append(
+            _finding(
+                "reliable_ratio_rises_with_depth",
+                f"The reliable ratio of knowledge points is higher at the deepest "
+                f"layer ({deep}) than at the shallowest ({shallow}) (difference > 0).",
+                est,
+                _above(0.0),
+                is_held_out,
+            )
+        )
+    if result.emergence:
+        its = sorted({r["iteration"] for r in result.emergence})
+        pair = _intermediate_pair(its)
+        statement = (
+            f"Knowledge points at the deepest layer ({deep}) rise during training: "
+            "more per image at a later intermediate checkpoint than at an earlier "
+            "one (difference > 0)."
+        )
+        if pair is None:
+            out.append(
+                _finding(
+                    "emergence_during_training",
+                    statement,
+                    None,
+                    None,
+                    is_held_out,
+                    note="needs at least 3 checkpoints",
+                )
+            )
+        else:
+            a, b = pair
+            early = [measures[(r, ("checkpoint", a))] for r in range(n_repeats)]
+            late = [measures[(r, ("checkpoint", b))] for r in range(n_repeats)]
+            diff = _stack(late, "layers", deep, "count") - _stack(
+                early, "layers", deep, "count"
+            )
+            out.append(
+                _finding(
+                    "emergence_during_training",
+                    statement,
+                    rs.estimate(mean_of, diff),
+                    _above(0.0),
+                    is_held_out,
+                    note=f"iteration {b} minus iteration {a}",
+                )
+            )
+    if result.adversarial is not None and len(layers) >= 2:
+        per = result.adversarial_measures
+        diff = _stack(per, deep, "one_minus_cos") - _stack(
+            per, shallow, "one_minus_cos"
+        )
+        out.append(
+            _finding(
+                "attack_moves_deep_regions_more",
+                f"A PGD attack moves the regions of the deepest layer ({deep}) more "
+                f"than those of the shallowest ({shallow}): mean 1 - cos difference "
+                "> 0.",
+                rs.estimate(mean_of, diff),
+                _above(0.0),
+                is_held_out,
+            )
+        )
+    if result.distillation:
+        teacher = main
+        for row in result.distillation:
+            if row["model"] == "teacher" or row["layer"] != deep:
+                continue
+            student = [
+                measures[(r, ("student", row["model"]))] for r in range(n_repeats)
+            ]
+            diff = _stack(student, "layers", deep, "reliable") - _stack(
+                teacher, "layers", deep, "reliable"
+            )
+            out.append(
+                _finding(
+                    f"student_fewer_reliable_points:{row['model']}",
+                    f"The student {row['model']} has fewer reliable knowledge points "
+                    f"per image than its teacher at the deepest layer ({deep}) "
+                    "(student minus teacher < 0).",
+                    rs.estimate(mean_of, diff),
+                    _below(0.0),
+                    is_held_out,
+                )
+            )
+    return out

@@ -49,6 +49,28 @@ _INTRO = (
 )
 
 _TEXT = {
+    "findings": (
+        "The paper's properties, checked on this run. Each value is measured "
+        "on {where}; the interval ({confidence} %) covers both what is random "
+        "in the method ({n_repeats} repeat(s) of the projection and alignment "
+        "seeds) and the choice of images (a bootstrap over them). A finding "
+        "<strong>holds</strong> when its whole interval lies on the side the "
+        "paper reports; <strong>does not hold</strong> means the interval "
+        "does not support it on this network and these images, which is a "
+        "result too. <em>Not evaluated</em> means the run lacked what the "
+        "property needs (e.g. a single layer, too few checkpoints)."
+    ),
+    "diagnostics": (
+        "Every fitted optimisation: the sample projection, the importance "
+        "weights and the alignment of every layer, for every analysed network "
+        "and repeat. <code>loss_first</code> is the loss at the start, "
+        "<code>loss_last</code> the mean of the last tenth of its curve "
+        "(averaged over repeats), <code>fell</code> how many repeats ended "
+        "below their start. A stage whose loss did not fall is marked "
+        "<strong>NO</strong>: the numbers that depend on it come from "
+        "parameters no better than their starting point. The figure draws "
+        "every curve (the analysed model in colour, other networks grey)."
+    ),
     "run": (
         "The settings of the run, the time each step took, and the accuracies "
         "measured on the way. <code>dnn_accuracy</code> is the network's "
@@ -146,6 +168,8 @@ _TEXT = {
 }
 
 _FIGURE_CAPTIONS = {
+    "findings": "Each finding's value and interval (green: holds; red: does not).",
+    "loss_curves": "Loss curves of every fitted stage.",
     "sample_space_3d": "Sample features g and the category directions (3-D).",
     "sample_space_2d": "The same points on their two main axes (2-D).",
     "knowledge_counts": "Knowledge points per image and layer (all, reliable).",
@@ -158,6 +182,8 @@ _FIGURE_CAPTIONS = {
 }
 
 _SECTION_FIGURES = {
+    "findings": ("findings",),
+    "diagnostics": ("loss_curves",),
     "projection": ("sample_space_3d", "sample_space_2d"),
     "knowledge": ("knowledge_counts",),
     "regions": ("layer_regions",),
@@ -168,6 +194,8 @@ _SECTION_FIGURES = {
 }
 
 _SECTION_TITLES = {
+    "findings": "Findings: the paper's properties on this run",
+    "diagnostics": "Diagnostics: did every fitted stage lower its loss?",
     "run": "Run: settings, timings and accuracy",
     "projection": "Sample features in the projected space",
     "knowledge": "Knowledge points per layer",
@@ -317,6 +345,10 @@ def _knowledge_masks_data(result: AnalysisResult, n_images: int = 12) -> dict:
 
 def _figure_data(result: AnalysisResult, name: str) -> tuple[dict, list | None]:
     """JSON content for ``data/<name>.json`` and flat records (CSV) or None."""
+    if name == "findings":
+        return {"table": "findings.csv", "records": result.findings}, None
+    if name == "loss_curves":
+        return {"table": "diagnostics.csv", "curves": result.loss_curves}, None
     if name in ("sample_space_3d", "sample_space_2d"):
         return _sample_space_data(result, name[-2:])
     if name == "layer_regions":
@@ -324,8 +356,15 @@ def _figure_data(result: AnalysisResult, name: str) -> tuple[dict, list | None]:
     if name == "knowledge_masks":
         return _knowledge_masks_data(result), None
     if name == "knowledge_counts":
-        cols = ("layer", "mean_count", "mean_reliable", "reliable_ratio")
-        records = [{c: row[c] for c in cols} for row in result.knowledge]
+        cols = [
+            f"{c}{b}"
+            for c in ("mean_count", "mean_reliable", "reliable_ratio")
+            for b in ("", "_low", "_high")
+        ]
+        records = [
+            {c: row[c] for c in ("layer", *cols) if c in row}
+            for row in result.knowledge
+        ]
         return {"tau": result.counter.tau, "records": records}, records
     # the next three plot a table of AnalysisResult.save: its CSV is that one
     if name == "emergence":
@@ -384,7 +423,59 @@ def _figure_html(name: str, png: bytes) -> str:
 
 
 def _table_html(records, caption=None) -> str:
-    return _tables.to_html(list(records), caption=caption) if records else ""
+    """A table; ``x``/``x_low``/``x_high`` columns shown as ``x [low, high]``."""
+    if not records:
+        return ""
+    return _tables.to_html(_tables.with_intervals(list(records)), caption=caption)
+
+
+def _columns(records, cols):
+    """Columns ``cols`` of each record, with their interval bounds."""
+    keep = [k for c in cols for k in (c, f"{c}_low", f"{c}_high")]
+    return [{c: r[c] for c in keep if c in r} for r in records]
+
+
+def _findings_html(findings) -> str:
+    if not findings:
+        return ""
+    verdicts = {True: "holds", False: "does NOT hold", None: "not evaluated"}
+    rows = []
+    for f in findings:
+        rows.append(
+            {
+                "finding": f["name"],
+                "statement": f["statement"],
+                "value": "" if f["value"] is None else f["value"],
+                "value_low": f["low"],
+                "value_high": f["high"],
+                "verdict": verdicts[f["holds"]],
+                "measured on": "held-out images" if f["held_out"] else "fit images",
+            }
+        )
+    return _table_html(rows, "Findings (value [interval])")
+
+
+def _diagnostics_html(diagnostics) -> str:
+    rows = [
+        {
+            "network": d["network"],
+            "layer": d["layer"],
+            "stage": d["stage"],
+            "loss_first": d["loss_first"],
+            "loss_last": d["loss_last"],
+            "fell": f"{d['n_converged']}/{d['n_repeats']}",
+            "converged": {True: "yes", False: "NO", None: "-"}[d["converged"]],
+        }
+        for d in diagnostics
+    ]
+    bad = sum(d["converged"] is False for d in diagnostics)
+    head = (
+        f"<p><strong>{bad} of {len(diagnostics)} fitted stages did not lower "
+        "their loss.</strong></p>"
+        if bad
+        else f"<p>All {len(diagnostics)} fitted stages lowered their loss.</p>"
+    )
+    return head + _table_html(rows, "Loss of every fitted stage")
 
 
 def _accuracy_rows(result: AnalysisResult) -> list[dict]:
@@ -471,6 +562,8 @@ def _check_extra(extra) -> dict:
 # every table of AnalysisResult.save and every figure name: files of an
 # earlier report in the same folder that this one may not rewrite
 _OWN_STEMS = {
+    "findings",
+    "diagnostics",
     "projection",
     "knowledge_points",
     "emergence",
@@ -645,6 +738,21 @@ def _page(
             )
         )
 
+    held = result.settings.get("n_held_out_images", 0)
+    section(
+        "findings",
+        _findings_html(result.findings),
+        {
+            "where": (
+                f"{held} held-out images (the estimators were fitted on "
+                f"{result.settings.get('n_fit_images', '?')} others)"
+                if held
+                else "the images the estimators were fitted on (nothing held out)"
+            ),
+            "confidence": _esc(f"{100 * result.settings.get('confidence', 0.95):.0f}"),
+            "n_repeats": _esc(result.settings.get("n_repeats", 1)),
+        },
+    )
     settings = (
         [{"setting": "classes", "value": ", ".join(map(str, result.classes))}]
         + _flatten(result.settings)
@@ -668,10 +776,7 @@ def _page(
     )
     section(
         "knowledge",
-        _table_html(
-            [{c: r[c] for c in cols if c in r} for r in result.knowledge],
-            "Knowledge points per image",
-        ),
+        _table_html(_columns(result.knowledge, cols), "Knowledge points per image"),
         {"tau": _esc(result.counter.tau)},
     )
     if "layer_regions" in images:
@@ -709,15 +814,14 @@ def _page(
             "mean_count",
             "mean_reliable",
             "reliable_ratio",
-            "vote_accuracy",
+            "reliable_minus_teacher",
         )
         section(
             "distillation",
-            _table_html(
-                [{c: r[c] for c in cols if c in r} for r in result.distillation],
-                "Teacher and students",
-            ),
+            _table_html(_columns(result.distillation, cols), "Teacher and students"),
         )
+    if result.diagnostics:
+        section("diagnostics", _diagnostics_html(result.diagnostics))
     if extra_tables or extra_maps:
         body = ""
         for key, (records, filename) in extra_tables.items():

@@ -22,3 +22,17 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Pin torch to one intra-op thread for a test whose floats depend on the
+    thread count (reductions split differently), and restore it afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

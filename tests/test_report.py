@@ -4,6 +4,7 @@ import base64
 import dataclasses
 import json
 import re
+import warnings
 
 import matplotlib
 
@@ -13,6 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from _helpers import four_class_workload, read_csv, same_cell
 from PIL import Image  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 import skvmf  # noqa: E402
 from skvmf.models import make_classifier  # noqa: E402
@@ -25,6 +27,8 @@ FAST = {
 LAYERS = ["conv_33", "conv_53"]
 CLASSES = ["a", "<b>&", 'c"', "d"]
 ALL_FIGURES = {
+    "findings",
+    "loss_curves",
     "sample_space_3d",
     "sample_space_2d",
     "layer_regions",
@@ -51,18 +55,22 @@ def result(tmp_path_factory):
     student = make_classifier(
         "vgg16", 4, width=0.0625, input_size=16, batch_norm=True, random_state=1
     )
-    return skvmf.analyze(
-        model,
-        X.numpy(),
-        y.numpy(),
-        layers=LAYERS,
-        checkpoints=ckpt,
-        attack={"n_steps": 2},
-        students={"student": student},
-        classes=CLASSES,
-        random_state=0,
-        **FAST,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # tiny fits
+        return skvmf.analyze(
+            model,
+            X.numpy(),
+            y.numpy(),
+            layers=LAYERS,
+            checkpoints=ckpt,
+            attack={"n_steps": 2},
+            students={"student": student},
+            classes=CLASSES,
+            n_repeats=2,
+            n_bootstrap=200,
+            random_state=0,
+            **FAST,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -212,15 +220,19 @@ def test_knowledge_figure_data_agree_with_the_tables(report, result):
         assert row["reliable_ratio"] == pytest.approx(ref["reliable_ratio"])
     regions = json.loads((directory / "data" / "layer_regions.json").read_text())
     n, r = result.features.h[LAYERS[0]].shape[:2]
-    for ref in result.knowledge:
+    # the regions figure draws every image with the first repeat's estimators
+    for ref in result.counter.count(result.features, result.labels):
         layer = regions["layers"][ref["layer"]]
         # mean points per image = fraction of regions that are points x R
         assert layer["knowledge_point_fraction"] * r == pytest.approx(ref["mean_count"])
         assert sum(layer["knowledge_points_per_image_by_class"]) == pytest.approx(
             ref["mean_count"]
         )
-        assert layer["mean_strength"] == pytest.approx(1.0, rel=1e-6)
         h = np.asarray(result.features.h[ref["layer"]], float) / layer["scale"]
+        # scales come from the fit images: every image's mean is near 1
+        assert layer["mean_strength"] == pytest.approx(
+            np.linalg.norm(h, axis=-1).mean(), rel=1e-6
+        )
         drawn = h[np.asarray(layer["image"]), np.asarray(layer["region"])]
         np.testing.assert_allclose(layer["h"], drawn, rtol=1e-9)
         assert len(set(zip(layer["image"], layer["region"]))) == len(layer["image"])
@@ -272,6 +284,7 @@ def test_sections_and_extra(report, result):
     directory, index, _ = report
     page = _html(index)
     for key in (
+        "findings",
         "run",
         "projection",
         "knowledge",
@@ -280,6 +293,7 @@ def test_sections_and_extra(report, result):
         "emergence",
         "adversarial",
         "distillation",
+        "diagnostics",
         "extra",
         "files",
     ):
@@ -299,6 +313,11 @@ def test_sections_and_extra(report, result):
     assert "optimizer.name" in page
     saved = json.loads((directory / "data" / "extra.json").read_text())
     assert saved["training history"][1]["loss"] == 0.25
+    # findings with their verdicts, diagnostics with every stage
+    for f in result.findings:
+        assert f["name"] in page
+    assert "does NOT hold" in page or "holds" in page
+    assert "fitted stages" in page and "importance" in page
 
 
 def test_figures_are_closed(report):

@@ -4,7 +4,7 @@
   :func:`plot_knowledge_masks`, :func:`plot_knowledge_counts`,
   :func:`plot_emergence`, :func:`plot_sample_evolution`,
   :func:`plot_adversarial_change`,
-  :func:`plot_distillation`.
+  :func:`plot_distillation`, :func:`plot_findings`, :func:`plot_loss_curves`.
 - Images: :func:`plot_feature_maps`, :func:`plot_saliency`,
   :func:`plot_top_activating`, :func:`plot_synthesis`,
   :func:`plot_out_of_sample`.
@@ -16,9 +16,11 @@ from ._analysis import (
     plot_adversarial_change,
     plot_distillation,
     plot_emergence,
+    plot_findings,
     plot_knowledge_counts,
     plot_knowledge_masks,
     plot_layer_regions,
+    plot_loss_curves,
     plot_sample_evolution,
     plot_sample_space,
 )
@@ -38,9 +40,11 @@ __all__ = [
     "plot_embedding",
     "plot_emergence",
     "plot_feature_maps",
+    "plot_findings",
     "plot_knowledge_counts",
     "plot_knowledge_masks",
     "plot_layer_regions",
+    "plot_loss_curves",
     "plot_mst",
     "plot_out_of_sample",
     "plot_prediction_tree",

@@ -45,6 +45,29 @@ def _draw_sphere(ax, radius: float):
     )
 
 
+def _errors(rows, key):
+    """Asymmetric error bars (2, n) from ``key_low``/``key_high`` columns, or
+    None when the rows carry no interval."""
+    if not rows or not all(
+        row.get(f"{key}_low") is not None and row.get(f"{key}_high") is not None
+        for row in rows
+    ):
+        return None
+    value = np.array([row[key] for row in rows], dtype=float)
+    low = np.array([row[f"{key}_low"] for row in rows], dtype=float)
+    high = np.array([row[f"{key}_high"] for row in rows], dtype=float)
+    return np.vstack([np.maximum(value - low, 0), np.maximum(high - value, 0)])
+
+
+def _line(ax, x, y, err, fmt, **kwargs):
+    """A line through the values, with error bars of the same colour when
+    ``err`` (from :func:`_errors`) is given; returns the line."""
+    (line,) = ax.plot(x, y, fmt, **kwargs)
+    if err is not None:
+        ax.errorbar(x, y, yerr=err, fmt="none", ecolor=line.get_color(), capsize=3)
+    return line
+
+
 def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Principal axes of ``points`` (about the origin, which is meaningful
     here: strength is the distance from it)."""
@@ -341,16 +364,35 @@ def plot_knowledge_counts(
     """Mean knowledge points per image, total and reliable, per layer.
 
     ``table`` rows need ``layer``, ``mean_count``, ``mean_reliable`` and
-    ``reliable_ratio``.
+    ``reliable_ratio``; ``*_low``/``*_high`` columns become error bars (the
+    intervals of :func:`skvmf.analyze`).
     """
     fig, ax = _new_fig(ax, (6.5, 4))
     layers = [row["layer"] for row in table]
     total = np.array([row["mean_count"] for row in table], dtype=float)
     reliable = np.array([row["mean_reliable"] for row in table], dtype=float)
     x = np.arange(len(layers))
-    ax.bar(x - 0.2, total, 0.4, label="all knowledge points", color="#4C72B0")
-    ax.bar(x + 0.2, reliable, 0.4, label="reliable", color="#55A868")
+    ax.bar(
+        x - 0.2,
+        total,
+        0.4,
+        yerr=_errors(table, "mean_count"),
+        capsize=3,
+        label="all knowledge points",
+        color="#4C72B0",
+    )
+    ax.bar(
+        x + 0.2,
+        reliable,
+        0.4,
+        yerr=_errors(table, "mean_reliable"),
+        capsize=3,
+        label="reliable",
+        color="#55A868",
+    )
     for xi, row in zip(x, table):
+        if row.get("reliable_ratio") is None:
+            continue  # no knowledge point: no ratio
         ax.text(
             xi + 0.2,
             row["mean_reliable"],
@@ -374,7 +416,8 @@ def plot_emergence(
     """Knowledge points over training checkpoints, one line per layer.
 
     ``table`` rows need ``iteration``, ``layer`` and ``metric`` (and
-    ``mean_reliable`` for the right panel).
+    ``mean_reliable`` for the right panel); ``*_low``/``*_high`` columns
+    become error bars.
     """
     layers = list(dict.fromkeys(row["layer"] for row in table))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -385,10 +428,16 @@ def plot_emergence(
         )
         it = [r["iteration"] for r in rows]
         color = cmap(i / max(len(layers) - 1, 1))
-        axes[0].plot(it, [r[metric] for r in rows], "o-", color=color, label=layer)
-        axes[1].plot(
-            it, [r["mean_reliable"] for r in rows], "o-", color=color, label=layer
-        )
+        for ax, key in ((axes[0], metric), (axes[1], "mean_reliable")):
+            _line(
+                ax,
+                it,
+                [r[key] for r in rows],
+                _errors(rows, key),
+                "o-",
+                color=color,
+                label=layer,
+            )
     axes[0].set_ylabel("knowledge points per image")
     axes[1].set_ylabel("reliable knowledge points per image")
     for ax in axes:
@@ -414,23 +463,29 @@ def plot_adversarial_change(table: Sequence[dict], title: str | None = None) -> 
         1, 2 if has_points else 1, figsize=(11 if has_points else 6, 4), squeeze=False
     )
     ax = axes[0, 0]
-    ax.plot(x, [r["mean_one_minus_cos"] for r in table], "o-", label="mean 1 - cos")
-    ax.plot(
-        x,
-        [r["mean_strength_change"] for r in table],
-        "s-",
-        label="mean |strength change|",
-    )
+    for key, fmt, label in (
+        ("mean_one_minus_cos", "o-", "mean 1 - cos"),
+        ("mean_strength_change", "s-", "mean |strength change|"),
+    ):
+        _line(ax, x, [r[key] for r in table], _errors(table, key), fmt, label=label)
     ax.set_xticks(x, layers)
     ax.set_ylabel("change of embedded regions")
     ax.legend(frameon=False)
     ax.set_title("Adversarial change per layer")
     if has_points:
         ax = axes[0, 1]
-        ax.bar(x - 0.2, [r["points_clean"] for r in table], 0.4, label="clean")
-        ax.bar(
-            x + 0.2, [r["points_adversarial"] for r in table], 0.4, label="adversarial"
-        )
+        for shift, key, label in (
+            (-0.2, "points_clean", "clean"),
+            (0.2, "points_adversarial", "adversarial"),
+        ):
+            ax.bar(
+                x + shift,
+                [r[key] for r in table],
+                0.4,
+                yerr=_errors(table, key),
+                capsize=3,
+                label=label,
+            )
         ax.set_xticks(x, layers)
         ax.set_ylabel("knowledge points per image")
         ax.legend(frameon=False)
@@ -454,11 +509,14 @@ def plot_distillation(table: Sequence[dict], title: str | None = None) -> Figure
     x = np.arange(len(layers))
     for i, model in enumerate(models):
         rows = {r["layer"]: r for r in table if r["model"] == model}
+        present = [rows[layer] for layer in layers if layer in rows]
         for ax, key in zip(axes, ("mean_count", "mean_reliable")):
             ax.bar(
                 x - 0.4 + width * (i + 0.5),
                 [rows[layer][key] if layer in rows else np.nan for layer in layers],
                 width,
+                yerr=_errors(present, key) if len(present) == len(layers) else None,
+                capsize=3,
                 label=model,
             )
     axes[0].set_ylabel("knowledge points per image")
@@ -467,5 +525,92 @@ def plot_distillation(table: Sequence[dict], title: str | None = None) -> Figure
         ax.set_xticks(x, layers)
         ax.legend(frameon=False, fontsize=8)
     fig.suptitle(title or "Knowledge distillation: teacher vs students")
+    fig.tight_layout()
+    return fig
+
+
+def plot_findings(findings: Sequence[dict], title: str | None = None) -> Figure:
+    """Each finding's value and interval, coloured by whether it holds.
+
+    ``findings`` are the records of :attr:`skvmf.AnalysisResult.findings`:
+    ``name``, ``value``, ``low``, ``high``, ``holds``. Findings on different
+    scales get their own row; the dashed line is each statement's threshold
+    side (0, or 0.9 for the agreement).
+    """
+    rows = [f for f in findings if f.get("value") is not None]
+    fig, axes = plt.subplots(
+        max(len(rows), 1), 1, figsize=(7, 0.9 * max(len(rows), 1) + 0.8), squeeze=False
+    )
+    colors = {True: "#2a9d8f", False: "#e76f51", None: "#999999"}
+    for ax, f in zip(axes[:, 0], rows):
+        low = f["low"] if f["low"] is not None else f["value"]
+        high = f["high"] if f["high"] is not None else f["value"]
+        color = colors[f.get("holds")]
+        ax.errorbar(
+            [f["value"]],
+            [0],
+            xerr=[[f["value"] - low], [high - f["value"]]],
+            fmt="o",
+            capsize=4,
+            color=color,
+        )
+        ref = 0.9 if f["name"] == "projection_mimics_network" else 0.0
+        ax.axvline(ref, color="k", lw=0.8, ls="--")
+        lo, hi = min(low, ref), max(high, ref)
+        pad = 0.15 * (hi - lo or 1.0)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_yticks([])
+        verdict = {True: "holds", False: "does not hold", None: "not evaluated"}
+        ax.set_title(
+            f"{f['name']}: {f['value']:.3g} [{low:.3g}, {high:.3g}] "
+            f"({verdict[f.get('holds')]})",
+            fontsize=9,
+            loc="left",
+        )
+    if not rows:
+        axes[0, 0].text(0.5, 0.5, "no finding evaluated", ha="center")
+        axes[0, 0].set_axis_off()
+    fig.suptitle(title or "Findings with their intervals")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(curves: Sequence[dict], title: str | None = None) -> Figure:
+    """Loss curves of every fitted stage: one panel per stage, one line per
+    (network, layer, repeat); the main network's in colour, others grey.
+
+    ``curves`` are the records of :attr:`skvmf.AnalysisResult.loss_curves`:
+    ``network``, ``layer``, ``stage``, ``repeat``, ``curve``.
+    """
+    stages = list(dict.fromkeys(c["stage"] for c in curves)) or ["projection"]
+    fig, axes = plt.subplots(
+        1, len(stages), figsize=(4.2 * len(stages), 3.6), squeeze=False
+    )
+    layers = list(dict.fromkeys(c["layer"] for c in curves))
+    cmap = plt.get_cmap("viridis")
+    for ax, stage in zip(axes[0], stages):
+        labelled = set()
+        for c in curves:
+            if c["stage"] != stage or not len(c["curve"]):
+                continue
+            main = c["network"] == "model"
+            i = layers.index(c["layer"])
+            color = cmap(i / max(len(layers) - 1, 1)) if main else "#cccccc"
+            label = c["layer"] if main and c["layer"] not in labelled else None
+            labelled.add(c["layer"] if main else None)
+            ax.plot(
+                np.arange(len(c["curve"])),
+                c["curve"],
+                color=color,
+                lw=1.2 if main else 0.6,
+                zorder=2 if main else 1,
+                label=label,
+            )
+        ax.set_title(stage)
+        ax.set_xlabel("step" if stage != "alignment" else "epoch")
+        ax.set_ylabel("loss")
+        if labelled - {None}:
+            ax.legend(frameon=False, fontsize=7)
+    fig.suptitle(title or "Loss of every fitted stage (grey: other networks)")
     fig.tight_layout()
     return fig
