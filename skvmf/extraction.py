@@ -339,7 +339,15 @@ class _Hooks:
                 f"{type(output).__name__}, not a tensor"
             )
         if output.ndim == 4:  # a map: global average pooling
-            self._sample = output.mean(dim=(2, 3))
+            # over the spatial axes, wherever they are (Swin: channels-last)
+            layout = resolve_layout(
+                output.shape,
+                self._image_size,
+                model=self.model,
+                module=module,
+                name=f"sample layer {self.sample[0]}",
+            )
+            self._sample = to_maps(output, layout).mean(dim=(2, 3))
         else:
             self._sample = output.reshape(output.shape[0], -1).clone()
 
@@ -581,8 +589,9 @@ class TorchFeatureExtractor(TransformerMixin, BaseEstimator):
     sample_layer : "auto", str or None, default="auto"
         ``"auto"``: the input of the last ``nn.Linear`` (registration order;
         for torchvision classifiers the final classifier layer). A name or
-        alias: that module's output, global-average-pooled when 4-D and
-        flattened otherwise. ``None``: no sample features.
+        alias: that module's output, global-average-pooled when 4-D (over
+        its spatial axes; channels-last maps are recognised as for
+        ``reshape``) and flattened otherwise. ``None``: no sample features.
     output : {"features", "sample", "logits", "soft_labels", "regions"}, \
 default="features"
         What :meth:`transform` returns: a :class:`~skvmf.FeatureSet`, or one

@@ -50,6 +50,15 @@ The digits recipe (:func:`train_digits_classifier`) trains a VGG-16-BN of
 width 1/8 on scikit-learn's digits images at 32 px for 132 steps (6 epochs)
 to 97-99 % test accuracy in about a minute or less on two CPU cores. Plain
 VGG-16 (no batch normalisation) learns far more slowly from scratch.
+
+``"vit"`` (:func:`make_vit_classifier`, ``train_digits_classifier("vit")``)
+    torchvision's own ``VisionTransformer``, small: 16 px inputs cut into
+    4 x 4 patches (a 4 x 4 grid of 16 patch tokens plus the class token),
+    4 encoder blocks of width 64 with 4 heads and an MLP of 128. Its blocks
+    are the regions' layers (``block_1`` ... ``block_4``); the sample
+    feature is the class token after the final LayerNorm. On the digits it
+    reaches about 96-97 % test accuracy in 30 epochs (660 steps, well under
+    a minute on one CPU thread).
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "make_classifier",
+    "make_vit_classifier",
     "train_classifier",
     "train_digits_classifier",
 ]
@@ -394,6 +404,111 @@ def make_classifier(
         "batch_norm": bool(batch_norm),
         "dropout": None if dropout is None else float(dropout),
     }
+    return model
+
+
+def make_vit_classifier(
+    n_classes: int = 10,
+    *,
+    input_size: int = 16,
+    patch_size: int = 4,
+    depth: int = 4,
+    n_heads: int = 4,
+    dim: int = 64,
+    mlp_dim: int = 128,
+    in_channels: int = 3,
+    dropout: float = 0.0,
+    random_state=None,
+) -> nn.Module:
+    """Build a small torchvision ``VisionTransformer`` for small inputs.
+
+    Patch tokens are the regions of the analysis: ``(input_size //
+    patch_size) ** 2`` of them, plus the class token that the head reads.
+
+    Parameters
+    ----------
+    n_classes : int, default=10
+        Number of outputs of the head.
+    input_size : int, default=16
+        Side of the square inputs; a multiple of ``patch_size``.
+    patch_size : int, default=4
+        Side of a patch (the stride of the patch embedding).
+    depth : int, default=4
+        Number of encoder blocks.
+    n_heads : int, default=4
+        Attention heads; must divide ``dim``.
+    dim : int, default=64
+        Token width (torchvision's ``hidden_dim``).
+    mlp_dim : int, default=128
+        Hidden width of each block's MLP.
+    in_channels : int, default=3
+        Channels of the input images.
+    dropout : float, default=0.0
+        Dropout in the blocks (torchvision's ``dropout``).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialisation (the global torch RNG is left as it
+        was).
+
+    Returns
+    -------
+    model : torchvision.models.VisionTransformer
+        In training mode, with ``model.skvmf_config`` (``arch="vit"``); the
+        head is initialised like any Linear (torchvision zeroes it, which
+        makes every class gradient of the untrained network zero).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvmf.models import make_vit_classifier
+    >>> model = make_vit_classifier(n_classes=10, random_state=0)
+    >>> model(torch.zeros(2, 3, 16, 16)).shape
+    torch.Size([2, 10])
+    >>> model.skvmf_config["arch"], len(model.encoder.layers)
+    ('vit', 4)
+    """
+    import torchvision
+
+    values = {}
+    for name, value, low in (
+        ("n_classes", n_classes, 2),
+        ("input_size", input_size, 1),
+        ("patch_size", patch_size, 1),
+        ("depth", depth, 1),
+        ("n_heads", n_heads, 1),
+        ("dim", dim, 1),
+        ("mlp_dim", mlp_dim, 1),
+        ("in_channels", in_channels, 1),
+    ):
+        values[name] = _check_int(value, name, low)
+    if values["input_size"] % values["patch_size"]:
+        raise ValueError(
+            f"input_size ({input_size}) must be a multiple of patch_size ({patch_size})"
+        )
+    if values["dim"] % values["n_heads"]:
+        raise ValueError(f"n_heads ({n_heads}) must divide dim ({dim})")
+    if not (0.0 <= float(dropout) < 1.0):
+        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+    seed = _seeded_rng(random_state)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = torchvision.models.VisionTransformer(
+            image_size=values["input_size"],
+            patch_size=values["patch_size"],
+            num_layers=values["depth"],
+            num_heads=values["n_heads"],
+            hidden_dim=values["dim"],
+            mlp_dim=values["mlp_dim"],
+            dropout=float(dropout),
+            num_classes=values["n_classes"],
+        )
+        if values["in_channels"] != 3:
+            p = values["patch_size"]
+            model.conv_proj = nn.Conv2d(
+                values["in_channels"], values["dim"], kernel_size=p, stride=p
+            )
+        model.heads.head.reset_parameters()
+    model.skvmf_config = {"arch": "vit", **values, "dropout": float(dropout)}
     return model
 
 
@@ -1018,6 +1133,17 @@ _DIGITS_TRAIN = {
     "schedule": "onecycle",
     "max_shift": 0,
 }
+# The ViT variant (train_digits_classifier("vit")): 16 px, 4 x 4 patches.
+_DIGITS_VIT_MODEL = {
+    "input_size": 16,
+    "patch_size": 4,
+    "depth": 4,
+    "n_heads": 4,
+    "dim": 64,
+    "mlp_dim": 128,
+    "dropout": 0.0,
+}
+_DIGITS_VIT_TRAIN = {**_DIGITS_TRAIN, "epochs": 30, "lr": 3e-3}
 
 
 def train_digits_classifier(
@@ -1041,10 +1167,16 @@ def train_digits_classifier(
     MobileNetV2 reach 97-99 % too, more slowly. Default checkpoints:
     :func:`default_checkpoint_iterations` (10 of them: the start and every eighth).
 
+    ``arch="vit"`` trains :func:`make_vit_classifier`'s small ViT instead:
+    digits at 16 px in 4 x 4 patches, 4 blocks of width 64, 30 epochs of Adam
+    (peak lr 3e-3, one-cycle), about 96-97 % test accuracy in well under a
+    minute on one CPU thread. Its overrides are the options of
+    :func:`make_vit_classifier` and :func:`train_classifier`.
+
     Parameters
     ----------
     arch : str, default="vgg16"
-        Any architecture of :func:`make_classifier`.
+        Any architecture of :func:`make_classifier`, or ``"vit"``.
     checkpoint_dir : str or path-like, optional
         Where to save checkpoints; None saves none.
     checkpoint_iterations : "default", list of int or None, default="default"
@@ -1078,8 +1210,9 @@ def train_digits_classifier(
     """
     from skvmf.datasets import load_digits_images
 
-    model_opts = dict(_DIGITS_MODEL)
-    train_opts = dict(_DIGITS_TRAIN)
+    vit = arch == "vit"
+    model_opts = dict(_DIGITS_VIT_MODEL if vit else _DIGITS_MODEL)
+    train_opts = dict(_DIGITS_VIT_TRAIN if vit else _DIGITS_TRAIN)
     classes = overrides.pop("classes", None)
     for key, value in overrides.items():
         if key in model_opts:
@@ -1096,9 +1229,14 @@ def train_digits_classifier(
     size = model_opts["input_size"]
     train = load_digits_images("train", size=size, classes=classes)
     test = load_digits_images("test", size=size, classes=classes)
-    model = make_classifier(
-        arch, n_classes=len(train.classes), random_state=random_state, **model_opts
-    )
+    if vit:
+        model = make_vit_classifier(
+            n_classes=len(train.classes), random_state=random_state, **model_opts
+        )
+    else:
+        model = make_classifier(
+            arch, n_classes=len(train.classes), random_state=random_state, **model_opts
+        )
     result = train_classifier(
         model,
         train,
@@ -1182,7 +1320,12 @@ def load_checkpoint(path, *, device="cpu") -> nn.Module:
     ckpt = _read_checkpoint(path)
     config = dict(ckpt["config"])
     try:
-        model = make_classifier(**config)
+        if config.get("arch") == "vit":
+            model = make_vit_classifier(
+                **{k: v for k, v in config.items() if k != "arch"}
+            )
+        else:
+            model = make_classifier(**config)
     except TypeError as exc:
         raise ValueError(
             f"{str(path)!r}: its config {config} does not describe a skvmf "

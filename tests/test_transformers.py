@@ -119,6 +119,10 @@ def test_tiny_swin_channels_last_maps():
     rows = ref.permute(0, 2, 3, 1).reshape(3, 16, 5).numpy()
     for key in ("norm", "mix"):  # "mix" (an Identity) decided by geometry: 4x4x5
         np.testing.assert_allclose(fs.regions[key], rows, rtol=1e-6, atol=1e-6)
+    # a channels-last sample layer is pooled over its grid, not over (W, C)
+    ext = TorchFeatureExtractor(model, [], sample_layer="norm", output="sample")
+    sample = ext.fit(x).transform(x)
+    np.testing.assert_allclose(sample, ref.mean(dim=(2, 3)).numpy(), rtol=1e-5)
 
 
 def test_ambiguous_channels_last_is_an_error_naming_reshape():
@@ -368,3 +372,64 @@ def test_grad_cam_agrees_with_pytorch_grad_cam(which, request):
         theirs = ref_cam(x, targets=[ClassifierOutputTarget(c) for c in target])
     for n in range(len(x)):
         assert _corr(ours[n], theirs[n]) > 0.99
+
+
+# -- the small ViT of the digits recipe ---------------------------------------------
+def test_small_vit_builds_and_reads_its_blocks():
+    from skvmf._layers import detect_architecture
+    from skvmf.models import make_vit_classifier
+
+    model = make_vit_classifier(n_classes=3, random_state=0)
+    again = make_vit_classifier(n_classes=3, random_state=0)
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters())
+    )
+    assert model.heads.head.weight.abs().sum() > 0  # not torchvision's zero head
+    arch = detect_architecture(model)
+    assert arch.family == "vit"
+    assert arch.default == ("block_1", "block_2", "block_3", "block_4")
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    fs = TorchFeatureExtractor(model).fit(x).extract(x)
+    assert fs.grid == (4, 4) and fs.sample.shape == (4, 64)
+    assert all(v.shape == (4, 16, 64) for v in fs.regions.values())
+    heat = grad_cam(model, x, 1, layer="encoder.layers.encoder_layer_3.ln_1")
+    assert heat.shape == (4, 16, 16) and heat.max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        make_vit_classifier(input_size=15)
+    with pytest.raises(ValueError, match="must divide dim"):
+        make_vit_classifier(n_heads=3)
+    gray = make_vit_classifier(in_channels=1, random_state=0)
+    assert gray(torch.zeros(1, 1, 16, 16)).shape == (1, 10)
+
+
+def test_small_vit_digits_recipe_checkpoints_reload(tmp_path):
+    from skvmf.models import list_checkpoints, load_checkpoint, train_digits_classifier
+
+    model, result = train_digits_classifier(
+        "vit",
+        classes=[0, 1],
+        epochs=1,
+        checkpoint_dir=tmp_path,
+        checkpoint_iterations=[0, 2],
+    )
+    assert model.skvmf_config["arch"] == "vit" and result.n_iterations >= 2
+    found = list_checkpoints(tmp_path)
+    assert [it for it, _ in found] == [0, 2]
+    last = load_checkpoint(found[-1][1])
+    first = load_checkpoint(found[0][1])
+    assert type(last).__name__ == "VisionTransformer"
+    assert last.skvmf_config == model.skvmf_config
+    assert not all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), last.parameters())
+    )
+    with pytest.raises(ValueError, match="unknown option"):
+        train_digits_classifier("vit", width=0.5)
+
+
+@pytest.mark.slow
+def test_small_vit_digits_recipe_reaches_95_percent():
+    from skvmf.models import train_digits_classifier
+
+    model, result = train_digits_classifier("vit")  # ~40 s on one thread
+    assert result.test_accuracy >= 0.95
+    assert not model.training
