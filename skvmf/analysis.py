@@ -659,11 +659,95 @@ def _fit_aligner_job(params, fs, n_threads):
     return RegionalAligner(**params).fit(fs)
 
 
-def _fit_aligners(jobs, params_of, n_jobs, verbose):
+def _fit_aligner_remote(params, regions, grid, soft_labels, g):
+    """One alignment on a Dask worker: one torch thread per task (a worker
+    runs as many tasks as it has threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fs = FeatureSet(regions=regions, grid=grid, soft_labels=soft_labels, g=g)
+        return RegionalAligner(**params).fit(fs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _dask_client(scheduler):
+    """A ``distributed.Client`` for ``scheduler`` (a Client, or the address
+    of a running scheduler), and whether this call opened it."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ImportError(
+            "scheduler= runs the alignments on a Dask cluster and needs the "
+            "'distributed' package: pip install 'skvmf[dask]'"
+        ) from exc
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    if not isinstance(scheduler, str) or not scheduler:
+        raise ValueError(
+            "scheduler must be a distributed.Client or the address of a Dask "
+            f"scheduler (e.g. 'tcp://10.0.0.5:8786'); got {scheduler!r}"
+        )
+    return Client(scheduler), True
+
+
+def _fit_aligners_dask(jobs, params_of, scheduler, verbose):
+    """The alignments as tasks of a Dask cluster.
+
+    The regional features, the large inputs, are scattered once per network
+    (every repeat of a network aligns the same regions with another seed);
+    each task then receives only its small g and soft labels.
+    """
+    from distributed import as_completed
+
+    client, opened = _dask_client(scheduler)
+    try:
+        shared = {}
+        for (_, key), fs in jobs.items():
+            if key not in shared:
+                shared[key] = client.scatter(dict(fs.regions), broadcast=False)
+        futures = {
+            client.submit(
+                _fit_aligner_remote,
+                {**params_of(job), "verbose": 0, "n_jobs": None},
+                shared[job[1]],
+                fs.grid,
+                np.asarray(fs.soft_labels),
+                np.asarray(fs.g),
+                key=f"skvmf-align-{job[0]}-{_slug_key(job[1])}-{id(jobs)}",
+                pure=False,
+            ): job
+            for job, fs in jobs.items()
+        }
+        fitted = {}
+        for future in progress(
+            as_completed(futures),
+            verbose=verbose,
+            total=len(futures),
+            desc="aligning (dask)",
+            unit="network",
+        ):
+            fitted[futures[future]] = future.result()
+        return {job: fitted[job] for job in jobs}
+    finally:
+        if opened:
+            client.close()
+
+
+def _slug_key(key) -> str:
+    return "-".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+
+
+def _fit_aligners(jobs, params_of, n_jobs, verbose, scheduler=None):
     """A fitted RegionalAligner for every FeatureSet of ``jobs``.
 
-    ``params_of(key)`` gives the aligner's parameters of a job.
+    ``params_of(key)`` gives the aligner's parameters of a job. With a
+    ``scheduler``, the fits run on that Dask cluster; else in ``n_jobs``
+    local processes (joblib, which also follows an active
+    ``joblib.parallel_backend``).
     """
+    if scheduler is not None:
+        return _fit_aligners_dask(jobs, params_of, scheduler, verbose)
     n_jobs = effective_n_jobs(n_jobs)
     devices = {str(params_of(key).get("device", "cpu")) for key in jobs}
     if n_jobs == 1 or len(jobs) == 1 or devices != {"cpu"}:
@@ -933,6 +1017,7 @@ def analyze(
     batch_size: int = 64,
     device: str = "cpu",
     n_jobs: int | None = None,
+    scheduler=None,
     random_state=0,
     verbose: int = 0,
 ) -> AnalysisResult:
@@ -1026,7 +1111,14 @@ def analyze(
         "cpu" or "cuda".
     n_jobs : int, optional
         Alignments (one per network and repeat) run in parallel processes on
-        the CPU (joblib; None means 1, -1 every core).
+        the CPU (joblib; None means 1, -1 every core). Inside
+        ``joblib.parallel_backend("dask")`` they run on that Dask cluster.
+    scheduler : str or distributed.Client, optional
+        Run the alignments (one task per network and repeat) on a Dask
+        cluster: the address of its scheduler (``"tcp://host:8786"``) or a
+        connected ``distributed.Client``. The regional features travel to the
+        workers once per network. The results equal a local run's (each
+        task uses one torch thread). Needs the ``distributed`` package.
     random_state : int, default=0
         Seed of the split, of the repeats' seeds and of the bootstrap.
     verbose : int, default=0
@@ -1110,6 +1202,7 @@ def analyze(
             lambda key: {**aligner_params, "random_state": seeds[key[0]]},
             n_jobs,
             verbose,
+            scheduler,
         )
         timings["alignment"] = time.perf_counter() - t
     curves, diagnostics = _diagnostics(projectors, aligners, layer_names)
@@ -1192,6 +1285,7 @@ def analyze(
             "temperature": temperature,
             "grid": list(fs.grid),
             "device": str(device),
+            "scheduler": None if scheduler is None else str(scheduler),
             "random_state": random_state,
             "projector": dict(projector_params),
             "aligner": {k: v for k, v in aligner_params.items() if k != "verbose"},

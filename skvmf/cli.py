@@ -276,6 +276,14 @@ def _build_parser() -> _Parser:
         "processes; -1 uses every core (default: 2)",
     )
     group.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the alignments on the Dask cluster of this scheduler "
+        "(e.g. tcp://10.0.0.5:8786; needs pip install 'skvmf[dask]'); "
+        "--jobs is then ignored",
+    )
+    group.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
@@ -735,6 +743,7 @@ def _run_demo(args) -> int:
         n_jobs=args.jobs,
         n_repeats=args.repeats,
         held_out=args.held_out,
+        scheduler=args.scheduler,
         random_state=args.seed,
         verbose=v,
         **(_QUICK_PARAMS if quick else {}),
@@ -1115,6 +1124,7 @@ def _run_analyze(args) -> int:
         n_jobs=args.jobs,
         n_repeats=args.repeats,
         held_out=args.held_out,
+        scheduler=args.scheduler,
         random_state=args.seed,
         verbose=args.verbose,
         **(_QUICK_PARAMS if args.quick else {}),
