@@ -36,6 +36,28 @@ def _run(code, cwd):
     return out.stdout
 
 
+def test_every_python_block_of_the_readme_is_tested():
+    text = README.read_text()
+    blocks = re.findall(r"(<!-- readme-test: \w+ -->\s*)?```python\n", text)
+    assert blocks and all(marker for marker in blocks), (
+        "every ```python block of the README needs a <!-- readme-test: NAME --> "
+        "marker and a test that runs it"
+    )
+
+
+@pytest.mark.slow
+def test_readme_analysis_block_runs(tmp_path):
+    out = _run(_block("analyze"), tmp_path)
+    for name in (
+        "projection_mimics_network",
+        "reliable_ratio_rises_with_depth",
+        "emergence_during_training",
+        "attack_moves_deep_regions_more",
+    ):
+        assert name in out
+    assert (tmp_path / "findings.png").is_file()
+
+
 def test_readme_commands_are_the_ci_commands():
     text = README.read_text()
     ci = (README.parent / ".ci" / "run").read_text()
