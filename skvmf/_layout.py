@@ -324,9 +324,15 @@ def resolve_layout(
         )
     if first != last:
         return Layout("nchw" if first else "nhwc", reason="image aspect ratio")
+    how = (
+        "could be (N, C, H, W) or (N, H, W, C)"
+        if first
+        else "is neither an (N, C, H, W) nor an (N, H, W, C) grid of the image "
+        "downsampled by one factor"
+    )
     raise ValueError(
-        f"layer {name!r} of shape {shape} could be (N, C, H, W) or (N, H, W, C) "
-        f"for images of {image_size[0]}x{image_size[1]} pixels; "
+        f"layer {name!r} of shape {shape} {how} for images of "
+        f"{image_size[0]}x{image_size[1]} pixels, and its module does not tell; "
         f"{_reshape_hint(name)}"
     )
 

@@ -108,3 +108,15 @@ def test_transformer_aliases():
     ]
     assert arch.aliases["stage_2"] == "features.3"
     assert len([a for a in arch.aliases if a.startswith("block_")]) == 12
+
+
+def test_four_d_grid_of_no_layout_names_reshape():
+    # (N, 6, 6, 6) from 8 x 8 px (an unpadded 3x3 conv) in a model with a
+    # LayerNorm: neither pair of axes is the image downsampled; a ReLU says nothing
+    with pytest.raises(ValueError, match="is neither an .* reshape="):
+        resolve_layout((2, 6, 6, 6), (8, 8), model=_with_norm(), module=nn.ReLU())
+    # the convolution itself is channels-first
+    got = resolve_layout(
+        (2, 6, 6, 6), (8, 8), model=_with_norm(), module=nn.Conv2d(3, 6, 3)
+    )
+    assert got.kind == "nchw"
