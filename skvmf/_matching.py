@@ -22,9 +22,21 @@ _MAX_REGIONS = 32767  # region indices are stored as int16
 _DEDUPE_MIN_CHANNELS = 128
 
 
+# The importance-weight steps revisit their chunk several times (scores, max,
+# backward, the step check): on the CPU, chunks that stay in cache were
+# 1.3-1.5x faster than chunks sized by the memory budget (digits layers,
+# 4-8 anchors of 2-6 MB each against 44).
+_STEP_BUDGET_CPU = 24 * 2**20
+
+
 def memory_budget(device: torch.device) -> int:
     """Bytes the automatic chunk sizes may use on ``device``."""
     return _BUDGET_CUDA if device.type == "cuda" else _BUDGET_CPU
+
+
+def step_budget(device: torch.device) -> int:
+    """Bytes per chunk of the importance-weight steps on ``device``."""
+    return _BUDGET_CUDA if device.type == "cuda" else min(_STEP_BUDGET_CPU, _BUDGET_CPU)
 
 
 class Workspace:
@@ -99,7 +111,12 @@ def normalize_channels(features: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 # region matching
 # ---------------------------------------------------------------------------
-def block_max(weighted: torch.Tensor, candidates: torch.Tensor, workspace=None):
+def block_max(
+    weighted: torch.Tensor,
+    candidates: torch.Tensor,
+    workspace=None,
+    with_indices: bool = True,
+):
     """Best match of every anchor region among each candidate's regions.
 
     ``scores[a, r, j, r'] = sum_k weighted[a, r, k] cand[j, r', k]`` (one
@@ -114,11 +131,16 @@ def block_max(weighted: torch.Tensor, candidates: torch.Tensor, workspace=None):
     workspace : Workspace, optional
         Holds the score block (and the results, which are then only valid
         until the next call with the same workspace).
+    with_indices : bool, default=True
+        Also find the maximising regions. Without them the reduction is
+        several times faster on the CPU (``amax`` against ``max`` with
+        indices), which matters when only the scores are needed.
 
     Returns
     -------
     values, indices : tensors (a, R, m)
-        ``s_ij^(r)`` and ``r'_ij(r)`` (int64; ties go to the first region).
+        ``s_ij^(r)`` and ``r'_ij(r)`` (int64; ties go to the first region);
+        ``indices`` is None without ``with_indices``.
     """
     a, R, K = weighted.shape
     shared = candidates.dim() == 3
@@ -132,6 +154,9 @@ def block_max(weighted: torch.Tensor, candidates: torch.Tensor, workspace=None):
         scores = ws.get("scores", (a, R, m * R), dtype, device)
         torch.bmm(weighted, candidates.reshape(a, m * R, K).transpose(1, 2), out=scores)
     values = ws.get("values", (a, R, m), dtype, device)
+    if not with_indices:
+        torch.amax(scores.view(a, R, m, R), dim=-1, out=values)
+        return values, None
     indices = ws.get("indices", (a, R, m), torch.long, device)
     torch.max(scores.view(a, R, m, R), dim=-1, out=(values, indices))
     return values, indices
@@ -288,6 +313,61 @@ class _MatchedScores(torch.autograd.Function):
         return (summed * anchor_feats).sum(dim=1), None, None, None
 
 
+class ImportanceProblem:
+    """The importance-weight losses of a chunk of anchors on fixed candidates.
+
+    Gathers the candidates' features and the network's ``log P(x_j | x_i)``
+    once, so that the loss can be evaluated at several (w, v) on the same
+    candidates (the step control of the importance fit compares the loss
+    before and after a step). The gathered candidates live in ``workspace``:
+    they stay valid until the next problem built on it.
+
+    Parameters
+    ----------
+    fhat : tensor (N, R, K)
+        Channel-normalised features.
+    phat : tensor (N, C)
+        Unit soft labels.
+    anchors : int64 tensor (a,); candidates : int64 tensor (a, n)
+    kappa_p : float
+        Concentration of the network's sample-to-sample distribution.
+    workspace : Workspace, optional
+    """
+
+    def __init__(self, fhat, phat, anchors, candidates, kappa_p, workspace=None):
+        self.ws = workspace if workspace is not None else Workspace()
+        a, n = candidates.shape
+        N, R, K = fhat.shape
+        self.log_p = log_sample_distribution(phat, anchors, candidates, kappa_p).to(
+            fhat.dtype
+        )
+        self.p = self.log_p.exp()
+        self.anchor_feats = fhat.index_select(0, anchors)
+        self.cand_feats = gather_rows(
+            fhat, candidates.reshape(-1), self.ws, "cand"
+        ).view(a, n, R, K)
+
+    def loss(self, w, v, kappa_m):
+        """KL(P(.|x_i) || Q(.|x_i)) of SPEC 4 for each anchor, shape (a,).
+
+        Differentiable in ``v`` (and ``w``) when ``v`` requires a gradient:
+        run the backward pass before the next evaluation, which reuses the
+        workspace. Otherwise only the scores are computed (no argmax).
+        """
+        if v.requires_grad and torch.is_grad_enabled():
+            s = _MatchedScores.apply(v, self.anchor_feats, self.cand_feats, self.ws)
+        else:
+            s, _ = block_max(
+                self.anchor_feats * v[:, None, :],
+                self.cand_feats,
+                self.ws,
+                with_indices=False,
+            )
+        log_q_r = torch.log_softmax(kappa_m * s, dim=2)  # expert of region r over j
+        log_q = torch.log_softmax(torch.einsum("ar,arn->an", w, log_q_r), dim=1)
+        return (self.p * (self.log_p - log_q)).sum(dim=1)
+
+
 def importance_loss(
     w: torch.Tensor,
     v: torch.Tensor,
@@ -306,15 +386,8 @@ def importance_loss(
     unit soft labels. Run the backward pass before the next call with the
     same ``workspace``: the gathered candidates live there.
     """
-    ws = workspace if workspace is not None else Workspace()
-    a, n = candidates.shape
-    N, R, K = fhat.shape
-    log_p = log_sample_distribution(phat, anchors, candidates, kappa_p).to(fhat.dtype)
-    cand_feats = gather_rows(fhat, candidates.reshape(-1), ws, "cand").view(a, n, R, K)
-    s = _MatchedScores.apply(v, fhat.index_select(0, anchors), cand_feats, ws)
-    log_q_r = torch.log_softmax(kappa_m * s, dim=2)  # expert of region r over j
-    log_q = torch.log_softmax(torch.einsum("ar,arn->an", w, log_q_r), dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    problem = ImportanceProblem(fhat, phat, anchors, candidates, kappa_p, workspace)
+    return problem.loss(w, v, kappa_m)
 
 
 def project_simplex_abs(x: torch.Tensor) -> torch.Tensor:
@@ -410,8 +483,9 @@ def aligner_loss(
         ``r'_ij(r)`` for every pair.
     anchors : int64 (a,); candidates : int64 (a, n)
     exact : bool
-        False (faithful): every cosine divides by norms without gradient and
-        kappa has none. True: true cosines and a differentiable kappa.
+        False (faithful, SPEC 5): the cosines of the L_sim experts divide by
+        norms without gradient and kappa has none, while L_align normalises
+        h exactly. True: true cosines everywhere and a differentiable kappa.
     workspace : Workspace, optional
         Holds the gathered candidate regions; run the backward pass before
         the next call with the same workspace.
@@ -441,12 +515,13 @@ def aligner_loss(
     norm_anchor = _norm_leading(h_anchor)[:, 0]  # (a, R)
     norm_cand = _norm_leading(h_cand)  # (a, n, R)
     norm_g = torch.linalg.vector_norm(g[anchors], dim=-1)  # (a,)
-    if not exact:
-        norm_anchor, norm_cand = norm_anchor.detach(), norm_cand.detach()
+    sim_anchor, sim_cand = norm_anchor, norm_cand
+    if not exact:  # stop-gradient norms in the experts only (SPEC 5)
+        sim_anchor, sim_cand = norm_anchor.detach(), norm_cand.detach()
     kappa = kappa_fn(norm_anchor if exact else norm_anchor.detach())
 
     dots = (h_anchor * h_cand).sum(dim=0)  # (a, n, R)
-    cos = _safe_divide(dots, norm_anchor[:, None, :] * norm_cand)
+    cos = _safe_divide(dots, sim_anchor[:, None, :] * sim_cand)
     log_q_r = torch.log_softmax(kappa[:, None, :] * cos, dim=1)  # over j
     w_a = w[anchors]
     log_q = torch.log_softmax(torch.einsum("ar,anr->an", w_a, log_q_r), dim=1)
@@ -459,3 +534,110 @@ def aligner_loss(
     )
     l_align = -(w_a * cos_g).sum(dim=1)
     return l_sim, l_align
+
+
+def aligner_loss_grad(
+    components: torch.Tensor,
+    feats_flat: torch.Tensor,
+    n_regions: int,
+    scale: float,
+    g: torch.Tensor,
+    phat: torch.Tensor,
+    w: torch.Tensor,
+    matching: torch.Tensor,
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    *,
+    kappa_fn,
+    kappa_p,
+    sim_weight: float,
+    align_weight: float,
+    with_grad: bool = True,
+    workspace=None,
+):
+    """The faithful loss of :func:`aligner_loss` and its gradient, by hand.
+
+    Returns ``(loss, grad)``: ``loss`` (a,) is ``sim_weight L_sim +
+    align_weight L_align`` per anchor and ``grad`` (d', K) the faithful
+    gradient of its mean with respect to Lambda (None without
+    ``with_grad``): the experts' norms and kappa held constant, L_align
+    normalised exactly. Same values as autograd through ``aligner_loss(...,
+    exact=False)``; without autograd's graph a step of one anchor costs
+    about half as many tensor operations, which is what bounds the
+    aligner's thousands of small steps on the CPU.
+
+    The embedded rows are either all N R rows (one product with the whole
+    feature matrix, when the anchors' candidates cover at least half of the
+    images: no K-wide gather) or the gathered matched rows (each distinct
+    row once from ``_DEDUPE_MIN_CHANNELS`` channels on).
+    """
+    ws = workspace if workspace is not None else Workspace()
+    R = n_regions
+    a, n = candidates.shape
+    NR, K = feats_flat.shape
+    device = anchors.device
+    anchor_rows = (anchors[:, None] * R + torch.arange(R, device=device)).view(-1)
+    matched = matching[anchors[:, None], candidates].long()  # (a, n, R)
+    cand_rows = (candidates[..., None] * R + matched).view(-1)
+    if 2 * a * n * R >= NR:
+        # source rows: every row; anchors and candidates index into them
+        source = feats_flat
+        anchor_idx, cand_idx = anchor_rows, cand_rows
+    else:
+        if K >= _DEDUPE_MIN_CHANNELS:
+            unique_rows, cand_idx = _distinct_regions(candidates, matched)
+        else:
+            unique_rows, cand_idx = cand_rows, None
+        rows = torch.cat([anchor_rows, unique_rows])
+        source = gather_rows(feats_flat, rows, ws, "cand")
+        anchor_idx = torch.arange(a * R, device=device)
+        cand_idx = (
+            torch.arange(a * R, rows.shape[0], device=device)
+            if cand_idx is None
+            else cand_idx + a * R
+        )
+    h_source = (components @ source.T) / scale  # (d', rows)
+    h_anchor = h_source.index_select(1, anchor_idx).view(-1, a, 1, R)
+    h_cand = h_source.index_select(1, cand_idx).view(-1, a, n, R)
+
+    norm_anchor = _norm_leading(h_anchor)  # (a, 1, R)
+    norm_cand = _norm_leading(h_cand)  # (a, n, R)
+    kappa = kappa_fn(norm_anchor)  # (a, 1, R)
+    dots = (h_anchor * h_cand).sum(dim=0)
+    inv = _safe_divide(torch.ones_like(dots), norm_anchor * norm_cand)
+    log_q_r = torch.log_softmax(kappa * (dots * inv), dim=1)  # over j
+    w_a = w[anchors]  # (a, R)
+    log_q = torch.log_softmax(torch.einsum("ar,anr->an", w_a, log_q_r), dim=1)
+    log_p = log_sample_distribution(phat, anchors, candidates, kappa_p).to(log_q.dtype)
+    p = log_p.exp()
+    l_sim = (p * (log_p - log_q)).sum(dim=1)
+
+    g_a = g[anchors]  # (a, d')
+    inv_ag = _safe_divide(
+        torch.ones_like(norm_anchor[:, 0]),
+        norm_anchor[:, 0] * torch.linalg.vector_norm(g_a, dim=-1)[:, None],
+    )  # (a, R)
+    g_cols = g_a.T[:, :, None]  # (d', a, 1)
+    cos_g = (h_anchor[:, :, 0] * g_cols).sum(dim=0) * inv_ag
+    loss = sim_weight * l_sim - align_weight * (w_a * cos_g).sum(dim=1)
+    if not with_grad:
+        return loss, None
+
+    # d mean(loss) / d log_q = sim_weight (q - p) / a; through the product of
+    # experts to each expert's log-softmax, then to its logits kappa cos
+    e = (sim_weight / a) * (log_q.exp() - p)  # (a, n)
+    d_log_q_r = w_a[:, None, :] * e[:, :, None]  # (a, n, R)
+    d_logits = d_log_q_r - log_q_r.exp() * d_log_q_r.sum(dim=1, keepdim=True)
+    d_dots = d_logits * kappa * inv  # norms held constant
+    d_cand = d_dots * h_anchor  # (d', a, n, R)
+    d_anchor = (d_dots * h_cand).sum(dim=2)  # (d', a, R)
+    # L_align: d cos(h, g) / dh = (g / ||g|| - cos h / ||h||) / ||h||
+    coef = (-align_weight / a) * w_a  # (a, R)
+    # (the norms are at least sqrt(tiny): a zero h gets a finite 0 term)
+    d_anchor += coef * (
+        g_cols * inv_ag - (cos_g / norm_anchor[:, 0].square()) * h_anchor[:, :, 0]
+    )
+    d_source = torch.zeros_like(h_source)
+    d_source.index_add_(1, cand_idx, d_cand.reshape(d_cand.shape[0], -1))
+    d_source.index_add_(1, anchor_idx, d_anchor.reshape(d_anchor.shape[0], -1))
+    return loss, (d_source @ source) / scale

@@ -48,6 +48,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _matching as _mk
+from ._convergence import warn_if_not_falling
 from ._progress import message, progress
 from ._soft_labels import check_soft_labels
 from ._torch_kappa import TorchKappa
@@ -64,6 +65,8 @@ __all__ = [
 
 _DTYPE = torch.float32
 _INIT_STD = 0.1  # Lambda ~ N(0, 0.1^2), as M of SampleProjector (SPEC 3)
+# kappa_m = 1000 is the reference's value for K = 512 channels (SPEC 4)
+_KAPPA_M_REFERENCE, _KAPPA_M_CHANNELS = 1000.0, 512
 
 
 # ---------------------------------------------------------------------------
@@ -109,7 +112,8 @@ def _regions_tensor(features, device, name="features", min_regions=1):
             np.issubdtype(arr.dtype, np.complexfloating)
         ):
             raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
-        arr = np.asarray(arr, dtype=np.float32)
+        # contiguous: torch refuses negative strides (reversed views)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
         if not arr.flags.writeable:  # memmaps, joblib's shared arrays
             arr = arr.copy()
         t = torch.as_tensor(arr, device=device)
@@ -423,6 +427,19 @@ def match_regions(
     return (idx, scores) if return_scores else idx
 
 
+def _resolve_kappa_m(kappa_m, n_channels):
+    """kappa_m, with ``"auto"`` = 1000 K / 512 (the reference's 1000 at K = 512).
+
+    With uniform channel weights the match score is about cos / K, so this
+    keeps ``kappa_m s`` near ``2 cos`` at every channel count (SPEC 4 [D]).
+    """
+    if isinstance(kappa_m, str):
+        if kappa_m != "auto":
+            raise ValueError(f"kappa_m must be a number or 'auto'; got {kappa_m!r}")
+        return _KAPPA_M_REFERENCE * n_channels / _KAPPA_M_CHANNELS
+    return _check_nonnegative(kappa_m, "kappa_m")
+
+
 def _fit_importance(
     fhat,
     phat,
@@ -435,20 +452,39 @@ def _fit_importance(
     lr,
     momentum,
     weight_decay,
+    step_control=True,
     chunk_size,
     verbose,
     desc="importance weights",
 ):
-    """Batched SGD of SPEC 4 on tensors; returns (w, v, losses)."""
+    """Batched SGD of SPEC 4 on tensors; returns (w, v, losses).
+
+    ``losses[0]`` is the mean KL at the uniform start (on the first step's
+    candidates) and ``losses[t]`` the mean KL after step t on step t's
+    candidates, so that the first and last values compare start and end.
+
+    The N per-image problems are independent, and SGD acts row by row, so
+    each chunk of anchors takes its whole step (gradient, update, and with
+    ``step_control`` the check) before the next chunk: the result does not
+    depend on the chunking, and the check reuses the gathered candidates.
+    With ``step_control``, an image whose step raised its loss (on the same
+    candidates) keeps its previous weights, drops its momentum and halves its
+    step size for the steps that follow.
+    """
     N, R, K = fhat.shape
-    dev = fhat.device
-    w = torch.full((N, R), 1.0 / R, dtype=fhat.dtype, device=dev, requires_grad=True)
-    v = torch.full((N, K), 1.0 / K, dtype=fhat.dtype, device=dev, requires_grad=True)
-    opt = torch.optim.SGD([w, v], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    dev, dtype = fhat.device, fhat.dtype
+    w = torch.full((N, R), 1.0 / R, dtype=dtype, device=dev)
+    v = torch.full((N, K), 1.0 / K, dtype=dtype, device=dev)
+    buf_w, buf_v = torch.zeros_like(w), torch.zeros_like(v)
+    rate = torch.full((N, 1), float(lr), dtype=dtype, device=dev)
     per_anchor = _mk.bytes_per_anchor_importance(
         n_candidates, R, K, fhat.element_size()
     )
-    chunk = _auto_chunk(per_anchor, dev, chunk_size, N)
+    if chunk_size is None:
+        budget = _mk.step_budget(dev)
+        chunk = int(max(1, min(N, budget // max(per_anchor, 1))))
+    else:
+        chunk = _check_positive_int(chunk_size, "chunk_size")
     everyone = torch.arange(N, device=dev)
     ws = _mk.Workspace()
     losses = []
@@ -457,28 +493,59 @@ def _fit_importance(
     ):
         # one draw for every anchor, so the result does not depend on chunking
         cand = _mk.draw_candidates(N, everyone, n_candidates, generator)
-        opt.zero_grad(set_to_none=False)
-        total = torch.zeros((), dtype=torch.float64, device=dev)
+        before_total = torch.zeros((), dtype=torch.float64, device=dev)
+        after_total = torch.zeros((), dtype=torch.float64, device=dev)
         for start in range(0, N, chunk):
             sl = slice(start, min(start + chunk, N))
-            # the per-image problems are independent: the summed loss gives
-            # each image's parameters exactly its own gradient
-            kl = _mk.importance_loss(
-                w[sl], v[sl], fhat, phat, everyone[sl], cand[sl], kappa_p, kappa_m, ws
-            ).sum()
-            kl.backward()
-            total += kl.detach().double()
-        opt.step()
-        with torch.no_grad():
-            w.copy_(_mk.project_simplex_abs(w))
-            v.copy_(_mk.project_simplex_abs(v))
-        value = float(total) / N
+            problem = _mk.ImportanceProblem(
+                fhat, phat, everyone[sl], cand[sl], kappa_p, ws
+            )
+            w_c = w[sl].clone().requires_grad_(True)
+            v_c = v[sl].clone().requires_grad_(True)
+            before = problem.loss(w_c, v_c, kappa_m)
+            # per-image problems: the summed loss gives each image's
+            # parameters exactly its own gradient
+            before.sum().backward()
+            with torch.no_grad():
+                before = before.detach()
+                # torch.optim.SGD's update (no dampening, no Nesterov), row-wise
+                # step sizes; a zero buffer makes the first step b = grad
+                step_w = (
+                    buf_w[sl]
+                    .mul_(momentum)
+                    .add_(w_c.grad)
+                    .add_(w[sl], alpha=weight_decay)
+                )
+                step_v = (
+                    buf_v[sl]
+                    .mul_(momentum)
+                    .add_(v_c.grad)
+                    .add_(v[sl], alpha=weight_decay)
+                )
+                new_w = _mk.project_simplex_abs(w[sl] - rate[sl] * step_w)
+                new_v = _mk.project_simplex_abs(v[sl] - rate[sl] * step_v)
+                after = problem.loss(new_w, new_v, kappa_m)
+                if step_control:
+                    # a NaN after the step counts as a rise
+                    rose = ~(after <= before)[:, None]
+                    new_w = torch.where(rose, w[sl], new_w)
+                    new_v = torch.where(rose, v[sl], new_v)
+                    buf_w[sl].masked_fill_(rose, 0.0)
+                    buf_v[sl].masked_fill_(rose, 0.0)
+                    rate[sl] = torch.where(rose, 0.5 * rate[sl], rate[sl])
+                    after = torch.minimum(after, before)
+                w[sl], v[sl] = new_w, new_v
+                before_total += before.sum(dtype=torch.float64)
+                after_total += after.sum(dtype=torch.float64)
+        if step == 0:
+            losses.append(float(before_total) / N)
+        value = float(after_total) / N
         if not math.isfinite(value):
             raise ValueError(
                 f"the importance weights diverged at step {step} (loss {value})"
             )
         losses.append(value)
-    return w.detach(), v.detach(), np.asarray(losses)
+    return w, v, np.asarray(losses, dtype=np.float64)
 
 
 def fit_importance_weights(
@@ -492,6 +559,7 @@ def fit_importance_weights(
     lr=0.05,
     momentum=0.9,
     weight_decay=5e-4,
+    step_control=True,
     from_logits=False,
     temperature=4.0,
     chunk_size=None,
@@ -511,7 +579,9 @@ def fit_importance_weights(
     (simplex over K) minimise ``KL(P(.|x_i) || Q(.|x_i))`` against the
     network's :func:`sample_distribution`, by SGD with momentum and weight
     decay from uniform weights; after every step both are projected back by
-    absolute value and L1 normalisation.
+    absolute value and L1 normalisation. With ``step_control`` (default), a
+    step that raises an image's loss on its candidates is not taken: that
+    image keeps its weights, drops its momentum and halves its step size.
 
     Parameters
     ----------
@@ -523,8 +593,15 @@ def fit_importance_weights(
         Size of each candidate set S_i (at most N - 1).
     kappa_p : float, default=5.0
         Concentration of the network's sample-to-sample distribution.
-    kappa_m : float, default=1000.0
-        Concentration of the region experts.
+    kappa_m : float or "auto", default=1000.0
+        Concentration of the region experts (the reference's value).
+        ``"auto"`` is ``1000 K / 512``: the reference's sharpness at K = 512
+        channels, where uniform channel weights give match scores of about
+        cos / K, carried to every K. With 1000 at K = 8 the experts are 64
+        times sharper and plain SGD steps overshoot; ``step_control`` keeps
+        the loss falling there, and reached a lower loss than ``"auto"``
+        (user guide, deviations: "Importance weights: kappa_m and step
+        control").
     n_steps : int, default=20
         SGD steps per image.
     lr : float, default=0.05
@@ -533,6 +610,10 @@ def fit_importance_weights(
         SGD momentum.
     weight_decay : float, default=5e-4
         SGD weight decay.
+    step_control : bool, default=True
+        Refuse, per image, a step that raises its loss (evaluated on the
+        same candidates after the step), and halve that image's step size.
+        False takes every step, as the reference does.
     from_logits : bool, default=False
         ``soft_labels`` are logits: use ``softmax(soft_labels / temperature)``.
     temperature : float, default=4.0
@@ -548,7 +629,7 @@ def fit_importance_weights(
     verbose : int, default=0
         Progress bar over the steps when positive.
     return_losses : bool, default=False
-        Also return the mean KL over images before each step.
+        Also return the loss curve.
 
     Returns
     -------
@@ -556,8 +637,15 @@ def fit_importance_weights(
         Region importance weights; rows on the simplex.
     v : ndarray or tensor of shape (N, K)
         Channel weights; rows on the simplex.
-    losses : ndarray of shape (n_steps,)
-        Only with ``return_losses``.
+    losses : ndarray of shape (n_steps + 1,)
+        Only with ``return_losses``: the mean KL over images at the uniform
+        start, then after each step (on that step's candidates); empty when
+        ``n_steps=0``.
+
+    Warns
+    -----
+    ConvergenceWarning
+        When the loss did not fall (:func:`skvmf._convergence.loss_fell`).
 
     Notes
     -----
@@ -566,7 +654,9 @@ def fit_importance_weights(
     gradient of its own loss, and SGD acts element-wise, so this is the same
     computation as one image at a time. The gradient of the max over r'
     flows to the argmax (computed by a gather of the matched regions rather
-    than a second matmul). Cost per step: N n K R^2 multiply-adds.
+    than a second matmul). Cost per step: N n K R^2 multiply-adds, twice
+    (the loss after the step is evaluated too, with or without
+    ``step_control``, for the loss curve).
 
     Examples
     --------
@@ -597,7 +687,7 @@ def fit_importance_weights(
     n = _candidate_count(n_candidates, N)
     n_steps = _check_positive_int(n_steps, "n_steps", minimum=0)
     kappa_p = _check_nonnegative(kappa_p, "kappa_p")
-    kappa_m = _check_nonnegative(kappa_m, "kappa_m")
+    kappa_m = _resolve_kappa_m(kappa_m, K)
     lr = _check_nonnegative(lr, "lr")
     momentum = _check_nonnegative(momentum, "momentum")
     weight_decay = _check_nonnegative(weight_decay, "weight_decay")
@@ -615,9 +705,11 @@ def fit_importance_weights(
         lr=lr,
         momentum=momentum,
         weight_decay=weight_decay,
+        step_control=bool(step_control),
         chunk_size=chunk_size,
         verbose=verbose,
     )
+    warn_if_not_falling(losses, "importance weights")
     if not _is_tensor(features):
         w, v = w.cpu().numpy(), v.cpu().numpy()
     return (w, v, losses) if return_losses else (w, v)
@@ -640,6 +732,112 @@ def _fit_layer_job(aligner, name, regions, P, G, seed, n_threads):
     )
 
 
+def _step_loss(
+    components,
+    feats_flat,
+    n_regions,
+    G,
+    phat,
+    w,
+    matching,
+    anchors,
+    cand,
+    *,
+    scale,
+    kappa_fn,
+    kappa_p,
+    exact,
+    sim_weight,
+    align_weight,
+    workspace,
+    with_grad,
+):
+    """Per-anchor loss (a,) of SPEC 5 and, with ``with_grad``, its gradient
+    in ``components.grad``: by hand for the faithful gradient, by autograd
+    for the exact one."""
+    common = (
+        feats_flat, n_regions, scale, G, phat, w, matching, anchors, cand,
+    )  # fmt: skip
+    if not exact:
+        loss, grad = _mk.aligner_loss_grad(
+            components.detach(),
+            *common,
+            kappa_fn=kappa_fn,
+            kappa_p=kappa_p,
+            sim_weight=sim_weight,
+            align_weight=align_weight,
+            with_grad=with_grad,
+            workspace=workspace,
+        )
+        if with_grad:
+            components.grad = grad
+        return loss.detach()
+    with torch.set_grad_enabled(with_grad):
+        l_sim, l_align = _mk.aligner_loss(
+            components,
+            *common,
+            kappa_fn=kappa_fn,
+            kappa_p=kappa_p,
+            exact=True,
+            workspace=workspace,
+        )
+        loss = sim_weight * l_sim + align_weight * l_align
+        if with_grad:
+            loss.mean().backward()
+    return loss.detach()
+
+
+def _align_start_loss(
+    components,
+    feats_flat,
+    n_regions,
+    G,
+    phat,
+    w,
+    matching,
+    generator,
+    *,
+    n_candidates,
+    scale,
+    workspace,
+    **loss_options,
+):
+    """Mean loss over every anchor at the current Lambda, without updates.
+
+    The first point of ``loss_curve_``: the epochs' values are means over
+    their steps, this one is the same loss before any step. Anchors are
+    evaluated together in chunks (no gradient), which costs a few steps.
+    """
+    N = G.shape[0]
+    K = feats_flat.shape[1]
+    device = feats_flat.device
+    everyone = torch.arange(N, device=device)
+    cand = _mk.draw_candidates(N, everyone, n_candidates, generator)
+    per_anchor = 4 * n_candidates * n_regions * (K + 32)
+    chunk = int(max(1, min(N, _mk.step_budget(device) // per_anchor)))
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for start in range(0, N, chunk):
+            sl = slice(start, min(start + chunk, N))
+            loss = _step_loss(
+                components,
+                feats_flat,
+                n_regions,
+                G,
+                phat,
+                w,
+                matching,
+                everyone[sl],
+                cand[sl],
+                scale=scale,
+                workspace=workspace,
+                with_grad=False,
+                **loss_options,
+            )
+            total += loss.sum(dtype=torch.float64)
+    return float(total) / N
+
+
 def _align_epoch(
     components,
     optimizer,
@@ -654,12 +852,8 @@ def _align_epoch(
     n_candidates,
     batch_size,
     scale,
-    kappa_fn,
-    kappa_p,
-    exact,
-    sim_weight,
-    align_weight,
     workspace,
+    **loss_options,
 ):
     """One pass of SPEC 5's SGD over the anchors in random order.
 
@@ -673,26 +867,23 @@ def _align_epoch(
     for start in range(0, N, batch_size):
         anchors = order[start : start + batch_size]
         cand = _mk.draw_candidates(N, anchors, n_candidates, generator)
-        l_sim, l_align = _mk.aligner_loss(
+        loss = _step_loss(
             components,
             feats_flat,
             n_regions,
-            scale,
             G,
             phat,
             w,
             matching,
             anchors,
             cand,
-            kappa_fn=kappa_fn,
-            kappa_p=kappa_p,
-            exact=exact,
+            scale=scale,
             workspace=workspace,
+            with_grad=True,
+            **loss_options,
         )
-        loss = (sim_weight * l_sim + align_weight * l_align).mean()
-        loss.backward()
         optimizer.step()
-        total += loss.detach().double() * anchors.shape[0]
+        total += loss.sum(dtype=torch.float64)
     return float(total) / N  # one device sync per epoch
 
 
@@ -750,13 +941,21 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         with a warning, to N - 1 on fewer images.
     kappa_p : float, default=5.0
         Concentration of the network's sample-to-sample distribution.
-    kappa_m : float, default=1000.0
-        Concentration of the matching experts of the importance weights.
+    kappa_m : float or "auto", default=1000.0
+        Concentration of the matching experts of the importance weights (the
+        reference's value). ``"auto"``: ``1000 K / 512`` per layer, the
+        reference's expert sharpness at every channel count K (fitted values
+        in ``kappa_m_``); see :func:`fit_importance_weights`.
     weight_steps : int, default=20
         SGD steps of the importance weights per image.
     weight_lr : float, default=0.05
         Learning rate of the importance weights (which share ``momentum``
         and ``weight_decay``).
+    weight_step_control : bool, default=True
+        In the importance weights, refuse a step that raises an image's loss
+        and halve that image's step size (:func:`fit_importance_weights`'s
+        ``step_control``). Without it, kappa_m = 1000 made the loss rise at
+        every layer of the digits network (K = 8 to 64 channels).
     sim_weight : float, default=1.0
         Weight of L_sim.
     align_weight : float, default=1.0
@@ -781,10 +980,12 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         Noise level of the revised kappa(l) (:func:`skvmf.vmf.revised_kappa`
         in dimension d').
     gradient : {"faithful", "exact"}, default="faithful"
-        ``"faithful"`` (the reference's behaviour): every cosine divides by
-        norms that carry no gradient and kappa carries none. ``"exact"``:
-        true cosines and kappa differentiated through a cubic Hermite
-        interpolation of its table.
+        ``"faithful"`` (the reference's behaviour, SPEC 5): the cosines of
+        the L_sim experts divide by norms that carry no gradient and kappa
+        carries none; L_align normalises h exactly. Its gradient is computed
+        by hand (same values as autograd, fewer operations per step).
+        ``"exact"``: true cosines everywhere and kappa differentiated through
+        a cubic Hermite interpolation of its table (autograd).
     from_logits : bool, default=False
         Use logits (``softmax(logits / temperature)``): a FeatureSet's
         ``logits``, or the ``soft_labels=`` given to :meth:`fit`.
@@ -818,10 +1019,15 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         The region importance weights w of the training images.
     channel_weights_ : dict of str to ndarray of shape (N, K)
         The channel weights v of the training images.
-    loss_curve_ : dict of str to ndarray of shape (max_epochs,)
-        Mean loss over each epoch's steps.
-    importance_loss_curve_ : dict of str to ndarray of shape (weight_steps,)
-        Mean KL of the importance weights before each of their steps.
+    loss_curve_ : dict of str to ndarray of shape (max_epochs + 1,)
+        The mean loss over every anchor at the initial Lambda (one pass
+        without updates, on candidates of its own draw), then the mean loss
+        over each epoch's steps; empty when ``max_epochs=0``.
+    importance_loss_curve_ : dict of str to ndarray of shape (weight_steps + 1,)
+        Mean KL of the importance weights at their uniform start, then after
+        each of their steps; empty when ``weight_steps=0``.
+    kappa_m_ : dict of str to float
+        The kappa_m used at each layer (``kappa_m``, or its ``"auto"`` value).
     n_features_in_ : dict of str to int
         Number of channels K of each layer.
     n_regions_ : dict of str to int
@@ -875,9 +1081,10 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         "normalize_channels": ["boolean"],
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
         "kappa_p": [Interval(Real, 0, None, closed="left")],
-        "kappa_m": [Interval(Real, 0, None, closed="left")],
+        "kappa_m": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "weight_steps": [Interval(Integral, 0, None, closed="left")],
         "weight_lr": [Interval(Real, 0, None, closed="left")],
+        "weight_step_control": ["boolean"],
         "sim_weight": [Interval(Real, 0, None, closed="left")],
         "align_weight": [Interval(Real, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
@@ -907,6 +1114,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         kappa_m=1000.0,
         weight_steps=20,
         weight_lr=0.05,
+        weight_step_control=True,
         sim_weight=1.0,
         align_weight=1.0,
         max_epochs=20,
@@ -932,6 +1140,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         self.kappa_m = kappa_m
         self.weight_steps = weight_steps
         self.weight_lr = weight_lr
+        self.weight_step_control = weight_step_control
         self.sim_weight = sim_weight
         self.align_weight = align_weight
         self.max_epochs = max_epochs
@@ -1098,7 +1307,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
 
         self.layers_ = list(regions)
         self.components_, self.importance_weights_, self.channel_weights_ = {}, {}, {}
-        self.loss_curve_, self.importance_loss_curve_ = {}, {}
+        self.loss_curve_, self.importance_loss_curve_, self.kappa_m_ = {}, {}, {}
         self.n_features_in_, self.n_regions_, self.scales_ = {}, {}, {}
         self.n_components_ = d
         self.n_candidates_ = n_cand
@@ -1139,6 +1348,12 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
             for key, value in result.items():
                 getattr(self, key)[name] = value
         self.n_iter_ = self.max_epochs
+        # here, not in _fit_layer: with n_jobs > 1 the layers fit in workers
+        for name in self.layers_:
+            warn_if_not_falling(
+                self.importance_loss_curve_[name], "importance weights", name
+            )
+            warn_if_not_falling(self.loss_curve_[name], "alignment", name)
         return self
 
     def _fit_layer(self, name, F, phat, G, gen, kappa_fn, exact):
@@ -1146,17 +1361,19 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         device = F.device
         n = self.n_candidates_
         fhat = _mk.normalize_channels(F)
+        kappa_m = _resolve_kappa_m(self.kappa_m, K)
         w, v, w_curve = _fit_importance(
             fhat,
             phat,
             gen,
             n_candidates=n,
             kappa_p=self.kappa_p,
-            kappa_m=self.kappa_m,
+            kappa_m=kappa_m,
             n_steps=self.weight_steps,
             lr=self.weight_lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
+            step_control=self.weight_step_control,
             chunk_size=self.chunk_size,
             verbose=self.verbose,
             desc=f"{name}: importance weights",
@@ -1195,7 +1412,27 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
             weight_decay=self.weight_decay,
         )
         ws = _mk.Workspace()
+        loss_options = {
+            "scale": scale,
+            "kappa_fn": kappa_fn,
+            "kappa_p": self.kappa_p,
+            "exact": exact,
+            "sim_weight": self.sim_weight,
+            "align_weight": self.align_weight,
+            "workspace": ws,
+        }
+        data = (feats_flat, R, G, phat, w, matching)
         curve = []
+        if self.max_epochs > 0:
+            # the loss at the starting Lambda, on candidates of its own stream
+            # (the training draws are those of a fit without this point)
+            start_gen = torch.Generator(device=gen.device)
+            start_gen.manual_seed(gen.initial_seed() ^ 0x5EED)
+            curve.append(
+                _align_start_loss(
+                    components, *data, start_gen, n_candidates=n, **loss_options
+                )
+            )
         for epoch in progress(
             range(self.max_epochs),
             verbose=self.verbose,
@@ -1206,22 +1443,11 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
             value = _align_epoch(
                 components,
                 opt,
-                feats_flat,
-                R,
-                G,
-                phat,
-                w,
-                matching,
+                *data,
                 gen,
                 n_candidates=n,
                 batch_size=self.batch_size,
-                scale=scale,
-                kappa_fn=kappa_fn,
-                kappa_p=self.kappa_p,
-                exact=exact,
-                sim_weight=self.sim_weight,
-                align_weight=self.align_weight,
-                workspace=ws,
+                **loss_options,
             )
             if not math.isfinite(value):
                 raise ValueError(
@@ -1237,6 +1463,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
             "channel_weights_": v.cpu().numpy(),
             "loss_curve_": np.asarray(curve, dtype=np.float64),
             "importance_loss_curve_": w_curve,
+            "kappa_m_": kappa_m,
             "n_features_in_": K,
             "n_regions_": R,
             "scales_": scale,

@@ -2,16 +2,19 @@
 weights and RegionalAligner (SPEC 4-5), against brute-force numpy references.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from scipy.special import log_softmax, softmax
 from scipy.stats import chisquare
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvmf import _matching as mk
+from skvmf import alignment
 from skvmf._torch_kappa import TorchKappa
 from skvmf._torch_utils import torch_generator
 from skvmf.alignment import (
@@ -92,8 +95,8 @@ def ref_aligner_loss(
     """L_sim and L_align of SPEC 5 per anchor.
 
     ``frozen``: (anchor norms, candidate norms, kappas) to use instead of the
-    current ones (the faithful surrogate, whose gradient the faithful mode
-    follows).
+    current ones in L_sim's experts (the faithful surrogate, whose gradient
+    the faithful mode follows; L_align always normalises h exactly).
     """
     h = np.einsum("nrk,dk->nrd", f, lam) / scale
     d = lam.shape[0]
@@ -106,9 +109,10 @@ def ref_aligner_loss(
             [[np.linalg.norm(h[j, match[i, j, r]]) for r in range(R)] for j in cand[a]]
         )
         kap = revised_kappa(n_i, d, sigma=sigma)
+        norms.append((n_i, n_j, kap))
+        true_n_i = n_i
         if frozen is not None:
             n_i, n_j, kap = frozen[a]
-        norms.append((n_i, n_j, kap))
         z = np.zeros(len(cand[a]))
         for r in range(R):
             cos = np.array(
@@ -120,7 +124,9 @@ def ref_aligner_loss(
             z += w[i, r] * log_softmax(kap[r] * cos)
         log_q = log_softmax(z)
         sims.append(np.sum(Pj[a] * (np.log(Pj[a]) - log_q)))
-        cos_g = [h[i, r] @ g[i] / (n_i[r] * np.linalg.norm(g[i])) for r in range(R)]
+        cos_g = [
+            h[i, r] @ g[i] / (true_n_i[r] * np.linalg.norm(g[i])) for r in range(R)
+        ]
         aligns.append(-np.sum(w[i] * np.array(cos_g)))
     return np.array(sims), np.array(aligns), norms
 
@@ -159,11 +165,27 @@ def test_match_regions_equals_brute_force(rng, weighted):
     idx32, s32 = match_regions(f, v, return_scores=True)
     assert isinstance(idx32, np.ndarray) and idx32.dtype == np.int16
     np.testing.assert_allclose(s32, S_ref, atol=1e-6)
-    # chunked (one anchor at a time) and unchunked give identical results
+    # chunked (one anchor at a time) and unchunked give the same results
     for chunk in (1, 4, 6):
         idx_c, s_c = match_regions(f, v, chunk_size=chunk, return_scores=True)
-        np.testing.assert_array_equal(idx_c, idx32)
-        np.testing.assert_array_equal(s_c, s32)
+        _assert_same_matching(f, v, idx_c, s_c, idx32, s32)
+
+
+def _assert_same_matching(f, v, idx_a, s_a, idx_b, s_b, atol=1e-6):
+    """Two float32 matchings agree: scores to ``atol`` (matmuls of different
+    shapes round differently, by ~3e-8 on some BLAS), indices wherever the
+    best score beats the runner-up by more than that."""
+    np.testing.assert_allclose(s_a, s_b, rtol=0, atol=atol)
+    S, _ = ref_match(f, v)  # float64 scores of every region pair
+    fh = _unit(np.asarray(f, dtype=np.float64))
+    N, R, K = fh.shape
+    vv = np.full((N, K), 1.0 / K) if v is None else np.asarray(v, dtype=np.float64)
+    pairs = np.einsum("irk,ik,jsk->ijrs", fh, vv, fh)
+    top2 = np.sort(pairs, axis=-1)[..., -2:]
+    separated = top2[..., 1] - top2[..., 0] > 2 * atol
+    assert separated.mean() > 0.5  # the check is not vacuous
+    np.testing.assert_array_equal(idx_a[separated], idx_b[separated])
+    np.testing.assert_allclose(S, s_a, atol=atol)
 
 
 def test_match_regions_candidate_blocks(rng, monkeypatch):
@@ -172,8 +194,7 @@ def test_match_regions_candidate_blocks(rng, monkeypatch):
     # a tiny budget forces one anchor per chunk and candidate blocks of one
     monkeypatch.setattr(mk, "_BUDGET_CPU", 1)
     blocked, s_blocked = match_regions(f, return_scores=True)
-    np.testing.assert_array_equal(blocked, full)
-    np.testing.assert_array_equal(s_blocked, s_full)
+    _assert_same_matching(f, None, blocked, s_blocked, full, s_full)
 
 
 def test_match_regions_anchors_and_candidates(rng):
@@ -348,6 +369,7 @@ def test_importance_weights_chunking_is_exact(planted_importance):
     np.testing.assert_allclose(v1, v, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_importance_weights_one_step_by_hand(rng):
     # one SGD step from uniform weights, then abs + L1 normalisation
     N, R, K = 6, 3, 4
@@ -355,7 +377,13 @@ def test_importance_weights_one_step_by_hand(rng):
     P = rng.dirichlet(np.ones(3), size=N)
     lr = 0.01
     w, v = fit_importance_weights(
-        torch.tensor(f), P, n_candidates=3, n_steps=1, lr=lr, random_state=5
+        torch.tensor(f),
+        P,
+        n_candidates=3,
+        n_steps=1,
+        lr=lr,
+        random_state=5,
+        step_control=False,
     )
     cand = mk.draw_candidates(N, torch.arange(N), 3, torch_generator(5))
     w0 = torch.full((N, R), 1 / R, dtype=torch.float64, requires_grad=True)
@@ -377,6 +405,70 @@ def test_importance_weights_one_step_by_hand(rng):
         np.testing.assert_allclose(fitted.numpy(), expected.numpy(), rtol=1e-10)
 
 
+def planted_one_region(K, seed, N=40, R=16, C=4):
+    """ReLU noise; one region per image, at a random place, carries its
+    class prototype (the benchmark's planted data, smaller)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(N) % C
+    f = rng.normal(size=(N, R, K))
+    f[np.arange(N), rng.integers(0, R, size=N)] += 2.0 * rng.normal(size=(C, K))[y]
+    logits = 4.0 * np.eye(C)[y] + rng.normal(size=(N, C))
+    P = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return np.maximum(f, 0.0).astype(np.float32), P
+
+
+@pytest.mark.parametrize("K", [8, 64, 512])
+@pytest.mark.parametrize("kappa_m", [1000.0, "auto"])
+def test_importance_loss_falls_at_every_channel_count(K, kappa_m):
+    # kappa_m = 1000 is the reference's value for K = 512; plain SGD steps
+    # overshoot at small K, the step control keeps every fit falling
+    for seed in range(3):
+        f, P = planted_one_region(K, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            _, _, losses = fit_importance_weights(
+                f, P, n_candidates=39, kappa_m=kappa_m, random_state=seed,
+                return_losses=True,
+            )  # fmt: skip
+        assert losses.shape == (21,) and np.isfinite(losses).all()
+        assert losses[-1] < losses[0]
+        # all candidates every step: the same sets, so with the step control
+        # no image's loss, hence not their mean, ever rises
+        assert np.all(np.diff(losses) <= 1e-6 * losses[0])
+
+
+def test_importance_step_control_refuses_rising_steps():
+    f, P = planted_one_region(8, 0)
+    kw = {"n_candidates": 39, "lr": 1e4, "random_state": 0, "return_losses": True}
+    # a huge step: plain SGD raises the loss and says so ...
+    with pytest.warns(ConvergenceWarning, match="importance weights: the loss did"):
+        _, _, plain = fit_importance_weights(f, P, step_control=False, **kw)
+    assert plain[-1] > plain[0]
+    # ... the step control refuses it, halving the step until one is taken
+    w, v, controlled = fit_importance_weights(f, P, **kw)
+    assert controlled[-1] <= controlled[0]
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
+    # one step of 1e4 is refused for every image: the weights stay uniform
+    # (and the flat curve is reported)
+    with pytest.warns(ConvergenceWarning, match="did not fall"):
+        w1, v1 = fit_importance_weights(
+            f, P, n_candidates=39, lr=1e4, n_steps=1, random_state=0
+        )
+    np.testing.assert_allclose(w1, 1.0 / 16, rtol=1e-6)
+    np.testing.assert_allclose(v1, 1.0 / 8, rtol=1e-6)
+
+
+def test_importance_kappa_m_auto():
+    f, P = planted_one_region(64, 0, N=10, R=4)
+    kw = {"n_candidates": 9, "n_steps": 3, "random_state": 0}
+    auto = fit_importance_weights(f, P, kappa_m="auto", **kw)
+    fixed = fit_importance_weights(f, P, kappa_m=1000.0 * 64 / 512, **kw)
+    np.testing.assert_array_equal(auto[0], fixed[0])
+    with pytest.raises(ValueError, match="kappa_m"):
+        fit_importance_weights(f, P, kappa_m="sharp", **kw)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_importance_weights_errors(rng):
     f = rng.normal(size=(5, 3, 4))
     P = rng.dirichlet(np.ones(2), size=5)
@@ -511,12 +603,94 @@ def test_exact_gradient_is_the_true_gradient(small_problem):
     np.testing.assert_allclose(lam.grad.numpy(), _exact_fd(p), rtol=2e-2, atol=1e-6)
 
 
+def _loss_grad(p, lam, sim_weight=1.0, align_weight=0.1, scale=40.0):
+    """The hand-written faithful loss and gradient (the aligner's steps)."""
+    N, R, K = p["f"].shape
+    return mk.aligner_loss_grad(
+        lam,
+        torch.tensor(p["f"]).reshape(N * R, K),
+        R,
+        scale,
+        torch.tensor(p["g"]),
+        mk.unit_rows(torch.tensor(p["P"])),
+        torch.tensor(p["w"]),
+        torch.tensor(p["match"]).to(torch.int16),
+        torch.tensor(p["anchors"]),
+        torch.tensor(p["cand"]),
+        kappa_fn=TorchKappa("revised", lam.shape[0], 1.0, "cpu"),
+        kappa_p=5.0,
+        sim_weight=sim_weight,
+        align_weight=align_weight,
+    )
+
+
+@pytest.mark.parametrize("rows", ["all", "gathered", "distinct"])
+def test_hand_gradient_is_the_faithful_autograd_gradient(
+    small_problem, rows, monkeypatch
+):
+    # "all": every row embedded (the anchors' candidates cover the images);
+    # "gathered"/"distinct": the matched rows gathered, each distinct one once
+    p = dict(small_problem)
+    if rows != "all":  # 2 anchors x 3 candidates of 7 images: force gathering
+        p["f"] = np.concatenate([p["f"]] * 4)
+        p["g"], p["P"], p["w"] = (np.concatenate([p[k]] * 4) for k in "gPw")
+        p["match"] = np.tile(p["match"], (4, 4, 1))
+    monkeypatch.setattr(mk, "_DEDUPE_MIN_CHANNELS", 1 if rows == "distinct" else 99)
+    lam = torch.tensor(p["lam"], requires_grad=True)
+    l_sim, l_align = _torch_loss(p, lam, exact=False)
+    (l_sim + 0.1 * l_align).mean().backward()
+    loss, grad = _loss_grad(p, lam.detach())
+    np.testing.assert_allclose(
+        loss.numpy(), (l_sim + 0.1 * l_align).detach(), rtol=1e-12
+    )
+    np.testing.assert_allclose(grad.numpy(), lam.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_faithful_align_loss_normalises_h_exactly(small_problem):
+    # SPEC 5: only the experts' norms (and kappa) are stop-gradient; L_align
+    # differentiates cos(h, g) exactly, so with L_sim off the faithful and
+    # exact gradients agree, and equal finite differences of L_align
+    p = small_problem
+    lam = torch.tensor(p["lam"], requires_grad=True)
+    _, l_align = _torch_loss(p, lam, exact=True)
+    l_align.mean().backward()
+    _, faithful = _loss_grad(p, lam.detach(), sim_weight=0.0, align_weight=1.0)
+    np.testing.assert_allclose(faithful.numpy(), lam.grad.numpy(), rtol=1e-10)
+
+    def align(lam_np):
+        _, a, _ = ref_aligner_loss(
+            lam_np, p["f"], p["g"], p["P"], p["w"], p["match"], p["anchors"],
+            p["cand"], scale=40.0, kappa_p=5.0, sigma=1.0,
+        )  # fmt: skip
+        return np.mean(a)
+
+    eps = 1e-6
+    fd = np.zeros_like(p["lam"])
+    for idx in np.ndindex(*p["lam"].shape):
+        up, down = p["lam"].copy(), p["lam"].copy()
+        up[idx] += eps
+        down[idx] -= eps
+        fd[idx] = (align(up) - align(down)) / (2 * eps)
+    np.testing.assert_allclose(faithful.numpy(), fd, rtol=1e-5, atol=1e-10)
+    # cos(h, g) does not change along h: the gradient has no component that
+    # only scales Lambda (Euler: sum lam * dL/dlam = 0 for a 0-homogeneous L)
+    assert abs(float((faithful * lam.detach()).sum())) < 1e-10
+    # with L_sim on, the faithful gradient is not the exact one
+    _, with_sim = _loss_grad(p, lam.detach())
+    lam.grad = None
+    l_sim, l_align = _torch_loss(p, lam, exact=True)
+    (l_sim + 0.1 * l_align).mean().backward()
+    assert not np.allclose(with_sim.numpy(), lam.grad.numpy(), rtol=1e-2)
+
+
 # ---------------------------------------------------------------------------
 # RegionalAligner
 # ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def planted_fit():
-    f, P, g, y = planted()
+    # confident soft labels: at 0.7 uniform importance weights already fit
+    # P(x_j | x_i) (KL 0.07 at the start), leaving w unidentified
+    f, P, g, y = planted(confidence=0.9)
     fs = FeatureSet(soft_labels=P, regions={"conv": f}, g=g, grid=(3, 3))
     aligner = RegionalAligner(n_candidates=30, random_state=0)
     out = aligner.fit_transform(fs)
@@ -536,22 +710,26 @@ def test_aligner_planted_regions_align_with_g(planted_fit):
     cos = _cos_with_g(h, fs.g).mean(axis=0)
     assert cos[:3].min() > 0.9  # the class-carrying regions point along g
     assert np.abs(cos[3:]).max() < 0.5  # noise regions do not
-    # they also carry most of the importance weight
+    # they also carry more importance weight, region for region
     w = aligner.importance_weights_["conv"]
-    assert w[:, :3].sum(1).mean() > w[:, 3:].sum(1).mean()
+    assert w[:, :3].mean() > 1.5 * w[:, 3:].mean()
     np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
 
 
 def test_aligner_loss_decreases_and_attributes(planted_fit):
     fs, aligner, out = planted_fit
+    # the loss at the initial Lambda, then each epoch's mean
     curve = aligner.loss_curve_["conv"]
-    assert curve.shape == (20,) and np.isfinite(curve).all()
+    assert curve.shape == (21,) and np.isfinite(curve).all()
     assert curve[-5:].mean() < curve[0]
     assert aligner.layers_ == ["conv"]
     assert aligner.components_["conv"].shape == (3, 128)
     assert aligner.importance_weights_["conv"].shape == (60, 9)
     assert aligner.channel_weights_["conv"].shape == (60, 128)
-    assert aligner.importance_loss_curve_["conv"].shape == (20,)
+    # the importance loss at the uniform start, then after each step
+    w_curve = aligner.importance_loss_curve_["conv"]
+    assert w_curve.shape == (21,) and w_curve[-1] < w_curve[0]
+    assert aligner.kappa_m_ == {"conv": 1000.0}
     assert aligner.n_features_in_ == {"conv": 128}
     assert aligner.n_regions_ == {"conv": 9}
     assert aligner.n_components_ == 3 and aligner.n_candidates_ == 30
@@ -581,6 +759,7 @@ def test_aligner_transform_reproduces_h(planted_fit, rng):
     np.testing.assert_allclose(h_t.numpy(), h_new, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_aligner_array_api_matches_featureset(rng):
     f, P, g, _ = planted(n_per_class=5, R=4, K=16)
     kw = {"n_candidates": 5, "max_epochs": 2, "weight_steps": 2, "random_state": 3}
@@ -599,6 +778,7 @@ def test_aligner_array_api_matches_featureset(rng):
     )
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_aligner_layers_are_independent(rng):
     f, P, g, _ = planted(n_per_class=5, R=4, K=16)
     fs = FeatureSet(soft_labels=P, regions={"a": f, "b": f[:, ::-1] * 2}, g=g)
@@ -634,6 +814,58 @@ def test_aligner_options_learn(params):
     assert al.loss_curve_["conv"][-3:].mean() < al.loss_curve_["conv"][0]
 
 
+def test_aligner_start_loss_is_the_loss_before_any_step():
+    # lr = 0 and all other images as candidates: Lambda never moves and every
+    # candidate set is the same, so each epoch's mean is the starting loss
+    f, P, g, _ = planted(n_per_class=4, R=4, K=8)
+    al = RegionalAligner(
+        n_candidates=11, max_epochs=2, weight_steps=2, lr=0.0, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # flat, on purpose
+        al.fit(f, soft_labels=P, g=g)
+    curve = al.loss_curve_["input"]
+    assert curve.shape == (3,)
+    np.testing.assert_allclose(curve, curve[0], rtol=1e-5)
+    # no epochs, no steps: empty curves, nothing to judge, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        none = RegionalAligner(n_candidates=5, max_epochs=0, weight_steps=0)
+        none.fit(f, soft_labels=P, g=g)
+    assert none.loss_curve_["input"].shape == (0,)
+    assert none.importance_loss_curve_["input"].shape == (0,)
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_aligner_warns_when_a_stage_does_not_fall(n_jobs, monkeypatch):
+    f, P, g, _ = planted(n_per_class=4, R=4, K=8)
+    fs = FeatureSet(soft_labels=P, regions={"a": f, "b": f[:, ::-1]}, g=g)
+    kw = {"n_candidates": 11, "max_epochs": 3, "random_state": 0, "n_jobs": n_jobs}
+    # huge importance steps with the step control off: that loss rises, and
+    # the warning (raised in the parent process) names stage and layer
+    diverging = RegionalAligner(weight_lr=1e4, weight_step_control=False, **kw)
+    with pytest.warns(ConvergenceWarning) as record:
+        diverging.fit(fs)
+    messages = [str(r.message) for r in record if r.category is ConvergenceWarning]
+    for layer in ("a", "b"):
+        assert any(
+            m.startswith(f"importance weights at layer {layer!r}: the loss did not")
+            for m in messages
+        ), messages
+    # an alignment loss that rises (monkeypatched epochs, in this process)
+    if n_jobs is None:
+        rising = iter(range(100))
+        monkeypatch.setattr(
+            alignment, "_align_epoch", lambda *a, **k: 10.0 + next(rising)
+        )
+        with pytest.warns(ConvergenceWarning) as record:
+            RegionalAligner(**kw).fit(fs)
+        messages = [str(r.message) for r in record]
+        for layer in ("a", "b"):
+            assert any(m.startswith(f"alignment at layer {layer!r}") for m in messages)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_aligner_zero_regions_stay_finite(capsys):
     f, P, g, _ = planted(n_per_class=4, R=4, K=8)
     f[:, 3] = 0.0
@@ -649,6 +881,7 @@ def test_aligner_zero_regions_stay_finite(capsys):
     assert "input: epoch 1 loss" in err and "importance weights" in err
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_aligner_errors():
     f, P, g, _ = planted(n_per_class=4, R=4, K=8)
     al = RegionalAligner(n_candidates=5, max_epochs=1, weight_steps=1)
@@ -769,6 +1002,7 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_parallel_layers_equal_sequential_fit():
     rng = np.random.default_rng(5)
     n = 24
