@@ -240,7 +240,7 @@ default="random"
         drawn from ``random_state``); the fit of lowest loss is kept, as in
         scikit-learn's mixtures. The KL objective has local optima: on the
         digits workload (120 images, seeds 0-5) single starts ended at
-        summed losses from 8.9 to 10.7.
+        summed losses from 8.7 to 10.4.
     kappa : "revised" or float, default="revised"
         ``"revised"``: the concentration is kappa(l) of
         :func:`skvmf.vmf.revised_kappa` in dimension d' with noise ``sigma``;
