@@ -9,6 +9,10 @@ sections 2.3 and 2.5; Zeiler and Fergus, ECCV 2014):
 - :func:`out_of_sample_table`: how images of classes unseen in training (and
   noise) are classified, in percent per predicted class.
 
+Transformer layers are read as maps too: tokens (N, P + H*W, K) as their
+patch grid (class and register tokens dropped), channels-last maps
+(N, H, W, K) transposed; ``reshape=`` overrides the inferred layout.
+
 The private helpers here (layer resolution, image validation, a context that
 puts a model in evaluation mode and restores it, and forward hooks that are
 always removed) are shared by :mod:`skvmf.saliency` and

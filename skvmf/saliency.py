@@ -18,6 +18,11 @@ and seed 003):
   ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of
   ``d y_c / d A_k``, upsampled to the image and scaled to [0, 1].
 
+Layers may be convolutional maps, vision-transformer tokens or Swin's
+channels-last maps: each is read as an (N, K, H, W) map by one layout rule
+(patch tokens are the positions; ``reshape=`` overrides it; an undecidable
+layout is an error that says what to pass).
+
 Every function takes a batch of images (numpy or torch, shape (N, C, H, W)),
 processes it in one pass, and returns numpy arrays: in evaluation mode the
 images do not interact, so one backward pass of the summed per-image scores
