@@ -18,6 +18,7 @@ ORDER = (
     "plot_emergence_training.py",
     "plot_adversarial_attack.py",
     "plot_distillation.py",
+    "plot_vit_knowledge_points.py",
     "plot_saliency_gradcam.py",
     "plot_activation_maximization.py",
     "plot_feature_embedding.py",
