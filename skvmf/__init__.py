@@ -29,6 +29,7 @@ _LAZY = {
     "load_image_folder": "skvmf.datasets",
     "load_cifar10": "skvmf.datasets",
     "make_classifier": "skvmf.models",
+    "make_vit_classifier": "skvmf.models",
     "train_classifier": "skvmf.models",
     "train_digits_classifier": "skvmf.models",
     "input_gradient": "skvmf.saliency",

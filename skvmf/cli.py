@@ -31,7 +31,13 @@ PROG = "skvmf"
 
 # torchvision's standard-size architectures (``--arch NAME``); the same names
 # with ``skvmf:`` are the small-input variants of skvmf.models.make_classifier
-_ARCHS = ("vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+_CNN_ARCHS = ("vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+# torchvision's vision transformers: 224 px inputs (their positional
+# embeddings are built for it); regions are the patch tokens
+_TRANSFORMER_ARCHS = ("vit_b_16", "vit_b_32", "swin_t")
+_ARCHS = _CNN_ARCHS + _TRANSFORMER_ARCHS
+# skvmf's small-input variants (skvmf:NAME): the CNNs and a small ViT
+_SKVMF_ARCHS = (*_CNN_ARCHS, "vit")
 
 # --quick: optimisation settings small enough for a smoke run
 _QUICK_PARAMS = {
@@ -134,9 +140,10 @@ def _width(text: str) -> float:
 
 
 def _arch(text: str) -> str:
-    name = text[len("skvmf:") :] if text.startswith("skvmf:") else text
-    if name not in _ARCHS:
-        choices = ", ".join([*_ARCHS, *(f"skvmf:{a}" for a in _ARCHS)])
+    small = text.startswith("skvmf:")
+    name = text[len("skvmf:") :] if small else text
+    if name not in (_SKVMF_ARCHS if small else _ARCHS):
+        choices = ", ".join([*_ARCHS, *(f"skvmf:{a}" for a in _SKVMF_ARCHS)])
         raise argparse.ArgumentTypeError(
             f"unknown architecture {text!r}; choose from {choices}"
         )
@@ -212,11 +219,15 @@ The network comes from one of:
   --arch NAME --checkpoint FILE
       NAME is torchvision's architecture at its standard size
       (torchvision.models.NAME(weights=None, num_classes=C)): vgg16,
-      vgg16_bn, resnet18, resnet34, resnet50, mobilenet_v2. With the prefix
-      'skvmf:' (e.g. skvmf:vgg16_bn) it is skvmf's small-input variant of the
-      same architecture (skvmf.models.make_classifier; --width and
-      --input-size apply). FILE holds the weights: a state_dict, or a dict
-      with a 'model' or 'state_dict' entry.
+      vgg16_bn, resnet18, resnet34, resnet50, mobilenet_v2, and the vision
+      transformers vit_b_16, vit_b_32 and swin_t (images at 224 px; their
+      regions are the patch tokens). With the prefix 'skvmf:' (e.g.
+      skvmf:vgg16_bn) it is skvmf's small-input variant of the same
+      architecture (skvmf.models.make_classifier; --width and --input-size
+      apply), or skvmf:vit, the small ViT of the digits recipe
+      (skvmf.models.make_vit_classifier; --input-size applies). FILE holds
+      the weights: a state_dict, or a dict with a 'model' or 'state_dict'
+      entry.
   --model-factory MODULE:FUNCTION [--checkpoint FILE]
       FUNCTION (in an importable module, or a file path.py) returns the
       nn.Module; it is called with num_classes=C when it takes that argument,
@@ -400,7 +411,9 @@ def _build_parser() -> _Parser:
         type=_arch,
         metavar="NAME",
         help="torchvision architecture (vgg16, vgg16_bn, resnet18, resnet34, "
-        "resnet50, mobilenet_v2), or skvmf:NAME for skvmf's small-input variant",
+        "resnet50, mobilenet_v2, and the transformers vit_b_16, vit_b_32, "
+        "swin_t at 224 px), or skvmf:NAME for skvmf's small-input variant "
+        "(the CNNs, or skvmf:vit)",
     )
     source.add_argument(
         "--model-factory",
@@ -484,7 +497,9 @@ def _build_parser() -> _Parser:
         metavar="L1,L2,...",
         help="comma-separated module names or the paper's aliases "
         "(conv_33,conv_43,conv_53 for VGG-16; conv_2..conv_5 for ResNets; "
-        "layer_4..layer_18 for MobileNet-V2); default the paper's five layers",
+        "layer_4..layer_18 for MobileNet-V2; block_1..block_12 for ViT-B and "
+        "Swin-T, stage_1..stage_4 for Swin-T); default the paper's five layers "
+        "(evenly spaced blocks for transformers)",
     )
     study.add_argument(
         "--tau",
@@ -857,10 +872,17 @@ def _is_skvmf_checkpoint(path: Path) -> dict | None:
 
 def _builder(args, n_data_classes: int, factory=None):
     """(build() -> a fresh nn.Module, a description) for --arch / --model-factory."""
-    from .models import make_classifier
+    from .models import make_classifier, make_vit_classifier
 
     n_classes = args.n_classes or n_data_classes
     if args.arch:
+        if args.arch == "skvmf:vit":
+            size = args.input_size or 16
+
+            def build():
+                return make_vit_classifier(n_classes, input_size=size)
+
+            return build, f"skvmf:vit ({size} px)"
         if args.arch.startswith("skvmf:"):
             name = args.arch[len("skvmf:") :]
             base = "vgg16" if name == "vgg16_bn" else name
@@ -1051,6 +1073,8 @@ def _run_analyze(args) -> int:
         args.arch and args.arch.startswith("skvmf:")
     ):
         raise _UsageError("--width and --input-size apply to skvmf:NAME architectures")
+    if args.width and args.arch == "skvmf:vit":
+        raise _UsageError("--width applies to skvmf's CNNs, not to skvmf:vit")
     checkpoint = Path(args.checkpoint).expanduser() if args.checkpoint else None
     if checkpoint is not None and not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint file {str(checkpoint)!r} does not exist")
@@ -1067,7 +1091,7 @@ def _run_analyze(args) -> int:
     from .analysis import analyze
     from .extraction import load_checkpoint as load_weights
     from .models import load_checkpoint as load_skvmf
-    from .models import make_classifier
+    from .models import make_classifier, make_vit_classifier
     from .report import write_report
 
     size, skvmf_config = None, None
@@ -1080,8 +1104,12 @@ def _run_analyze(args) -> int:
                 "--model-factory"
             )
         size = skvmf_config.get("input_size")
+    elif args.arch == "skvmf:vit":
+        size = args.input_size or 16
     elif args.arch and args.arch.startswith("skvmf:"):
         size = args.input_size or 32
+    elif args.arch in _TRANSFORMER_ARCHS:
+        size = 224  # torchvision's transformers take 224 px inputs only
 
     factory = _load_factory(args.model_factory) if args.model_factory else None
     dataset, data_description = _load_data(args, size)
@@ -1093,6 +1121,10 @@ def _run_analyze(args) -> int:
         description = f"skvmf {config['arch']} from {checkpoint.name}"
 
         def build():
+            if config.get("arch") == "vit":
+                return make_vit_classifier(
+                    **{k: v for k, v in config.items() if k != "arch"}
+                )
             return make_classifier(**config)
 
         if args.n_classes and args.n_classes != config.get("n_classes"):

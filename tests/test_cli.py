@@ -488,3 +488,57 @@ def test_spread_follows_training_iterations_not_list_positions():
     its = [0, 8, 16, 33, 50, 66, 82, 99, 116, 132]  # dense at the start
     chosen = _spread([(it, f"p{it}") for it in its], 5)
     assert [it for it, _ in chosen] == [0, 33, 66, 99, 132]
+
+
+def test_analyze_a_small_vit_by_arch(workload, tmp_path):
+    # skvmf:vit: the digits recipe's small ViT at 16 px; regions = patch tokens
+    from skvmf.models import make_vit_classifier
+
+    weights = tmp_path / "vit.pt"
+    torch.save(
+        make_vit_classifier(3, input_size=16, random_state=0).state_dict(), weights
+    )
+    out = tmp_path / "r"
+    code, stdout, stderr = run(
+        [
+            "analyze",
+            "--arch",
+            "skvmf:vit",
+            "--checkpoint",
+            str(weights),
+            "--data",
+            str(workload / "images"),
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+            *QUICK,
+        ]
+    )
+    assert code == 0, stderr[-2000:]
+    results = json.loads((out / "data" / "results.json").read_text())
+    assert results["layers"] and all(
+        name.startswith("block_") for name in results["layers"]
+    )
+    assert results["settings"]["grid"] == [4, 4]  # 16 px / 4 px patches
+    assert "skvmf:vit" in (out / "index.html").read_text()
+
+
+def test_transformer_arch_names_are_accepted_and_width_refused(workload):
+    line = one_line_error(
+        [
+            "analyze",
+            "--arch",
+            "skvmf:vit",
+            "--width",
+            "0.5",
+            "--checkpoint",
+            str(workload / "plain.pt"),
+            "--data",
+            str(workload / "images"),
+        ],
+        2,
+    )
+    assert "--width applies to skvmf's CNNs" in line
+    line = one_line_error(["analyze", "--arch", "vit_b_99", "--data", "x"], 2)
+    assert "vit_b_16" in line and "skvmf:vit" in line
