@@ -243,6 +243,14 @@ def log_sample_distribution(
     return torch.log_softmax(kappa_p * sim, dim=1)
 
 
+def all_others(n_samples: int, device) -> torch.Tensor:
+    """Row i: every image but i, in order, (N, N - 1) int64 (the only
+    candidate set of size N - 1, so nothing needs drawing)."""
+    others = torch.arange(1, n_samples, device=device).expand(n_samples, -1)
+    rows = torch.arange(n_samples, device=device)[:, None]
+    return others - (others <= rows).long()
+
+
 def draw_candidates(
     n_samples: int,
     anchors: torch.Tensor,

@@ -52,12 +52,31 @@ class TorchKappa:
             self.last = float(strengths[-1])
             self.offset = 0.5 * (self.dim - 2.0)
             self.device = device
+            # The Hermite spline of each interval as a cubic in its local
+            # t = (x - x0) / width, c0 + c1 t + c2 t^2 + c3 t^3 (the same
+            # polynomial, expanded once): one gather and three fused
+            # multiply-adds per call instead of some twenty operations, which
+            # matters in the aligner's thousands of one-image steps.
+            y, m, x = self._log_k, self._slopes, self._log_l
+            width = np.diff(x)
+            y0, y1 = y[:-1], y[1:]
+            m0, m1 = width * m[:-1], width * m[1:]
+            self._cubic = np.stack(
+                [
+                    y0,
+                    m0,
+                    -3 * y0 - 2 * m0 + 3 * y1 - m1,
+                    2 * y0 + m0 - 2 * y1 + m1,
+                ],
+                axis=1,
+            )
+            self._width = width
 
     def _table(self, dtype):
         if dtype not in self._tables:
             self._tables[dtype] = tuple(
                 torch.tensor(a, dtype=dtype, device=self.device)
-                for a in (self._log_l, self._log_k, self._slopes)
+                for a in (self._log_l, self._width, self._cubic)
             )
         return self._tables[dtype]
 
@@ -68,19 +87,21 @@ class TorchKappa:
         # every branch gets inputs inside its own range, so that no branch
         # produces inf/NaN gradients for torch.where to multiply by 0
         x = torch.log(strength.clamp(l_first, self.last))
-        xk, yk, mk = self._table(strength.dtype)
+        xk, width, cubic = self._table(strength.dtype)
         idx = torch.searchsorted(xk, x.detach().contiguous()).clamp(1, xk.shape[0] - 1)
-        x0, x1 = xk[idx - 1], xk[idx]
-        width = x1 - x0
-        t = (x - x0) / width
-        t2, t3 = t * t, t * t * t
-        log_kappa = (
-            (2 * t3 - 3 * t2 + 1) * yk[idx - 1]
-            + (t3 - 2 * t2 + t) * width * mk[idx - 1]
-            + (-2 * t3 + 3 * t2) * yk[idx]
-            + (t3 - t2) * width * mk[idx]
-        )
+        idx = idx - 1
+        t = (x - xk[idx]) / width[idx]
+        c = cubic[idx]  # (..., 4)
+        log_kappa = torch.addcmul(c[..., 2], c[..., 3], t)
+        log_kappa = torch.addcmul(c[..., 1], log_kappa, t)
+        log_kappa = torch.addcmul(c[..., 0], log_kappa, t)
         inside = torch.exp(log_kappa)
+        if strength.device.type == "cpu" and strength.numel():
+            # skip the tails when no strength is there (a cheap check on the
+            # CPU; on a GPU it would cost a synchronisation)
+            low, high = torch.aminmax(strength.detach())
+            if float(low) >= l_first and float(high) <= self.last:
+                return inside
         below = k_first * strength / l_first
         beyond = (strength.clamp_min(self.last) / self.sigma) ** 2 + self.offset
         return torch.where(

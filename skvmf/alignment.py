@@ -440,6 +440,36 @@ def _resolve_kappa_m(kappa_m, n_channels):
     return _check_nonnegative(kappa_m, "kappa_m")
 
 
+def _same_sets(n_candidates, n_images):
+    """Whether every candidate set is all the other images (nothing to draw)."""
+    return n_candidates == n_images - 1
+
+
+class _RowSGD:
+    """torch.optim.SGD's update (no dampening, no Nesterov) for the rows of
+    the importance weights, with a step size per row; a zero buffer makes
+    the first step ``b = grad``, as torch's does."""
+
+    def __init__(self, n_rows, width, lr, momentum, weight_decay, like):
+        self.buffer = torch.zeros((n_rows, width), dtype=like.dtype, device=like.device)
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.rate = torch.full(
+            (n_rows, 1), float(lr), dtype=like.dtype, device=like.device
+        )
+
+    def step(self, rows, point, grad):
+        """The projected point after one step of ``rows`` from ``point``."""
+        b = self.buffer[rows]
+        b.mul_(self.momentum).add_(grad).add_(point, alpha=self.weight_decay)
+        return _mk.project_simplex_abs(point - self.rate[rows] * b)
+
+    def refuse(self, rows, rose):
+        """Rows whose step raised their loss: no momentum, half the step."""
+        self.buffer[rows].masked_fill_(rose, 0.0)
+        rate = self.rate[rows]
+        rate.copy_(torch.where(rose, 0.5 * rate, rate))
+
+
 def _fit_importance(
     fhat,
     phat,
@@ -464,19 +494,25 @@ def _fit_importance(
     candidates, so that the first and last values compare start and end.
 
     The N per-image problems are independent, and SGD acts row by row, so
-    each chunk of anchors takes its whole step (gradient, update, and with
-    ``step_control`` the check) before the next chunk: the result does not
-    depend on the chunking, and the check reuses the gathered candidates.
-    With ``step_control``, an image whose step raised its loss (on the same
-    candidates) keeps its previous weights, drops its momentum and halves its
-    step size for the steps that follow.
+    each chunk of anchors takes its whole step before the next chunk: the
+    result does not depend on the chunking. With ``step_control``, an image
+    whose step raised its loss (on the same candidates) keeps its previous
+    weights, drops its momentum and halves its step size for the steps that
+    follow.
+
+    When the candidates are all N - 1 other images (``n_candidates = N -
+    1``), every step sees the same sets: the draw is skipped, and the loss
+    after a step is the next step's loss, so the check is made there (from
+    the stored previous point and gradient when the step is refused) and
+    only the last step needs an extra evaluation. Otherwise each chunk
+    evaluates its loss after the step on the candidates it just used.
     """
     N, R, K = fhat.shape
     dev, dtype = fhat.device, fhat.dtype
     w = torch.full((N, R), 1.0 / R, dtype=dtype, device=dev)
     v = torch.full((N, K), 1.0 / K, dtype=dtype, device=dev)
-    buf_w, buf_v = torch.zeros_like(w), torch.zeros_like(v)
-    rate = torch.full((N, 1), float(lr), dtype=dtype, device=dev)
+    opt_w = _RowSGD(N, R, lr, momentum, weight_decay, w)
+    opt_v = _RowSGD(N, K, lr, momentum, weight_decay, w)
     per_anchor = _mk.bytes_per_anchor_importance(
         n_candidates, R, K, fhat.element_size()
     )
@@ -486,65 +522,97 @@ def _fit_importance(
     else:
         chunk = _check_positive_int(chunk_size, "chunk_size")
     everyone = torch.arange(N, device=dev)
+    chunks = [slice(i, min(i + chunk, N)) for i in range(0, N, chunk)]
+    same_sets = _same_sets(n_candidates, N)
+    if same_sets:
+        cand = _mk.all_others(N, dev)
+        # the last accepted point of each image, its loss and its gradient
+        kept_w, kept_v = w.clone(), v.clone()
+        kept_gw, kept_gv = torch.zeros_like(w), torch.zeros_like(v)
+        kept_loss = torch.full((N,), math.inf, dtype=dtype, device=dev)
     ws = _mk.Workspace()
     losses = []
-    for step in progress(
-        range(n_steps), verbose=verbose, total=n_steps, desc=desc, unit="step"
-    ):
-        # one draw for every anchor, so the result does not depend on chunking
-        cand = _mk.draw_candidates(N, everyone, n_candidates, generator)
-        before_total = torch.zeros((), dtype=torch.float64, device=dev)
-        after_total = torch.zeros((), dtype=torch.float64, device=dev)
-        for start in range(0, N, chunk):
-            sl = slice(start, min(start + chunk, N))
-            problem = _mk.ImportanceProblem(
-                fhat, phat, everyone[sl], cand[sl], kappa_p, ws
-            )
-            w_c = w[sl].clone().requires_grad_(True)
-            v_c = v[sl].clone().requires_grad_(True)
-            before = problem.loss(w_c, v_c, kappa_m)
-            # per-image problems: the summed loss gives each image's
-            # parameters exactly its own gradient
-            before.sum().backward()
-            with torch.no_grad():
-                before = before.detach()
-                # torch.optim.SGD's update (no dampening, no Nesterov), row-wise
-                # step sizes; a zero buffer makes the first step b = grad
-                step_w = (
-                    buf_w[sl]
-                    .mul_(momentum)
-                    .add_(w_c.grad)
-                    .add_(w[sl], alpha=weight_decay)
-                )
-                step_v = (
-                    buf_v[sl]
-                    .mul_(momentum)
-                    .add_(v_c.grad)
-                    .add_(v[sl], alpha=weight_decay)
-                )
-                new_w = _mk.project_simplex_abs(w[sl] - rate[sl] * step_w)
-                new_v = _mk.project_simplex_abs(v[sl] - rate[sl] * step_v)
-                after = problem.loss(new_w, new_v, kappa_m)
-                if step_control:
-                    # a NaN after the step counts as a rise
-                    rose = ~(after <= before)[:, None]
-                    new_w = torch.where(rose, w[sl], new_w)
-                    new_v = torch.where(rose, v[sl], new_v)
-                    buf_w[sl].masked_fill_(rose, 0.0)
-                    buf_v[sl].masked_fill_(rose, 0.0)
-                    rate[sl] = torch.where(rose, 0.5 * rate[sl], rate[sl])
-                    after = torch.minimum(after, before)
-                w[sl], v[sl] = new_w, new_v
-                before_total += before.sum(dtype=torch.float64)
-                after_total += after.sum(dtype=torch.float64)
-        if step == 0:
-            losses.append(float(before_total) / N)
-        value = float(after_total) / N
+
+    def record(total, step):
+        value = float(total) / N
         if not math.isfinite(value):
             raise ValueError(
                 f"the importance weights diverged at step {step} (loss {value})"
             )
         losses.append(value)
+
+    for step in progress(
+        range(n_steps), verbose=verbose, total=n_steps, desc=desc, unit="step"
+    ):
+        if not same_sets:
+            # one draw for every anchor, so the result does not depend on chunking
+            cand = _mk.draw_candidates(N, everyone, n_candidates, generator)
+        before_total = torch.zeros((), dtype=torch.float64, device=dev)
+        after_total = torch.zeros((), dtype=torch.float64, device=dev)
+        for sl in chunks:
+            problem = _mk.ImportanceProblem(
+                fhat, phat, everyone[sl], cand[sl], kappa_p, ws
+            )
+            w_c = w[sl].clone().requires_grad_(True)
+            v_c = v[sl].clone().requires_grad_(True)
+            loss = problem.loss(w_c, v_c, kappa_m)
+            # per-image problems: the summed loss gives each image's
+            # parameters exactly its own gradient
+            loss.sum().backward()
+            with torch.no_grad():
+                loss, gw, gv = loss.detach(), w_c.grad, v_c.grad
+                point_w, point_v = w[sl], v[sl]
+                if same_sets:
+                    if step_control:  # was the previous step a rise?
+                        rose = ~(loss <= kept_loss[sl])[:, None]
+                        opt_w.refuse(sl, rose)
+                        opt_v.refuse(sl, rose)
+                        point_w = torch.where(rose, kept_w[sl], point_w)
+                        point_v = torch.where(rose, kept_v[sl], point_v)
+                        gw = torch.where(rose, kept_gw[sl], gw)
+                        gv = torch.where(rose, kept_gv[sl], gv)
+                        loss = torch.minimum(loss, kept_loss[sl])
+                    kept_w[sl], kept_v[sl] = point_w, point_v
+                    kept_gw[sl], kept_gv[sl], kept_loss[sl] = gw, gv, loss
+                    # the loss at the point this step starts from
+                    after_total += loss.sum(dtype=torch.float64)
+                new_w = opt_w.step(sl, point_w, gw)
+                new_v = opt_v.step(sl, point_v, gv)
+                if not same_sets:
+                    before_total += loss.sum(dtype=torch.float64)
+                    after = problem.loss(new_w, new_v, kappa_m)
+                    if step_control:
+                        # a NaN after the step counts as a rise
+                        rose = ~(after <= loss)[:, None]
+                        opt_w.refuse(sl, rose)
+                        opt_v.refuse(sl, rose)
+                        new_w = torch.where(rose, point_w, new_w)
+                        new_v = torch.where(rose, point_v, new_v)
+                        after = torch.minimum(after, loss)
+                    after_total += after.sum(dtype=torch.float64)
+                w[sl], v[sl] = new_w, new_v
+        if same_sets:
+            record(after_total, step)  # the start, then after step - 1
+        else:
+            if step == 0:
+                record(before_total, step)
+            record(after_total, step)
+    if same_sets and n_steps > 0:
+        # the loss after the last step, and its check
+        total = torch.zeros((), dtype=torch.float64, device=dev)
+        with torch.no_grad():
+            for sl in chunks:
+                problem = _mk.ImportanceProblem(
+                    fhat, phat, everyone[sl], cand[sl], kappa_p, ws
+                )
+                after = problem.loss(w[sl], v[sl], kappa_m)
+                if step_control:
+                    rose = ~(after <= kept_loss[sl])[:, None]
+                    w[sl] = torch.where(rose, kept_w[sl], w[sl])
+                    v[sl] = torch.where(rose, kept_v[sl], v[sl])
+                    after = torch.minimum(after, kept_loss[sl])
+                total += after.sum(dtype=torch.float64)
+        record(total, n_steps)
     return w, v, np.asarray(losses, dtype=np.float64)
 
 
@@ -812,7 +880,10 @@ def _align_start_loss(
     K = feats_flat.shape[1]
     device = feats_flat.device
     everyone = torch.arange(N, device=device)
-    cand = _mk.draw_candidates(N, everyone, n_candidates, generator)
+    if _same_sets(n_candidates, N):
+        cand = _mk.all_others(N, device)
+    else:
+        cand = _mk.draw_candidates(N, everyone, n_candidates, generator)
     per_anchor = 4 * n_candidates * n_regions * (K + 32)
     chunk = int(max(1, min(N, _mk.step_budget(device) // per_anchor)))
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -857,16 +928,21 @@ def _align_epoch(
 ):
     """One pass of SPEC 5's SGD over the anchors in random order.
 
-    ``batch_size`` anchors per step, each with freshly drawn candidates;
-    returns the mean loss over the pass.
+    ``batch_size`` anchors per step, each with freshly drawn candidates
+    (all other images, undrawn, when ``n_candidates = N - 1``); returns the
+    mean loss over the pass.
     """
     N = G.shape[0]
     device = feats_flat.device
     order = torch.randperm(N, generator=generator).to(device)
+    others = _mk.all_others(N, device) if _same_sets(n_candidates, N) else None
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, N, batch_size):
         anchors = order[start : start + batch_size]
-        cand = _mk.draw_candidates(N, anchors, n_candidates, generator)
+        if others is None:
+            cand = _mk.draw_candidates(N, anchors, n_candidates, generator)
+        else:
+            cand = others.index_select(0, anchors)
         loss = _step_loss(
             components,
             feats_flat,
