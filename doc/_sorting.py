@@ -19,6 +19,7 @@ ORDER = (
     "plot_adversarial_attack.py",
     "plot_distillation.py",
     "plot_vit_knowledge_points.py",
+    "plot_faithfulness.py",
     "plot_saliency_gradcam.py",
     "plot_activation_maximization.py",
     "plot_feature_embedding.py",
