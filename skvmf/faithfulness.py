@@ -203,6 +203,11 @@ def _probabilities(model, x, base, pixel_rank, counts, targets, batch_size, inse
         else:
             batch = torch.where(chosen, base[img], x[img])
         logits = _as_logits(model(batch)).double()
+        if not torch.isfinite(logits).all():
+            raise ValueError(
+                "the model returned non-finite logits on the modified images "
+                "(check the baseline)"
+            )
         prob = logits.softmax(dim=1)[torch.arange(len(flat)), targets_t[img]]
         out[start : start + len(flat)] = prob.cpu()
     return out.reshape(n, n_steps).numpy()
@@ -318,8 +323,9 @@ def deletion_insertion(
         standard deviation ``blur_sigma``; each image's per-channel mean; a
         constant; or an array broadcastable to the images.
     blur_sigma : float or None, default=None
-        Of the blur, in pixels; ``None`` takes ``max(H, W) / 8`` (enough to
-        erase a digit at 32 px, see the user guide).
+        Of the blur, in pixels; ``None`` takes ``max(H, W) / 4``: on the
+        digits it leaves the predicted class 0.13 (VGG, 32 px) and 0.22 (ViT,
+        16 px) of probability, where ``/ 8`` still left 0.47 and 0.76.
     batch_size : int, default=256
         Images per forward pass.
     device : str or torch.device, default="cpu"

@@ -168,6 +168,16 @@ def test_steps_and_grid_pooling():
     assert len(big.fractions) == 101 and big.fractions[-1] == 1.0
 
 
+def test_non_finite_logits_are_refused():
+    class Ratio(torch.nn.Module):
+        def forward(self, x):  # 0 / 0 once the baseline 0 is in
+            z = x.flatten(1)[:, :2]
+            return z / z
+
+    with pytest.raises(ValueError, match="non-finite logits"):
+        deletion_insertion(Ratio(), torch.ones(1, 1, 2, 2), W[None], baseline=0.0)
+
+
 def test_model_modes_are_restored():
     net = _Linear(W).train()
     deletion_insertion(net, torch.ones(1, 1, 2, 2), W[None], baseline=0.0)
