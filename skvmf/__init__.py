@@ -44,6 +44,10 @@ _LAZY = {
     "out_of_sample_table": "skvmf.featuremaps",
     "CategoryHierarchy": "skvmf.hierarchy",
     "FilterPredictionTree": "skvmf.hierarchy",
+    "deletion_insertion": "skvmf.faithfulness",
+    "knowledge_point_map": "skvmf.faithfulness",
+    "compare_faithfulness": "skvmf.faithfulness",
+    "plot_faithfulness": "skvmf.faithfulness",
     "FeatureEmbedding": "skvmf.embedding",
     "embed_features": "skvmf.embedding",
 }
@@ -67,6 +71,7 @@ _SUBMODULES = {
     "featuremaps",
     "hierarchy",
     "embedding",
+    "faithfulness",
     "plotting",
     "report",
     "cli",

@@ -89,6 +89,11 @@ class AnalysisResult:
         points and their overlap with the clean points.
     attack : dict or None
         The attack's settings and success rate.
+    faithfulness : Bunch or None
+        With ``analyze(faithfulness=True)``: the output of
+        :func:`skvmf.faithfulness.compare_faithfulness` on the held-out
+        images (``table`` with deletion/insertion areas and their gains over
+        a random map, with intervals; ``curves``).
     distillation : list of dict or None
         Per (model, layer): knowledge points of the teacher and each student
         (and, for students, reliable points minus the teacher's).
@@ -135,6 +140,7 @@ class AnalysisResult:
     fit_index: np.ndarray | None = None
     eval_index: np.ndarray | None = None
     emergence_labels: np.ndarray | None = None
+    faithfulness: dict | None = dataclasses.field(default=None, repr=False)
     adversarial_measures: list | None = dataclasses.field(default=None, repr=False)
 
     # -- tables --------------------------------------------------------------
@@ -152,6 +158,8 @@ class AnalysisResult:
                 out[name] = value
         if self.attack:
             out["attack"] = [self.attack]
+        if self.faithfulness:
+            out["faithfulness"] = self.faithfulness["table"]
         out["diagnostics"] = self.diagnostics
         out["timings"] = [{"step": k, "seconds": v} for k, v in self.timings.items()]
         return out
@@ -266,12 +274,82 @@ class AnalysisResult:
         paths["results"].write_text(json.dumps(self.to_dict(), indent=2))
         return paths
 
+    def _repr_html_(self) -> str:
+        """HTML summary for Jupyter: the run, the findings and the knowledge
+        points per layer (values escaped)."""
+        import html
+
+        conf = self.settings.get("confidence", 0.95)
+        where = (
+            "held-out images"
+            if self.settings.get("n_held_out_images")
+            else "the fit images (nothing held out)"
+        )
+        head = (
+            f"<p><strong>skvmf AnalysisResult</strong>: {len(self.labels)} "
+            f"images, {len(self.classes)} classes, layers "
+            f"{html.escape(', '.join(map(str, self.layers)))}; "
+            f"{self.settings.get('n_repeats', 1)} repeat(s), {100 * conf:.0f} % "
+            f"intervals, measured on {where}.</p>"
+        )
+        parts = [head]
+        if self.findings:
+            parts.append(
+                _tables.to_html(_findings_rows(self.findings), caption="Findings")
+            )
+        parts.append(
+            _tables.to_html(
+                _tables.with_intervals(_select(self.knowledge, _KNOWLEDGE_COLUMNS)),
+                caption=f"Knowledge points per layer (tau = {self.counter.tau})",
+            )
+        )
+        parts.append(
+            "<p><code>result.plot_sample_space(interactive=True)</code>, "
+            "<code>plot_layer_regions(interactive=True)</code> and "
+            "<code>plot_sample_evolution(interactive=True)</code> draw the 3-D "
+            "views to turn; <code>summary()</code> prints every table.</p>"
+        )
+        return "<div>" + "\n".join(parts) + "</div>"
+
     # -- figures -------------------------------------------------------------
-    def plot_sample_space(self, view: str = "3d", **kwargs):
-        """g of every image with the category directions (colour: true label)."""
+    def _predicted(self):
+        """The network's predicted class index per image (None without
+        logits)."""
+        logits = self.features.logits
+        if logits is None:
+            return None
+        return np.asarray(logits, dtype=float).argmax(1)
+
+    def _image_ids(self):
+        ids = self.features.image_ids
+        return np.arange(len(self.labels)) if ids is None else np.asarray(ids)
+
+    def plot_sample_space(
+        self, view: str = "3d", *, interactive: bool = False, **kwargs
+    ):
+        """g of every image with the category directions (colour: true label).
+
+        With ``interactive=True`` a plotly Figure to turn, zoom and hover
+        (image, class, predicted class, strength) is returned instead of the
+        matplotlib one; ``view`` must then be ``"3d"``.
+        """
+        fs = self.features
+        if interactive:
+            from .plotting import plot_sample_space_interactive
+
+            if view != "3d":
+                raise ValueError("interactive=True draws the 3-D view only")
+            return plot_sample_space_interactive(
+                fs.g,
+                self.labels,
+                fs.directions,
+                classes=self.classes,
+                predicted=self._predicted(),
+                image_ids=self._image_ids(),
+                **kwargs,
+            )
         from .plotting import plot_sample_space
 
-        fs = self.features
         return plot_sample_space(
             fs.g, self.labels, fs.directions, classes=self.classes, view=view, **kwargs
         )
@@ -282,15 +360,32 @@ class AnalysisResult:
             for layer in self.layers
         }
 
-    def plot_layer_regions(self, **kwargs):
+    def plot_layer_regions(self, *, interactive: bool = False, **kwargs):
         """Every layer's regions in the sample space (forward propagation);
-        knowledge points coloured by their category."""
-        from .plotting import plot_layer_regions
+        knowledge points coloured by their category.
+
+        With ``interactive=True`` a plotly Figure with a layer slider is
+        returned; hover shows the image, region, class, predicted class,
+        strength and whether the region is a knowledge point.
+        """
+        from .plotting import plot_layer_regions, plot_layer_regions_interactive
 
         region_labels = {}
         for layer in self.layers:
             points, cats = self.counter.masks(self.features, layer=layer)
             region_labels[layer] = np.where(points, _class_index(cats, self), -1)
+        if interactive:
+            return plot_layer_regions_interactive(
+                self._rescaled_h(),
+                self.features.directions,
+                region_labels=region_labels,
+                classes=self.classes,
+                labels=self.labels,
+                predicted=self._predicted(),
+                image_ids=self._image_ids(),
+                grid=self.features.grid,
+                **kwargs,
+            )
         return plot_layer_regions(
             self._rescaled_h(),
             self.features.directions,
@@ -340,13 +435,29 @@ class AnalysisResult:
             raise ValueError("no checkpoints were analysed (pass checkpoints=)")
         return plot_emergence(self.emergence, **kwargs)
 
-    def plot_sample_evolution(self, **kwargs):
-        """g and the category directions at each checkpoint, one shared frame."""
-        from .plotting import plot_sample_evolution
+    def plot_sample_evolution(self, *, interactive: bool = False, **kwargs):
+        """g and the category directions at each checkpoint, one shared frame.
+
+        With ``interactive=True`` a plotly Figure with a checkpoint slider is
+        returned (hover: image, class, closest category direction, strength).
+        """
+        from .plotting import plot_sample_evolution, plot_sample_evolution_interactive
 
         if not self.emergence_frames:
             raise ValueError("no checkpoints were analysed (pass checkpoints=)")
         labels = self.labels if self.emergence_labels is None else self.emergence_labels
+        if interactive:
+            # the frames hold the measured images: their ids, in that order
+            ids = self._image_ids()
+            if self.emergence_labels is not None and self.eval_index is not None:
+                ids = ids[np.asarray(self.eval_index)]
+            return plot_sample_evolution_interactive(
+                self.emergence_frames,
+                labels,
+                classes=self.classes,
+                image_ids=ids if len(ids) == len(labels) else None,
+                **kwargs,
+            )
         return plot_sample_evolution(
             self.emergence_frames, labels, classes=self.classes, **kwargs
         )
@@ -373,6 +484,15 @@ class AnalysisResult:
 
         return plot_findings(self.findings, **kwargs)
 
+    def plot_faithfulness(self, **kwargs):
+        """Deletion and insertion curves of the knowledge-point maps and the
+        attribution maps (``analyze(faithfulness=True)``)."""
+        from .faithfulness import plot_faithfulness
+
+        if not self.faithfulness:
+            raise ValueError("no faithfulness was measured (pass faithfulness=True)")
+        return plot_faithfulness(self.faithfulness, **kwargs)
+
     def plot_loss_curves(self, **kwargs):
         """Loss curves of every fitted stage (projection, importance weights,
         alignment), per network, layer and repeat."""
@@ -398,6 +518,8 @@ class AnalysisResult:
             makers["adversarial_change"] = self.plot_adversarial_change
         if self.distillation:
             makers["distillation"] = self.plot_distillation
+        if self.faithfulness:
+            makers["faithfulness"] = self.plot_faithfulness
         if self.loss_curves:
             makers["loss_curves"] = self.plot_loss_curves
         return {name: make() for name, make in makers.items()}
@@ -1000,6 +1122,7 @@ def analyze(
     checkpoints=None,
     attack=None,
     students: Mapping[str, torch.nn.Module] | None = None,
+    faithfulness=False,
     n_components: int = 3,
     tau: float = 0.4,
     temperature: float = 4.0,
@@ -1079,6 +1202,12 @@ def analyze(
         a dict of its parameters (``epsilon``, ``n_steps``...).
     students : dict of str to torch.nn.Module, optional
         Students to compare with the teacher (same layer names).
+    faithfulness : bool or dict, default=False
+        Also score, on the held-out images, the knowledge-point maps of the
+        two deepest layers against Grad-CAM (deepest layer) and guided
+        backpropagation (ReLU networks) and a random map, by deletion and
+        insertion curves (:func:`skvmf.faithfulness.compare_faithfulness`;
+        a dict passes its parameters, e.g. ``{"steps": 16}``).
     n_components : int, default=3
         Dimension d' of the projected space.
     tau : float, default=0.4
@@ -1323,8 +1452,62 @@ def analyze(
             (mean, std, device, random_state, verbose),
         )
         timings["attack"] = time.perf_counter() - t
+    if faithfulness:
+        t = step("faithfulness of the maps")
+        result.faithfulness = _faithfulness(
+            result,
+            model,
+            X[eval_idx],
+            {} if faithfulness is True else dict(faithfulness),
+            device,
+            random_state,
+        )
+        timings["faithfulness"] = time.perf_counter() - t
     result.findings = _findings(result, rs, measures, n_repeats, is_held_out)
     return result
+
+
+def _grad_cam_maps(model, X, target, layer, device):
+    """Grad-CAM at ``layer``, or at its block's first norm for a transformer
+    block whose output only the class token carries to the head."""
+    from .saliency import grad_cam
+
+    last = None
+    for name in (layer, f"{layer}.ln_1", f"{layer}.norm1"):
+        try:
+            return grad_cam(
+                model, X, target, layer=name, upsample=False, device=device
+            ), name
+        except (ValueError, AttributeError, KeyError) as exc:
+            last = exc
+    raise ValueError(f"Grad-CAM is not available at {layer!r}: {last}")
+
+
+def _faithfulness(result, model, X_eval, params, device, random_state):
+    """compare_faithfulness of the knowledge-point maps and attribution maps
+    of the held-out images (first repeat's estimators)."""
+    from .faithfulness import compare_faithfulness, knowledge_point_map
+    from .saliency import guided_backprop
+
+    target = result.features.soft_labels[result.eval_index].argmax(1)
+    maps = {}
+    for layer in result.layers[-2:]:
+        maps[f"knowledge points {layer}"] = knowledge_point_map(
+            result, layer=layer, target=target
+        )
+    deepest = result.extractor.layers_[-1]
+    try:
+        cam, where = _grad_cam_maps(model, X_eval, target, deepest, device)
+        maps[f"Grad-CAM {where}"] = cam
+    except ValueError as exc:
+        warnings.warn(f"faithfulness: Grad-CAM left out ({exc})", stacklevel=3)
+    if any(isinstance(m, torch.nn.ReLU) for m in model.modules()):
+        gb = guided_backprop(model, X_eval, target, device=device)
+        maps["guided backprop"] = np.abs(np.asarray(gb)).max(axis=1)
+    params.setdefault("steps", 16)
+    params.setdefault("device", device)
+    params.setdefault("random_state", random_state)
+    return compare_faithfulness(model, X_eval, maps, target, **params)
 
 
 def _normalisation(images, mean, std):

@@ -45,6 +45,10 @@ _QUICK_PARAMS = {
     "projector_params": {"max_iter": 200},
 }
 
+# the demo's study (tests/test_workload.py checks its findings with these)
+DEMO_N_PER_CLASS = 12  # test images per digit, half of them held out
+DEMO_CHECKPOINTS = 5  # spread over training, first and last included
+
 _MAX_IMAGES = 500  # default cap of `skvmf analyze` (the cost grows as N^2)
 
 
@@ -517,6 +521,27 @@ def _build_parser() -> _Parser:
     study.add_argument(
         "--attack", action="store_true", help="add the adversarial (PGD) study"
     )
+    study.add_argument(
+        "--faithfulness",
+        action="store_true",
+        help="score the knowledge-point maps against Grad-CAM, guided "
+        "backpropagation and a random map by deletion/insertion curves on the "
+        "held-out images (an optional report section)",
+    )
+    study.add_argument(
+        "--faithfulness-steps",
+        type=_positive_int,
+        default=16,
+        metavar="S",
+        help="steps of the deletion/insertion curves (default: 16)",
+    )
+    study.add_argument(
+        "--faithfulness-baseline",
+        choices=("blur", "mean"),
+        default="blur",
+        help="what replaces removed regions: a blurred image (default) or the "
+        "image mean",
+    )
     analyze.set_defaults(func=_run_analyze)
     return parser
 
@@ -675,8 +700,12 @@ def _run_demo(args) -> int:
                     spec, probe, detect_architecture(probe), what="student layer"
                 )
     quick = args.quick
-    n_per_class = args.n_per_class or (4 if quick else 12)
-    k = args.checkpoints if args.checkpoints is not None else (2 if quick else 5)
+    n_per_class = args.n_per_class or (4 if quick else DEMO_N_PER_CLASS)
+    k = (
+        args.checkpoints
+        if args.checkpoints is not None
+        else (2 if quick else DEMO_CHECKPOINTS)
+    )
     out = Path(args.out)
     v = args.verbose
     timings = {}
@@ -1151,6 +1180,14 @@ def _run_analyze(args) -> int:
         layers=args.layers,
         checkpoints=checkpoints or None,
         attack=bool(args.attack),
+        faithfulness=(
+            {
+                "steps": args.faithfulness_steps,
+                "baseline": args.faithfulness_baseline,
+            }
+            if args.faithfulness
+            else False
+        ),
         tau=args.tau,
         device=args.device,
         n_jobs=args.jobs,

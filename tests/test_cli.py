@@ -265,6 +265,9 @@ def test_analyze_arch_with_plain_state_dict(workload, tmp_path):
             "--n-per-class",
             "4",
             "--attack",
+            "--faithfulness",
+            "--faithfulness-steps",
+            "4",
             "--tau",
             "0.5",
             "--out",
@@ -274,6 +277,9 @@ def test_analyze_arch_with_plain_state_dict(workload, tmp_path):
     )
     assert code == 0, stderr[-2000:]
     results = check_report(out)
+    methods = [row["method"] for row in results["tables"]["faithfulness"]]
+    assert "random" in methods and "knowledge points conv_53" in methods
+    assert "guided backprop" in methods
     assert results["classes"] == CLASSES
     assert results["layers"] == ["conv_33", "conv_53"]
     assert results["settings"]["n_images"] == 12
