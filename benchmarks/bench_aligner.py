@@ -147,6 +147,8 @@ def phase_epoch(args):
     import torch
 
     from skvmf import _matching as mk
+    from skvmf._torch_kappa import TorchKappa
+    from skvmf._torch_utils import MomentumSGD
     from skvmf.alignment import _align_epoch
 
     n, R, K, d = args.n, args.R, args.K, 3
@@ -165,8 +167,8 @@ def phase_epoch(args):
     G = torch.randn((n, d), generator=gen) * 3
     phat = mk.unit_rows(torch.as_tensor(_soft_labels(n, 10, args.seed)))
     components = torch.nn.Parameter(0.1 * torch.randn((d, K), generator=gen))
-    opt = torch.optim.SGD([components], lr=0.01, momentum=0.9, weight_decay=5e-4)
-    kappa_fn = mk.KappaFunction(d, 1.0, exact=False, device="cpu")
+    opt = MomentumSGD(components, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    kappa_fn = TorchKappa("revised", d, 1.0, "cpu")
     ws = mk.Workspace()
 
     def epoch():

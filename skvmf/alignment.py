@@ -489,9 +489,10 @@ def _fit_importance(
 ):
     """Batched SGD of SPEC 4 on tensors; returns (w, v, losses).
 
-    ``losses[0]`` is the mean KL at the uniform start (on the first step's
-    candidates) and ``losses[t]`` the mean KL after step t on step t's
-    candidates, so that the first and last values compare start and end.
+    ``losses[0]`` is the mean KL at the uniform start and ``losses[t]`` the
+    mean KL after step t on step t's candidates; the start is evaluated on
+    the last step's candidates, so that the first and last values compare
+    start and end on the same candidates.
 
     The N per-image problems are independent, and SGD acts row by row, so
     each chunk of anchors takes its whole step before the next chunk: the
@@ -597,6 +598,24 @@ def _fit_importance(
             if step == 0:
                 record(before_total, step)
             record(after_total, step)
+    if not same_sets and n_steps > 0:
+        # the start on the last step's candidates, like the last value: a
+        # start measured on other candidates differs by their draw, which
+        # can exceed what a short fit gains
+        total = torch.zeros((), dtype=torch.float64, device=dev)
+        with torch.no_grad():
+            for sl in chunks:
+                problem = _mk.ImportanceProblem(
+                    fhat, phat, everyone[sl], cand[sl], kappa_p, ws
+                )
+                a = sl.stop - sl.start
+                start = problem.loss(
+                    torch.full((a, R), 1.0 / R, dtype=dtype, device=dev),
+                    torch.full((a, K), 1.0 / K, dtype=dtype, device=dev),
+                    kappa_m,
+                )
+                total += start.sum(dtype=torch.float64)
+        losses[0] = float(total) / N
     if same_sets and n_steps > 0:
         # the loss after the last step, and its check
         total = torch.zeros((), dtype=torch.float64, device=dev)
@@ -707,8 +726,10 @@ def fit_importance_weights(
         Channel weights; rows on the simplex.
     losses : ndarray of shape (n_steps + 1,)
         Only with ``return_losses``: the mean KL over images at the uniform
-        start, then after each step (on that step's candidates); empty when
-        ``n_steps=0``.
+        start, then after each step (on that step's candidates); the start
+        is evaluated on the last step's candidates, so that the first and
+        last values compare start and end on the same candidates. Empty
+        when ``n_steps=0``.
 
     Warns
     -----
@@ -1100,8 +1121,9 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         without updates, on candidates of its own draw), then the mean loss
         over each epoch's steps; empty when ``max_epochs=0``.
     importance_loss_curve_ : dict of str to ndarray of shape (weight_steps + 1,)
-        Mean KL of the importance weights at their uniform start, then after
-        each of their steps; empty when ``weight_steps=0``.
+        Mean KL of the importance weights at their uniform start (on the
+        last step's candidates), then after each of their steps; empty when
+        ``weight_steps=0``.
     kappa_m_ : dict of str to float
         The kappa_m used at each layer (``kappa_m``, or its ``"auto"`` value).
     n_features_in_ : dict of str to int
@@ -1144,7 +1166,7 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
     >>> g = 3 * np.eye(3)[y]
     >>> fs = FeatureSet(soft_labels=np.eye(3)[y] * 0.7 + 0.1,
     ...                 regions={"conv": regions}, g=g)
-    >>> aligner = RegionalAligner(n_candidates=10, max_epochs=2,
+    >>> aligner = RegionalAligner(n_candidates=23, max_epochs=2,
     ...                           weight_steps=3, random_state=0)
     >>> out = aligner.fit_transform(fs)
     >>> out.h["conv"].shape, aligner.components_["conv"].shape
