@@ -5,7 +5,9 @@ folder that opens offline and can be shared as is::
 
     report/
         index.html        every figure embedded (base64 PNG), inline CSS,
-                          a plain-words explanation per section
+                          a plain-words explanation per section, and the
+                          3-D views as interactive plotly figures (plotly's
+                          JavaScript embedded once: no network needed)
         figures/<name>.png
         data/results.json, data/<table>.csv       (AnalysisResult.save)
         data/<figure>.json (and .csv for flat data): the numbers each figure plots
@@ -193,6 +195,25 @@ _SECTION_FIGURES = {
     "distillation": ("distillation",),
 }
 
+# interactive 3-D views (plotly), shown above the PNGs of their section
+_VIEW_CAPTIONS = {
+    "sample_space": "Interactive: sample features g and the category directions. "
+    "Drag to turn, scroll to zoom, hover a point for its image, class, "
+    "predicted class and strength; click a class in the legend to hide it.",
+    "layer_regions": "Interactive: the regions of every layer; the slider "
+    "walks along the forward pass. Hover a point for its image and region, "
+    "class, predicted class, strength and whether it is a knowledge point.",
+    "sample_evolution": "Interactive: sample features at each checkpoint; the "
+    "slider walks through training. Hover a point for its image, class, "
+    "closest category direction and strength.",
+}
+
+_SECTION_VIEWS = {
+    "projection": ("sample_space",),
+    "regions": ("layer_regions",),
+    "emergence": ("sample_evolution",),
+}
+
 _SECTION_TITLES = {
     "findings": "Findings: the paper's properties on this run",
     "diagnostics": "Diagnostics: did every fitted stage lower its loss?",
@@ -219,6 +240,7 @@ nav ul{columns:2;font-size:.95em}
 p.explain{background:#f6f8fa;border-left:4px solid #4C72B0;padding:.6em 1em}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;
 border:1px solid #eee}figcaption{color:#555;font-size:.9em}
+div[data-skvmf-view]{width:100%;min-height:600px;border:1px solid #eee}
 table.skvmf-table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
 table.skvmf-table th,table.skvmf-table td{border:1px solid #ddd;
 padding:.25em .6em;text-align:right}
@@ -422,6 +444,44 @@ def _figure_html(name: str, png: bytes) -> str:
     )
 
 
+def _interactive_views(result: AnalysisResult) -> dict[str, str]:
+    """The interactive 3-D views by name: a container marked
+    ``data-skvmf-view="3d"`` and the script that draws into it.
+
+    The clean-against-adversarial regions are not among them: the result
+    keeps only per-layer summaries of the attacked images' regions, not the
+    regions themselves.
+    """
+    from .plotting._interactive import _figure_script
+
+    makers = {
+        "sample_space": lambda: result.plot_sample_space(interactive=True),
+        "layer_regions": lambda: result.plot_layer_regions(interactive=True),
+    }
+    if result.emergence_frames:
+        makers["sample_evolution"] = lambda: result.plot_sample_evolution(
+            interactive=True
+        )
+    views = {}
+    for name, make in makers.items():
+        element = f"plot3d-{name}"
+        caption = _VIEW_CAPTIONS[name]
+        views[name] = (
+            f'<figure id="view-{name}"><div id="{element}" data-skvmf-view="3d" '
+            f'role="img" aria-label="{_esc(caption)}"></div>'
+            f"{_figure_script(make(), element)}"
+            f"<figcaption>{_esc(caption)}</figcaption></figure>"
+        )
+    return views
+
+
+def _plotly_head() -> str:
+    """plotly.js from the installed plotly package, inline, once per page."""
+    from .plotting._interactive import _plotly_bundle
+
+    return f"<script>{_plotly_bundle()}</script>"
+
+
 def _table_html(records, caption=None) -> str:
     """A table; ``x``/``x_low``/``x_high`` columns shown as ``x [low, high]``."""
     if not records:
@@ -599,11 +659,14 @@ def write_report(
     title: str = "skvmf report",
     extra: Mapping | None = None,
     dpi: int = 100,
+    interactive: bool = True,
 ) -> Path:
     """Write a self-contained HTML report of an analysis, with figures and data.
 
     The folder holds ``index.html`` (every figure embedded as a base64 PNG,
-    inline CSS, no external resource: it opens offline), each figure as
+    inline CSS, no external resource: it opens offline; the 3-D views are
+    also interactive plotly figures, with plotly's JavaScript embedded once),
+    each figure as
     ``figures/<name>.png``, the tables as ``data/<table>.csv`` plus
     ``data/results.json`` (:meth:`AnalysisResult.save`), and the numbers
     each figure plots as ``data/<figure>.json`` (and ``data/<figure>.csv``
@@ -627,6 +690,12 @@ def write_report(
         of them are also written to ``data/extra.json``.
     dpi : int, default=100
         Resolution of the figures.
+    interactive : bool, default=True
+        Add the interactive 3-D views (turn, zoom, hover; a slider over the
+        layers and over the training checkpoints), each in an element marked
+        ``data-skvmf-view="3d"``. They need plotly and add about 5 MB
+        (plotly's JavaScript bundle) to ``index.html``; ``False`` gives a
+        page with PNGs only and no script.
 
     Returns
     -------
@@ -650,6 +719,8 @@ def write_report(
         )
     if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or dpi < 10:
         raise ValueError(f"dpi must be an integer >= 10; got {dpi!r}")
+    if not isinstance(interactive, (bool, np.bool_)):
+        raise ValueError(f"interactive must be True or False; got {interactive!r}")
     extra = _check_extra(extra)
     directory = Path(directory)
     fig_dir, data_dir = directory / "figures", directory / "data"
@@ -705,10 +776,12 @@ def write_report(
         path.write_text(json.dumps(_jsonable(extra), indent=2), encoding="utf-8")
         written["extra"] = path
 
+    views = _interactive_views(result) if interactive else {}
     page = _page(
         result,
         title,
         images,
+        views,
         extra_scalars,
         extra_tables,
         extra_maps,
@@ -721,7 +794,15 @@ def write_report(
 
 
 def _page(
-    result, title, images, extra_scalars, extra_tables, extra_maps, written, directory
+    result,
+    title,
+    images,
+    views,
+    extra_scalars,
+    extra_tables,
+    extra_maps,
+    written,
+    directory,
 ) -> str:
     from . import __version__
 
@@ -729,7 +810,8 @@ def _page(
 
     def section(key, body, fmt=None):
         text = _TEXT[key].format(**(fmt or {}))
-        figs = "".join(images[n] for n in _SECTION_FIGURES.get(key, ()) if n in images)
+        figs = "".join(views[n] for n in _SECTION_VIEWS.get(key, ()) if n in views)
+        figs += "".join(images[n] for n in _SECTION_FIGURES.get(key, ()) if n in images)
         sections.append(
             (
                 key,
@@ -859,7 +941,9 @@ def _page(
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{_esc(title)}</title><style>{_CSS}</style>"
+        + (_plotly_head() if views else "")
+        + "</head><body>"
         f'<header><h1>{_esc(title)}</h1><p class="meta">{meta}</p>'
         f"<p>{intro}</p></header>"
         f"<nav><h2>Contents</h2><ul>{nav}</ul></nav>"

@@ -2,6 +2,7 @@
 
 import base64
 import dataclasses
+import html
 import json
 import re
 import warnings
@@ -14,6 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from _helpers import four_class_workload, read_csv, same_cell
 from PIL import Image  # noqa: E402
+from plotly.offline import get_plotlyjs  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 import skvmf  # noqa: E402
@@ -110,6 +112,11 @@ def _html(index):
     return index.read_text(encoding="utf-8")
 
 
+def _without_scripts(page):
+    # plotly's bundle holds strings such as data: URLs of its own
+    return re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+
+
 def test_returns_index_and_writes_every_file(report, result):
     directory, index, _ = report
     assert index == directory / "index.html" and index.is_file()
@@ -126,7 +133,7 @@ def test_returns_index_and_writes_every_file(report, result):
 
 def test_figures_are_valid_pngs_embedded_byte_for_byte(report):
     directory, index, _ = report
-    page = _html(index)
+    page = _without_scripts(_html(index))
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(embedded) == len(ALL_FIGURES)
     files = {}
@@ -148,13 +155,57 @@ def test_figures_are_valid_pngs_embedded_byte_for_byte(report):
         assert base64.b64decode(block.group(1)) == raw
 
 
+VIEWS = {"sample_space", "layer_regions", "sample_evolution"}
+# the script that draws one interactive view: its figure JSON, then the call
+FIGURE_SCRIPT = re.compile(
+    r'\(function\(\)\{var f=(\{.*\});Plotly\.newPlot\("plot3d-(\w+)",f\.data,'
+    r'f\.layout,\{"displaylogo":false,"responsive":true\}\);\}\)\(\);',
+    re.S,
+)
+
+
+def _scripts(page):
+    """(attributes, body) of every <script> element."""
+    return re.findall(r"<script\b([^>]*)>(.*?)</script>", page, re.S | re.I)
+
+
+def _view_specs(page):
+    """Figure JSON of every interactive view, by name."""
+    specs = {}
+    for _, body in _scripts(page):
+        match = FIGURE_SCRIPT.fullmatch(body)
+        if match:
+            specs[match.group(2)] = json.loads(match.group(1))
+    return specs
+
+
+def _array(value):
+    """A plotly JSON array: a list, or base64 'bdata' of a numpy dtype."""
+    if isinstance(value, dict):
+        raw = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return raw.reshape(value["shape"]) if "shape" in value else raw
+    return np.asarray(value)
+
+
 def test_page_is_self_contained(report):
     _, index, _ = report
-    page = _html(index)
-    assert page.startswith("<!DOCTYPE html>")
-    assert "<style>" in page
+    full = _html(index)
+    assert full.startswith("<!DOCTYPE html>")
+    assert "<style>" in full
+    # scripts: plotly's bundle from the installed package, inline and once,
+    # then one figure script per view; none loads anything (no attribute)
+    scripts = _scripts(full)
+    assert all(attrs == "" for attrs, _ in scripts)
+    bundle = get_plotlyjs()
+    assert [body for _, body in scripts].count(bundle) == 1
+    assert scripts[0][1] == bundle  # in <head>, before any figure needs it
+    figures = [body for _, body in scripts[1:]]
+    assert all(FIGURE_SCRIPT.fullmatch(body) for body in figures)
+    assert set(_view_specs(full)) == VIEWS and len(figures) == len(VIEWS)
+    # the rest of the page: the same rules as a page without scripts
+    page = _without_scripts(full)
     assert not re.search(r"<link\b", page, re.I)
-    assert not re.search(r"<script\b", page, re.I)  # none at all, even inline
+    assert not re.search(r"<script\b", page, re.I)
     assert not re.search(r"(src|href)\s*=\s*\"(https?:|//)", page, re.I)
     assert "url(" not in page  # no external CSS resource
     for src in re.findall(r'src="([^"]*)"', page):
@@ -208,6 +259,112 @@ def test_sample_space_data(report, result):
     axes = np.asarray(d2["axes"])
     np.testing.assert_allclose(axes.T @ axes, np.eye(2), atol=1e-12)
     np.testing.assert_allclose(coords, g @ axes, rtol=1e-9, atol=1e-12)
+
+
+def test_interactive_views_in_their_sections(report, result):
+    _, index, _ = report
+    page = _html(index)
+    for section, name in (
+        ("projection", "sample_space"),
+        ("regions", "layer_regions"),
+        ("emergence", "sample_evolution"),
+    ):
+        body = re.search(rf'<section id="{section}">(.*?)</section>', page, re.S)
+        container = f'<div id="plot3d-{name}" data-skvmf-view="3d"'
+        assert container in body.group(1), name
+        # above the PNG of the same figure, which is kept for papers
+        assert body.group(1).index(container) < body.group(1).index("<img ")
+    assert page.count('data-skvmf-view="3d"') == len(VIEWS)
+    specs = _view_specs(page)
+    hover = " ".join(t.get("hovertemplate", "") for t in specs["layer_regions"]["data"])
+    for field in ("image", "region", "class:", "predicted:", "strength"):
+        assert field in hover, field
+    assert "knowledge point: yes, points to" in hover and "knowledge point: no" in hover
+    # class names reach plotly escaped (it reads tags in labels)
+    names = {t.get("name") for t in specs["sample_space"]["data"]}
+    assert "&lt;b&gt;&amp;" in names and "<b>&" not in names
+    steps = specs["layer_regions"]["layout"]["sliders"][0]["steps"]
+    assert [s["label"] for s in steps] == LAYERS
+    steps = specs["sample_evolution"]["layout"]["sliders"][0]["steps"]
+    assert [s["label"] for s in steps] == ["0", "9"]
+
+
+def test_interactive_regions_are_the_drawn_regions(report, result):
+    """Each layer's slider step shows exactly the regions of
+    data/layer_regions.json, at their h, with their knowledge-point
+    category."""
+    directory, index, _ = report
+    spec = _view_specs(_html(index))["layer_regions"]
+    regions = json.loads((directory / "data" / "layer_regions.json").read_text())
+    names = [t.get("name") for t in spec["data"]]
+    classes = regions["classes"]
+    width = regions["grid"][1]
+    ids = [int(i) for i in result.features.image_ids]
+    for step, layer in zip(spec["layout"]["sliders"][0]["steps"], LAYERS):
+        ref = regions["layers"][layer]
+        expected = {
+            (ids[i], r): (np.asarray(h[:3]), c)
+            for i, r, h, c in zip(
+                ref["image"], ref["region"], ref["h"], ref["category"]
+            )
+        }
+        seen = {}
+        for trace, shown, name in zip(spec["data"], step["args"][0]["visible"], names):
+            if not shown or "customdata" not in trace:
+                continue
+            xyz = np.stack([_array(trace[k]) for k in "xyz"], axis=1)
+            category = -1 if name == "not a knowledge point" else None
+            for point, row in zip(xyz, trace["customdata"]):
+                r, c = (int(v) for v in row[1].strip("()").split(","))
+                seen[(int(row[0]), r * width + c)] = (point, category, name)
+        assert seen.keys() == expected.keys(), layer
+        for key, (point, category, name) in seen.items():
+            h, c = expected[key]
+            np.testing.assert_allclose(point, h, rtol=1e-5, atol=1e-6)
+            if category == -1:
+                assert c == -1
+            else:
+                # the counter's classes are the label indices into CLASSES
+                label = CLASSES[int(classes[c])]
+                assert c >= 0 and name == html.escape(label, quote=False)
+
+
+def test_result_draws_interactive_figures(result):
+    go = pytest.importorskip("plotly.graph_objects")
+    fig = result.plot_sample_space(interactive=True)
+    assert isinstance(fig, go.Figure)
+    points = [t for t in fig.data if t.customdata is not None]
+    assert sum(len(t.x) for t in points) == len(result.labels)
+    # hover: image id, predicted class and strength of every point
+    predicted = np.asarray(result.features.logits).argmax(1)
+    ids = [str(i) for i in result.features.image_ids]
+    g = np.asarray(result.features.g, float)
+    for trace in points:
+        for image, pred, strength in trace.customdata:
+            k = ids.index(image)
+            assert pred == html.escape(CLASSES[predicted[k]], quote=False)
+            assert strength == pytest.approx(np.linalg.norm(g[k]), abs=1e-4)
+    fig = result.plot_layer_regions(interactive=True)
+    assert len(fig.layout.sliders[0].steps) == len(LAYERS)
+    fig = result.plot_sample_evolution(interactive=True)
+    assert [s.label for s in fig.layout.sliders[0].steps] == ["0", "9"]
+    with pytest.raises(ValueError, match="3-D view only"):
+        result.plot_sample_space("2d", interactive=True)
+    # the matplotlib figures are unchanged by default
+    fig = result.plot_sample_space()
+    assert isinstance(fig, matplotlib.figure.Figure)
+    plt.close(fig)
+
+
+def test_repr_html(result):
+    text = result._repr_html_()
+    assert text.startswith("<div>") and text.endswith("</div>")
+    assert "Findings" in text and "Knowledge points per layer" in text
+    for f in result.findings:
+        assert html.escape(f["name"]) in text
+    for layer in LAYERS:
+        assert f"<td>{layer}</td>" in text
+    assert "<script" not in text
 
 
 def test_knowledge_figure_data_agree_with_the_tables(report, result):
@@ -337,8 +494,20 @@ def test_sections_only_for_what_was_computed(plain, tmp_path):
     data = {p.name for p in (tmp_path / "data").iterdir()}
     for name in ("emergence", "adversarial", "distillation", "attack", "extra"):
         assert f"{name}.csv" not in data and f"{name}.json" not in data
-    assert len(re.findall(r"data:image/png;base64,", page)) == len(pngs)
+    pngs_embedded = re.findall(r"data:image/png;base64,", _without_scripts(page))
+    assert len(pngs_embedded) == len(pngs)
     assert "skvmf report" in page  # the default title
+    # no checkpoints: no training slider
+    assert set(_view_specs(page)) == VIEWS - {"sample_evolution"}
+
+
+def test_without_interactive_views_the_page_has_no_script(plain, tmp_path):
+    page = _html(write_report(plain, tmp_path, interactive=False))
+    assert not re.search(r"<script\b", page, re.I)
+    assert 'data-skvmf-view="3d"' not in page
+    assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == (
+        ALL_FIGURES - OPTIONAL_FIGURES
+    )
 
 
 def test_rewriting_a_folder_removes_stale_parts(result, plain, tmp_path):
@@ -373,3 +542,5 @@ def test_bad_inputs(plain, tmp_path):
         write_report({"knowledge": []}, tmp_path)
     with pytest.raises(ValueError, match="dpi must be an integer"):
         write_report(plain, tmp_path, dpi=0)
+    with pytest.raises(ValueError, match="interactive must be True or False"):
+        write_report(plain, tmp_path, interactive="yes")

@@ -10,6 +10,10 @@
   :func:`plot_out_of_sample`.
 - Structure: :func:`plot_dendrogram`, :func:`plot_mst`,
   :func:`plot_prediction_tree`, :func:`plot_embedding`.
+- Interactive 3-D views (plotly Figures, to turn, zoom and hover):
+  :func:`plot_sample_space_interactive`,
+  :func:`plot_layer_regions_interactive` (layer slider),
+  :func:`plot_sample_evolution_interactive` (checkpoint slider).
 """
 
 from ._analysis import (
@@ -31,6 +35,11 @@ from ._images import (
     plot_synthesis,
     plot_top_activating,
 )
+from ._interactive import (
+    plot_layer_regions_interactive,
+    plot_sample_evolution_interactive,
+    plot_sample_space_interactive,
+)
 from ._structure import plot_dendrogram, plot_embedding, plot_mst, plot_prediction_tree
 
 __all__ = [
@@ -44,13 +53,16 @@ __all__ = [
     "plot_knowledge_counts",
     "plot_knowledge_masks",
     "plot_layer_regions",
+    "plot_layer_regions_interactive",
     "plot_loss_curves",
     "plot_mst",
     "plot_out_of_sample",
     "plot_prediction_tree",
     "plot_saliency",
     "plot_sample_evolution",
+    "plot_sample_evolution_interactive",
     "plot_sample_space",
+    "plot_sample_space_interactive",
     "plot_synthesis",
     "plot_top_activating",
 ]

@@ -1,0 +1,408 @@
+"""The HTML report in a real browser: headless Chromium, software rendering.
+
+The report is built from the tiny four-class workload (checkpoints included,
+so every interactive view is there) and opened from disk, offline, in
+headless Chromium driven over the DevTools protocol. The protocol runs on
+``--remote-debugging-pipe`` (NUL-terminated JSON on file descriptors 3 and
+4), so neither a driver nor a websocket package is needed. The test checks
+that every ``data-skvmf-view="3d"`` element was drawn by plotly into a canvas
+(WebGL through SwiftShader) and an svg, that the sliders work, that the page
+logs no JavaScript error, and that a screenshot is not blank.
+
+It skips only when no Chromium is installed (``.ci/run`` installs Debian's
+``chromium``; set ``SKVMF_CHROMIUM`` to use another binary).
+"""
+
+import base64
+import fcntl
+import io
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+import warnings
+
+import numpy as np
+import pytest
+from _helpers import four_class_workload
+from PIL import Image
+from sklearn.exceptions import ConvergenceWarning
+
+import skvmf
+from skvmf.report import write_report
+
+_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+_VIEWS = {"plot3d-sample_space", "plot3d-layer_regions", "plot3d-sample_evolution"}
+LAYERS = ["conv_33", "conv_53"]
+
+
+def _find_browser():
+    path = os.environ.get("SKVMF_CHROMIUM")
+    if path:
+        return path
+    for name in _NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+class _Browser:
+    """Headless Chromium with one page, spoken to over the DevTools pipe."""
+
+    # generous: a loaded CI machine parses plotly's 5 MB bundle slowly
+    def __init__(self, executable, profile, timeout=120.0):
+        self.executable, self.profile, self.timeout = executable, profile, timeout
+        self.events, self._buffer, self._next_id = [], b"", 0
+        self.session = None
+
+    def __enter__(self):
+        to_read, self._to_write = os.pipe()  # we write, the browser reads fd 3
+        self._from_read, from_write = os.pipe()  # the browser writes fd 4
+        # move the child's ends above 9 first so that placing them on 3 and 4
+        # cannot overwrite one with the other
+        high_read = fcntl.fcntl(to_read, fcntl.F_DUPFD, 10)
+        high_write = fcntl.fcntl(from_write, fcntl.F_DUPFD, 10)
+
+        def place_fds():
+            os.dup2(high_read, 3)
+            os.dup2(high_write, 4)
+
+        self._stderr = open(os.path.join(self.profile, "stderr.log"), "wb")  # noqa: SIM115
+        flags = [
+            "--headless",
+            "--no-sandbox",  # CI runs as root
+            "--disable-dev-shm-usage",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self.profile}",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--mute-audio",
+            "--window-size=1280,1000",
+            # WebGL without a GPU: SwiftShader, Chromium's software renderer
+            "--use-angle=swiftshader",
+            "--enable-unsafe-swiftshader",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            [self.executable, *flags],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            preexec_fn=place_fds,
+            pass_fds=(3, 4),
+        )
+        for fd in (to_read, from_write, high_read, high_write):
+            os.close(fd)
+        try:
+            targets = self.call("Target.getTargets")["targetInfos"]
+            pages = [t["targetId"] for t in targets if t["type"] == "page"]
+            target = (
+                pages[0]
+                if pages
+                else self.call("Target.createTarget", {"url": "about:blank"})[
+                    "targetId"
+                ]
+            )
+            self.session = self.call(
+                "Target.attachToTarget", {"targetId": target, "flatten": True}
+            )["sessionId"]
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait(10)
+        os.close(self._to_write)
+        os.close(self._from_read)
+        self._stderr.close()
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        with open(os.path.join(self.profile, "stderr.log"), "rb") as f:
+            return f.read().decode("utf-8", "replace")[-3000:]
+
+    def _receive(self, deadline, waiting_for):
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"no {waiting_for} from Chromium; its log:\n" + self.stderr()
+                )
+            ready, _, _ = select.select([self._from_read], [], [], left)
+            if ready:
+                chunk = os.read(self._from_read, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("Chromium closed the pipe:\n" + self.stderr())
+                self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(self, method, params=None, *, page=True):
+        """Send one command and return its result; events met on the way are
+        kept in ``events``."""
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if page and self.session:
+            message["sessionId"] = self.session
+        os.write(self._to_write, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            answer = self._receive(deadline, f"answer to {method}")
+            if answer.get("id") == self._next_id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer["result"]
+            self.events.append(answer)
+
+    def wait_event(self, method, timeout):
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == method for e in self.events):
+            self.events.append(self._receive(deadline, method))
+
+    def evaluate(self, expression):
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:60]}...: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def errors(self):
+        """Every JavaScript error the page reported: uncaught exceptions,
+        console.error and browser log entries of level error."""
+        out = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                out.append(
+                    details.get("exception", {}).get("description") or details["text"]
+                )
+            elif method == "Runtime.consoleAPICalled" and params["type"] in (
+                "error",
+                "assert",
+            ):
+                out.append(" ".join(str(a.get("value")) for a in params["args"]))
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                out.append(params["entry"]["text"])
+        return out
+
+
+# what every interactive view holds once plotly has drawn it
+_VIEW_STATE = """
+Array.from(document.querySelectorAll('[data-skvmf-view="3d"]')).map(el => {
+  const canvas = el.querySelector('canvas');
+  const sliders = (el.layout && el.layout.sliders) || [];
+  return {
+    id: el.id,
+    drawn: !!el._fullLayout,
+    canvas: !!canvas && canvas.width > 0 && canvas.height > 0,
+    svg: el.querySelectorAll('svg').length,
+    no_webgl: el.textContent.includes('WebGL is not supported'),
+    traces: (el.data || []).length,
+    steps: sliders.length ? sliders[0].steps.length : 0,
+    slider_drawn: !!el.querySelector('.slider-container'),
+    height: el.getBoundingClientRect().height,
+  };
+})
+"""
+
+
+def _view(view_id):
+    return f"document.getElementById({json.dumps(view_id)})"
+
+
+def _box(browser, view_id, part=""):
+    """Viewport box (x, y, width, height) of a view or of ``part`` in it."""
+    target = _view(view_id) + (f".querySelector({json.dumps(part)})" if part else "")
+    return browser.evaluate(
+        f"(() => {{ const r = {target}.getBoundingClientRect(); "
+        "return [r.x, r.y, r.width, r.height]; })()"
+    )
+
+
+def _screenshot(browser, view_id):
+    """PNG of one view (scrolled into sight) and its viewport box."""
+    browser.evaluate(f"{_view(view_id)}.scrollIntoView()")
+    time.sleep(0.5)
+    x, y, w, h = _box(browser, view_id)
+    scroll = browser.evaluate("[window.scrollX, window.scrollY]")
+    # the clip is in page coordinates: the box plus the scroll offset
+    clip = {"x": x + scroll[0], "y": y + scroll[1], "width": w, "height": h, "scale": 1}
+    shot = browser.call("Page.captureScreenshot", {"format": "png", "clip": clip})
+    return base64.b64decode(shot["data"]), (x, y)
+
+
+def _mouse(browser, kind, x, y):
+    event = {"type": kind, "x": float(x), "y": float(y)}
+    if kind != "mouseMoved":  # a move with a button down would drag (turn)
+        event.update(button="left", clickCount=1)
+    browser.call("Input.dispatchMouseEvent", event)
+
+
+def _slide_to_last(browser, view_id):
+    """Click the end of the view's slider rail as a reader would; return the
+    slider's active step and the title once plotly has applied it."""
+    state = (
+        f"(() => {{ const el = {_view(view_id)}; return "
+        "[el._fullLayout.sliders[0].active, el._fullLayout.title.text]; })()"
+    )
+    first = browser.evaluate(state)[1]
+    browser.evaluate(f"{_view(view_id)}.scrollIntoView()")
+    time.sleep(0.3)
+    x, y, w, h = _box(browser, view_id, ".slider-rail-rect")
+    _mouse(browser, "mousePressed", x + w - 1, y + h / 2)
+    _mouse(browser, "mouseReleased", x + w - 1, y + h / 2)
+    deadline = time.monotonic() + 10
+    while True:  # the step's update lands after the slider moves
+        active, title = browser.evaluate(state)
+        if title != first or time.monotonic() > deadline:
+            return active, title
+        time.sleep(0.2)
+
+
+def _hover(browser, view_id, png, origin, tries=80):
+    """Move the mouse over coloured pixels of the view's screenshot (points
+    and direction lines) until plotly shows a hover label with an image;
+    return its text (None if none appeared)."""
+    with Image.open(io.BytesIO(png)) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    height, width = rgb.shape[:2]
+    ys, xs = np.nonzero(rgb.max(axis=2) - rgb.min(axis=2) > 60)
+    # inside the scene: away from the title, legend and slider
+    inside = (xs > 0.1 * width) & (xs < 0.75 * width) & (ys > 60) & (ys < 0.75 * height)
+    candidates = np.flatnonzero(inside)
+    order = np.random.default_rng(0).permutation(candidates)[:tries]
+    label = (
+        f"(() => {{ const n = {_view(view_id)}.querySelector('.hovertext'); "
+        "return n ? n.textContent : null; })()"
+    )
+    for k in order:
+        _mouse(browser, "mouseMoved", origin[0] + xs[k], origin[1] + ys[k])
+        time.sleep(0.1)
+        text = browser.evaluate(label)
+        if text and text.startswith("image"):
+            return text
+    return None
+
+
+def _inspect(browser, index):
+    """Open ``index``; return the views' state, what the sliders and the
+    mouse did, the JavaScript errors and a PNG of the first view."""
+    for domain in ("Page", "Runtime", "Log"):
+        browser.call(f"{domain}.enable")
+    browser.call("Page.navigate", {"url": index.as_uri()})
+    browser.wait_event("Page.loadEventFired", timeout=browser.timeout)
+    deadline = time.monotonic() + 60
+    while True:  # plotly draws the WebGL scenes asynchronously
+        views = browser.evaluate(_VIEW_STATE)
+        done = all(v["drawn"] and v["canvas"] for v in views)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    png, origin = _screenshot(browser, "plot3d-sample_space")
+    hover = {"plot3d-sample_space": _hover(browser, "plot3d-sample_space", png, origin)}
+    slides = {
+        v["id"]: _slide_to_last(browser, v["id"]) for v in views if v["steps"] > 1
+    }
+    # the deepest layer, where the knowledge points are
+    shot, at = _screenshot(browser, "plot3d-layer_regions")
+    hover["plot3d-layer_regions"] = _hover(browser, "plot3d-layer_regions", shot, at)
+    time.sleep(0.2)  # let late console messages arrive with the next call
+    browser.evaluate("1")
+    return {
+        "views": views,
+        "slides": slides,
+        "hover": hover,
+        "errors": browser.errors(),
+        "png": png,
+    }
+
+
+@pytest.fixture(scope="module")
+def browser_executable():
+    exe = _find_browser()
+    if exe is None:
+        pytest.skip(
+            "no Chromium found (looked for SKVMF_CHROMIUM and "
+            f"{', '.join(_NAMES)} on PATH); on Debian: apt-get install chromium"
+        )
+    return exe
+
+
+@pytest.fixture(scope="module")
+def report_index(tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    model, X, y = four_class_workload(ckpt, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # tiny fits
+        result = skvmf.analyze(
+            model,
+            X.numpy(),
+            y.numpy(),
+            layers=LAYERS,
+            checkpoints=ckpt,
+            classes=["a", "<b>&", 'c"', "d"],
+            n_repeats=1,
+            n_bootstrap=100,
+            random_state=0,
+            aligner_params={"max_epochs": 2, "weight_steps": 2, "n_candidates": 10},
+            projector_params={"max_iter": 200},
+        )
+    return write_report(result, tmp_path_factory.mktemp("report"), dpi=50)
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(
+    browser_executable, report_index, tmp_path
+):
+    with _Browser(browser_executable, str(tmp_path)) as browser:
+        seen = _inspect(browser, report_index)
+        log = browser.stderr()
+    views = {v["id"]: v for v in seen["views"]}
+    assert set(views) == _VIEWS, seen["views"]
+    for name, view in views.items():
+        assert not view["no_webgl"], f"{name}: no WebGL\n{log}"
+        assert view["drawn"], f"{name} was not drawn by plotly\n{log}"
+        # the 3-D scene is a WebGL canvas; title, legend and slider are svg
+        assert view["canvas"] and view["svg"] > 0, (name, view)
+        assert view["height"] > 300, (name, view)
+    assert views["plot3d-layer_regions"]["steps"] == len(LAYERS)
+    assert views["plot3d-sample_evolution"]["steps"] == 2  # iterations 0 and 9
+    for name in ("plot3d-layer_regions", "plot3d-sample_evolution"):
+        assert views[name]["slider_drawn"], name
+    # a click on the end of the rail shows the last layer / checkpoint
+    slides = seen["slides"]
+    assert slides["plot3d-layer_regions"][0] == len(LAYERS) - 1, slides
+    assert slides["plot3d-layer_regions"][1].endswith(LAYERS[-1]), slides
+    assert slides["plot3d-sample_evolution"][0] == 1, slides
+    assert slides["plot3d-sample_evolution"][1].endswith("iteration 9"), slides
+    # hovering a point tells what it is
+    text = seen["hover"]["plot3d-sample_space"]
+    assert text is not None, "no hover label over the sample space"
+    for field in ("image", "class:", "predicted:", "strength ||g||:"):
+        assert field in text, text
+    text = seen["hover"]["plot3d-layer_regions"]
+    assert text is not None, "no hover label over the regions"
+    for field in ("image", "region", "class:", "predicted:", "strength ||h||:"):
+        assert field in text, text
+    assert "knowledge point: " in text, text
+    assert seen["errors"] == [], seen["errors"]
+    # the first view's screenshot is a drawing, not a blank box
+    with Image.open(io.BytesIO(seen["png"])) as im:
+        rgb = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)
+    assert len(rgb) > 300 * 300
+    not_white = (rgb != 255).any(axis=1).mean()
+    colours = len(np.unique(rgb, axis=0))
+    assert not_white > 0.01 and colours > 50, (not_white, colours)
+    # the class colours of the points and directions (tab10) are there
+    saturated = (rgb.max(axis=1) - rgb.min(axis=1) > 80).sum()
+    assert saturated > 100, saturated
