@@ -287,10 +287,11 @@ def _hover(browser, view_id, png, origin, tries=80):
     )
     for k in order:
         _mouse(browser, "mouseMoved", origin[0] + xs[k], origin[1] + ys[k])
-        time.sleep(0.1)
-        text = browser.evaluate(label)
-        if text and text.startswith("image"):
-            return text
+        for _ in range(3):  # WebGL picking answers on a later frame
+            time.sleep(0.1)
+            text = browser.evaluate(label)
+            if text and text.startswith("image"):
+                return text
     return None
 
 
