@@ -160,6 +160,20 @@ _TEXT = {
         "and network. In the paper the students end with fewer reliable "
         "knowledge points than their teacher."
     ),
+    "faithfulness": (
+        "How faithful each map is to the network: the regions of each held-out "
+        "image are removed in the map's order, most important first "
+        "(<strong>deletion</strong>: a faithful map makes the probability of "
+        "the predicted class fall fast, a small area), or added to a blurred "
+        "image in that order (<strong>insertion</strong>: it should rise fast, "
+        "a large area). The knowledge-point maps are the posterior of the "
+        "predicted class per region at a layer; Grad-CAM and guided "
+        "backpropagation are the usual attribution maps, and a random map is "
+        "the chance level. <code>deletion_gain</code> and "
+        "<code>insertion_gain</code> are each method's advantage over the "
+        "random map (positive: better than chance), with {confidence} % "
+        "intervals over the images."
+    ),
     "extra": "Further results recorded by the run.",
     "files": (
         "Everything shown here, as files next to this page: the figures as "
@@ -172,6 +186,7 @@ _TEXT = {
 _FIGURE_CAPTIONS = {
     "findings": "Each finding's value and interval (green: holds; red: does not).",
     "loss_curves": "Loss curves of every fitted stage.",
+    "faithfulness": "Deletion and insertion curves per map (bands: intervals).",
     "sample_space_3d": "Sample features g and the category directions (3-D).",
     "sample_space_2d": "The same points on their two main axes (2-D).",
     "knowledge_counts": "Knowledge points per image and layer (all, reliable).",
@@ -193,6 +208,7 @@ _SECTION_FIGURES = {
     "emergence": ("emergence", "sample_evolution"),
     "adversarial": ("adversarial_change",),
     "distillation": ("distillation",),
+    "faithfulness": ("faithfulness",),
 }
 
 # interactive 3-D views (plotly), shown above the PNGs of their section
@@ -225,6 +241,7 @@ _SECTION_TITLES = {
     "emergence": "Emergence during training",
     "adversarial": "Adversarial attack",
     "distillation": "Knowledge distillation",
+    "faithfulness": "Faithfulness: knowledge points beside attribution maps",
     "extra": "More results",
     "files": "Files",
 }
@@ -369,6 +386,18 @@ def _figure_data(result: AnalysisResult, name: str) -> tuple[dict, list | None]:
     """JSON content for ``data/<name>.json`` and flat records (CSV) or None."""
     if name == "findings":
         return {"table": "findings.csv", "records": result.findings}, None
+    if name == "faithfulness":
+        curves = {
+            method: {
+                "fractions": c["fractions"],
+                "deletion_mean": np.mean(c["deletion"], axis=0),
+                "insertion_mean": np.mean(c["insertion"], axis=0),
+                "deletion_band": c["deletion_band"],
+                "insertion_band": c["insertion_band"],
+            }
+            for method, c in result.faithfulness["curves"].items()
+        }
+        return {"table": "faithfulness.csv", "curves": curves}, None
     if name == "loss_curves":
         return {"table": "diagnostics.csv", "curves": result.loss_curves}, None
     if name in ("sample_space_3d", "sample_space_2d"):
@@ -623,6 +652,7 @@ def _check_extra(extra) -> dict:
 # earlier report in the same folder that this one may not rewrite
 _OWN_STEMS = {
     "findings",
+    "faithfulness",
     "diagnostics",
     "projection",
     "knowledge_points",
@@ -901,6 +931,16 @@ def _page(
         section(
             "distillation",
             _table_html(_columns(result.distillation, cols), "Teacher and students"),
+        )
+    if result.faithfulness:
+        section(
+            "faithfulness",
+            _table_html(result.faithfulness["table"], "Areas under the curves"),
+            {
+                "confidence": _esc(
+                    f"{100 * result.faithfulness.get('confidence', 0.95):.0f}"
+                )
+            },
         )
     if result.diagnostics:
         section("diagnostics", _diagnostics_html(result.diagnostics))

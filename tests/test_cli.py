@@ -35,6 +35,9 @@ def check_report(directory):
     """The structure every report has; returns results.json."""
     index = directory / "index.html"
     page = index.read_text(encoding="utf-8")
+    # scripts: the embedded plotly bundle and the 3-D views, none loading a file
+    assert all(attrs == "" for attrs in re.findall(r"<script\b([^>]*)>", page, re.I))
+    page = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
     assert not re.search(r"<link\b|<script\b", page, re.I)
     assert not re.search(r"(src|href)\s*=\s*\"(https?:|//)", page, re.I)
     assert 'src="http' not in page
@@ -288,6 +291,8 @@ def test_analyze_arch_with_plain_state_dict(workload, tmp_path):
     assert "Sample projection" in stdout and "Report:" in stdout
     page = (out / "index.html").read_text()
     assert "skvmf:vgg16_bn" in page and '<section id="adversarial">' in page
+    assert '<section id="faithfulness">' in page
+    assert (out / "figures" / "faithfulness.png").is_file()
 
 
 def test_analyze_skvmf_checkpoint_alone_with_checkpoints_dir(workload, tmp_path):
