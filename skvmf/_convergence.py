@@ -24,7 +24,7 @@ def _tail(curve: np.ndarray) -> float:
     return float(np.mean(curve[-k:]))
 
 
-def loss_fell(curve) -> bool | None:
+def loss_fell(curve, at_zero: float | None = None) -> bool | None:
     """Whether a loss curve ends below where it started.
 
     Parameters
@@ -32,13 +32,19 @@ def loss_fell(curve) -> bool | None:
     curve : array-like of float
         Loss values in the order they were recorded, the first one at the
         starting point.
+    at_zero : float, optional
+        For a non-negative loss (a KL divergence): a start at or below this
+        value is already at the minimum, with nothing to lower (e.g. the
+        projection of an untrained network whose soft labels are uniform),
+        and counts as converged when the curve stays there.
 
     Returns
     -------
     bool or None
         True when the mean of the last tenth of the curve is below its first
-        value (by more than 1e-9 of its magnitude), False otherwise, None
-        for a curve of fewer than two values (nothing to judge).
+        value (by more than 1e-9 of its magnitude), or when it starts and
+        ends at zero within ``at_zero``; False otherwise; None for a curve of
+        fewer than two values (nothing to judge).
     """
     c = np.asarray(curve, dtype=np.float64).ravel()
     if c.size < 2:
@@ -46,10 +52,12 @@ def loss_fell(curve) -> bool | None:
     if not np.isfinite(c).all():
         return False
     first = float(c[0])
+    if at_zero is not None and first <= at_zero and _tail(c) <= at_zero:
+        return True
     return _tail(c) < first - 1e-9 * max(1.0, abs(first))
 
 
-def curve_summary(curve) -> dict:
+def curve_summary(curve, at_zero: float | None = None) -> dict:
     """``{"loss_first", "loss_last", "converged"}`` of one loss curve
     (``loss_last`` is the tail mean that :func:`loss_fell` judges)."""
     c = np.asarray(curve, dtype=np.float64).ravel()
@@ -58,7 +66,7 @@ def curve_summary(curve) -> dict:
     return {
         "loss_first": float(c[0]),
         "loss_last": _tail(c),
-        "converged": loss_fell(c),
+        "converged": loss_fell(c, at_zero),
     }
 
 

@@ -755,25 +755,56 @@ def _extract_networks(networks, X, layers, extractor_params, verbose):
     return extractor, feats
 
 
-def _fit_projections(feats, fit_idx, seeds, projector_params):
-    """One fitted SampleProjector per (repeat, network), on the fit images.
+def _project_repeat(sets, params, seed, n_threads=None):
+    """One repeat's projections: {network: fitted SampleProjector}.
 
     Checkpoints are fitted in one shared frame
-    (:meth:`SampleProjector.fit_sequence`), in training order.
+    (:meth:`SampleProjector.fit_sequence`), in training order. ``n_threads``
+    pins torch's threads in a worker process.
     """
-    checkpoints = [k for k in feats if k != _MAIN and k[0] == "checkpoint"]
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
+    params = {**params, "random_state": seed}
     out = {}
-    for r, seed in enumerate(seeds):
-        params = {**projector_params, "random_state": seed}
-        for key, fs in feats.items():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # in diagnostics
+        for key, fs in sets.items():
             if key == _MAIN or key[0] == "student":
-                out[(r, key)] = SampleProjector(**params).fit(fs[fit_idx])
+                out[key] = SampleProjector(**params).fit(fs)
+        checkpoints = [k for k in sets if k != _MAIN and k[0] == "checkpoint"]
         if checkpoints:
             fitted = SampleProjector(**params).fit_sequence(
-                [feats[k][fit_idx] for k in checkpoints]
+                [sets[k] for k in checkpoints]
             )
-            out.update({(r, k): p for k, p in zip(checkpoints, fitted)})
+            out.update(dict(zip(checkpoints, fitted)))
     return out
+
+
+def _fit_projections(feats, fit_idx, seeds, projector_params, n_jobs):
+    """One fitted SampleProjector per (repeat, network), on the fit images;
+    the repeats in parallel processes with ``n_jobs`` (only the sample
+    features and soft labels travel)."""
+    sets = {
+        key: FeatureSet(
+            sample=fs.sample[fit_idx],
+            soft_labels=fs.soft_labels[fit_idx],
+            classes=fs.classes,
+        )
+        for key, fs in feats.items()
+    }
+    n_jobs = min(effective_n_jobs(n_jobs), len(seeds))
+    if n_jobs == 1 or str(projector_params.get("device", "cpu")) != "cpu":
+        per_repeat = [_project_repeat(sets, projector_params, s) for s in seeds]
+    else:
+        threads = max(1, torch.get_num_threads() // n_jobs)
+        per_repeat = Parallel(n_jobs=n_jobs)(
+            delayed(_project_repeat)(sets, projector_params, s, threads) for s in seeds
+        )
+    return {
+        (r, key): proj
+        for r, fitted in enumerate(per_repeat)
+        for key, proj in fitted.items()
+    }
 
 
 def _fit_aligner_job(params, fs, n_threads):
@@ -895,7 +926,12 @@ def _fit_aligners(jobs, params_of, n_jobs, verbose, scheduler=None):
     return dict(zip(slim, fitted))
 
 
-def _diagnostics(projectors, aligners, layers):
+# a KL divergence at or below this per image starts at its minimum: nothing
+# to lower (an untrained network's uniform soft labels)
+_KL_AT_ZERO = 1e-4
+
+
+def _diagnostics(projectors, aligners, layers, n_fit=1):
     """Loss curves of every fitted stage: (curves, aggregated table).
 
     ``curves`` has one record per (network, layer, stage, repeat) with the
@@ -930,9 +966,12 @@ def _diagnostics(projectors, aligners, layers):
                         ),
                     }
                 )
+    # the projection's loss is a sum over the fit images, the importance
+    # weights' a mean; the alignment's (with -cos terms) has no floor
+    at_zero = {"projection": _KL_AT_ZERO * n_fit, "importance": _KL_AT_ZERO}
     groups = {}
     for rec in curves:
-        s = curve_summary(rec["curve"])
+        s = curve_summary(rec["curve"], at_zero.get(rec["stage"]))
         groups.setdefault((rec["network"], rec["layer"], rec["stage"]), []).append(s)
     table = []
     for (network, layer, stage), summaries in groups.items():
@@ -1288,10 +1327,20 @@ def analyze(
     projector_params = {
         "n_components": n_components,
         "device": device,
+        # restarts: the projection's objective has local optima (single
+        # starts merged two digits in half the seeds); the lowest-loss start
+        # is kept, a criterion blind to the findings
+        "n_init": 3,
         **(projector_params or {}),
     }
     projector_params.pop("random_state", None)  # one seed per repeat
-    aligner_params = {"device": device, "verbose": verbose, **(aligner_params or {})}
+    aligner_params = {
+        "device": device,
+        "verbose": verbose,
+        # every other fit image when there are fewer than the default 100
+        "n_candidates": min(100, max(1, len(fit_idx) - 1)),
+        **(aligner_params or {}),
+    }
     aligner_params.pop("random_state", None)
     counter_params = {"tau": tau, **(counter_params or {})}
     timings = {}
@@ -1316,7 +1365,7 @@ def analyze(
     t = step(f"projecting ({n_repeats} repeat(s))")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        projectors = _fit_projections(feats, fit_idx, seeds, projector_params)
+        projectors = _fit_projections(feats, fit_idx, seeds, projector_params, n_jobs)
         timings["projection"] = time.perf_counter() - t
         jobs = {
             (r, key): proj.transform(feats[key][fit_idx])
@@ -1334,7 +1383,9 @@ def analyze(
             scheduler,
         )
         timings["alignment"] = time.perf_counter() - t
-    curves, diagnostics = _diagnostics(projectors, aligners, layer_names)
+    curves, diagnostics = _diagnostics(
+        projectors, aligners, layer_names, n_fit=len(fit_idx)
+    )
     _warn_diagnostics(diagnostics)
 
     # 3. embed every image with each repeat's fitted estimators; measure on

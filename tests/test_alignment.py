@@ -1042,3 +1042,42 @@ def test_parallel_layers_equal_sequential_fit():
         np.testing.assert_array_equal(par.components_[layer], seq.components_[layer])
         np.testing.assert_array_equal(par.loss_curve_[layer], seq.loss_curve_[layer])
         assert par.scales_[layer] == seq.scales_[layer]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_held_out_losses_fall_with_training(seed):
+    # fit on one sample of the planted problem, judge on another drawn from
+    # the same prototypes: a trained Lambda mimics P(x_j|x_i) of new images
+    # better than its random start
+    f, P, g, y = planted(n_per_class=20, confidence=0.9, seed=seed)
+    fit, held = np.arange(len(y)) % 2 == 0, np.arange(len(y)) % 2 == 1
+    sets = [
+        FeatureSet(soft_labels=P[m], regions={"conv": f[m]}, g=g[m], grid=(3, 3))
+        for m in (fit, held)
+    ]
+    kw = {"n_candidates": 29, "weight_steps": 10, "random_state": seed}
+    start = RegionalAligner(max_epochs=0, **kw).fit(sets[0])
+    trained = RegionalAligner(max_epochs=10, **kw).fit(sets[0])
+    before = start.held_out_losses(sets[1])["conv"]
+    after = trained.held_out_losses(sets[1])["conv"]
+    assert np.isfinite([after["sim"], after["align"]]).all()
+    assert after["sim"] >= 0 and after["sim"] < 0.8 * before["sim"]
+    assert -1 <= after["align"] < before["align"]  # regions turned toward g
+    # neither depends on align_weight's value at evaluation
+    other = clone(trained).set_params(align_weight=5.0)
+    other.__dict__.update({k: v for k, v in vars(trained).items() if k.endswith("_")})
+    again = other.held_out_losses(sets[1])["conv"]
+    assert again == pytest.approx(after)
+
+
+def test_held_out_losses_refuse_arrays_and_unfitted():
+    f, P, g, _ = planted(n_per_class=4)
+    with pytest.raises(NotFittedError):
+        RegionalAligner().held_out_losses(
+            FeatureSet(soft_labels=P, regions={"c": f}, g=g)
+        )
+    al = RegionalAligner(n_candidates=5, max_epochs=1, weight_steps=1).fit(
+        FeatureSet(soft_labels=P, regions={"c": f}, g=g)
+    )
+    with pytest.raises(ValueError, match="needs a FeatureSet"):
+        al.held_out_losses(f)

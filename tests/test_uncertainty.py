@@ -121,3 +121,11 @@ def test_curve_verdicts():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert warn_if_not_falling([3.0, 1.0], "projection") is True
+
+
+def test_a_kl_that_starts_at_zero_has_nothing_to_lower():
+    flat = [1e-6, 1e-6, 1e-6]
+    assert loss_fell(flat) is False  # no floor known: did not fall
+    assert loss_fell(flat, at_zero=1e-4) is True
+    assert loss_fell([1e-6, 0.5], at_zero=1e-4) is False  # it rose away
+    assert curve_summary(flat, at_zero=1e-4)["converged"] is True
