@@ -33,9 +33,9 @@ from skvmf.plotting import plot_knowledge_masks
 # in [0, 1] before normalisation; ``analyze`` passes the dataset's mean and
 # std to the attack): every pixel may move by at most 0.03, in 10 signed
 # gradient steps. That is enough to fool the network on almost every image
-# (0.1 fools it on all of them, but then moves every layer a lot). With one
-# network to analyse, ``aligner_params={"n_jobs": 2}`` fits its three
-# layers in two processes.
+# (0.1 fools it on all of them, but then moves every layer a lot). Half the
+# images are held out of every fit; the attack and its measurements use them.
+# The three repeats of the analysis run in two processes (``n_jobs=2``).
 model, training = train_digits_classifier(random_state=0)
 data = subset_per_class(load_digits_images("test"), 8, random_state=0)
 attack = {"epsilon": 0.03, "n_steps": 10}
@@ -44,7 +44,7 @@ result = analyze(
     data,
     layers=["conv_33", "conv_43", "conv_53"],
     attack=attack,
-    aligner_params={"n_candidates": len(data) - 1, "n_jobs": 2},
+    n_jobs=2,
     random_state=0,
 )
 print(result.attack)

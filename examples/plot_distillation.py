@@ -71,7 +71,6 @@ result = analyze(
     data,
     layers=["conv_33", "conv_53"],
     students=students,
-    aligner_params={"n_candidates": len(data) - 1},
     n_jobs=2,
     random_state=0,
 )
@@ -79,7 +78,11 @@ for row in result.distillation:
     print(
         f"{row['model']:8s} {row['layer']}: accuracy {row['accuracy']:.2f}, "
         f"points {row['mean_count']:5.1f}, reliable {row['mean_reliable']:5.1f} "
-        f"({row['reliable_ratio']:.2f})"
+        + (
+            f"({row['reliable_ratio']:.2f})"
+            if row["reliable_ratio"] is not None
+            else "(no points)"
+        )
     )
 
 # %%

@@ -46,15 +46,15 @@ for iteration, path in list_checkpoints(checkpoint_dir):
 # ------------------------
 # Five test images per digit (50 in all) and two layers keep this example
 # short. ``analyze`` aligns the final model and the five checkpoints: six
-# networks, spread over two processes with ``n_jobs=2``. Each image is
-# compared with all 49 others (``n_candidates``).
+# networks, three repeats each, spread over two processes with ``n_jobs=2``.
+# The estimators are fitted on half of the images and every count is
+# measured on the other half.
 data = subset_per_class(load_digits_images("test"), 5, random_state=0)
 result = analyze(
     model,
     data,
     layers=["conv_33", "conv_53"],
     checkpoints=checkpoint_dir,
-    aligner_params={"n_candidates": len(data) - 1},
     n_jobs=2,
     random_state=0,
 )
