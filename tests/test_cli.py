@@ -146,6 +146,8 @@ def test_demo_quick_writes_the_full_report(demo):
     results = check_report(out)
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert figures == {
+        "findings",
+        "loss_curves",
         "sample_space_3d",
         "sample_space_2d",
         "layer_regions",
@@ -155,6 +157,19 @@ def test_demo_quick_writes_the_full_report(demo):
         "sample_evolution",
         "adversarial_change",
         "distillation",
+    }
+    # the findings and diagnostics contract of every report
+    assert {f["name"] for f in results["findings"]} >= {
+        "projection_mimics_network",
+        "reliable_ratio_rises_with_depth",
+        "attack_moves_deep_regions_more",
+        "student_fewer_reliable_points:student_logits",
+        "student_fewer_reliable_points:student_conv_43",
+    }
+    assert {d["stage"] for d in results["diagnostics"]} == {
+        "projection",
+        "importance",
+        "alignment",
     }
     # 4 test images per digit, the paper's five VGG-16 layers
     assert results["settings"]["n_images"] == 40
@@ -190,6 +205,8 @@ def test_demo_prints_summary_on_stdout_progress_on_stderr(demo):
     assert code == 0
     assert "Knowledge points per layer (tau = 0.4)" in stdout
     assert "Emergence over training" in stdout and "Distillation" in stdout
+    assert stdout.startswith("Findings (3 repeat(s), 95 % intervals")
+    assert "Diagnostics (loss of every fitted stage" in stdout
     assert f"Report: {out / 'index.html'}" in stdout
     assert re.search(r"Total time: \d+\.\d s", stdout)
     assert "training" in stderr and "aligning" in stderr
