@@ -1464,40 +1464,50 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
             warn_if_not_falling(self.loss_curve_[name], "alignment", name)
         return self
 
-    def _fit_layer(self, name, F, phat, G, gen, kappa_fn, exact):
-        N, R, K = F.shape
-        device = F.device
-        n = self.n_candidates_
-        fhat = _mk.normalize_channels(F)
-        kappa_m = _resolve_kappa_m(self.kappa_m, K)
+    def _weights_and_matching(self, fhat, phat, gen, n, *, verbose, name):
+        """The images' importance weights (SPEC 4) and their full matching
+        under the fitted channel weights: (w, v, loss curve, matching)."""
+        N, R, K = fhat.shape
         w, v, w_curve = _fit_importance(
             fhat,
             phat,
             gen,
             n_candidates=n,
             kappa_p=self.kappa_p,
-            kappa_m=kappa_m,
+            kappa_m=_resolve_kappa_m(self.kappa_m, K),
             n_steps=self.weight_steps,
             lr=self.weight_lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
             step_control=self.weight_step_control,
             chunk_size=self.chunk_size,
-            verbose=self.verbose,
+            verbose=verbose,
             desc=f"{name}: importance weights",
         )
         chunk, block = _mk.matching_plan(
-            N, N, R, K, fhat.element_size(), device, self.chunk_size, gathered=False
-        )
-        message(f"{name}: matching {N}^2 image pairs", verbose=self.verbose)
+            N, N, R, K, fhat.element_size(), fhat.device, self.chunk_size,
+            gathered=False,
+        )  # fmt: skip
+        message(f"{name}: matching {N}^2 image pairs", verbose=verbose)
         matching, _ = _mk.match_all(
             fhat,
             v,
-            torch.arange(N, device=device),
+            torch.arange(N, device=fhat.device),
             None,
             chunk_size=chunk,
             block_size=block,
             return_scores=False,
+        )
+        return w, v, w_curve, matching
+
+    def _fit_layer(self, name, F, phat, G, gen, kappa_fn, exact):
+        N, R, K = F.shape
+        device = F.device
+        n = self.n_candidates_
+        fhat = _mk.normalize_channels(F)
+        kappa_m = _resolve_kappa_m(self.kappa_m, K)
+        w, v, w_curve, matching = self._weights_and_matching(
+            fhat, phat, gen, n, verbose=self.verbose, name=name
         )
         feats = fhat if self.normalize_channels else F
         del F, fhat
@@ -1652,32 +1662,8 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
                     f"fitted with {self.n_features_in_[name]}"
                 )
             fhat = _mk.normalize_channels(F)
-            w, v, _ = _fit_importance(
-                fhat,
-                phat,
-                gen,
-                n_candidates=N - 1,
-                kappa_p=self.kappa_p,
-                kappa_m=_resolve_kappa_m(self.kappa_m, K),
-                n_steps=self.weight_steps,
-                lr=self.weight_lr,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-                step_control=self.weight_step_control,
-                chunk_size=self.chunk_size,
-                verbose=0,
-            )
-            chunk, block = _mk.matching_plan(
-                N, N, R, K, fhat.element_size(), device, self.chunk_size, gathered=False
-            )
-            matching, _ = _mk.match_all(
-                fhat,
-                v,
-                torch.arange(N, device=device),
-                None,
-                chunk_size=chunk,
-                block_size=block,
-                return_scores=False,
+            w, _, _, matching = self._weights_and_matching(
+                fhat, phat, gen, N - 1, verbose=0, name=name
             )
             feats = fhat if self.normalize_channels else F
             lam = torch.as_tensor(self.components_[name], device=device)
