@@ -1,4 +1,6 @@
-"""Small torch helpers shared by the modules that work on tensors."""
+"""The shared private torch layer: devices, dtypes, seeds, one SGD step,
+to_numpy and overflow-safe norms. Hooks live in ``_hooks``, image input in
+``_images``, file reading in ``_io``."""
 
 from __future__ import annotations
 
@@ -88,3 +90,47 @@ class MomentumSGD:
                 self.buffer.mul_(self.momentum).add_(grad)
             p.sub_(self.buffer, alpha=self.lr)
         p.grad = None
+
+
+def to_numpy(x, dtype=None) -> np.ndarray:
+    """A numpy array from a tensor (detached, on the CPU) or an array-like.
+
+    Complex values are refused, never cast to their real part.
+    """
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise ValueError(f"complex input is not supported; got dtype {x.dtype}")
+        out = x.detach().cpu().numpy()
+    else:
+        out = np.asarray(x)
+        if np.iscomplexobj(out):
+            raise ValueError(f"complex input is not supported; got dtype {out.dtype}")
+    return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def safe_norm(x, dim=-1, keepdim: bool = False):
+    """Euclidean norm that neither overflows nor underflows.
+
+    Each vector is divided by its largest absolute entry before squaring and
+    the norm multiplied back, so vectors of 1e300 or 1e-200 (float64) and
+    1e20 (float32) get their true norm instead of ``inf`` or ``0``. Works on
+    tensors and numpy arrays.
+    """
+    if isinstance(x, torch.Tensor):
+        scale = x.abs().amax(dim=dim, keepdim=True)
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        norm = torch.linalg.vector_norm(x / safe, dim=dim, keepdim=True) * safe
+        return norm if keepdim else norm.squeeze(dim)
+    x = np.asarray(x)
+    scale = np.max(np.abs(x), axis=dim, keepdims=True)
+    safe = np.where(scale > 0, scale, 1.0)
+    norm = np.linalg.norm(x / safe, axis=dim, keepdims=True) * safe
+    return norm if keepdim else np.squeeze(norm, axis=dim)
+
+
+def unit_rows(x, dim=-1):
+    """``x`` divided by its safe norm along ``dim``; zero vectors stay zero."""
+    norm = safe_norm(x, dim=dim, keepdim=True)
+    if isinstance(x, torch.Tensor):
+        return x / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return x / np.where(norm > 0, norm, 1.0)

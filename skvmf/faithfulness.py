@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ._hooks import as_logits, evaluating
+from ._images import as_images
 from ._torch_utils import resolve_device
-from .featuremaps import _as_images, _as_logits, _evaluating
 from .saliency import _targets
 
 __all__ = [
@@ -202,7 +203,7 @@ def _probabilities(model, x, base, pixel_rank, counts, targets, batch_size, inse
             batch = torch.where(chosen, x[img], base[img])
         else:
             batch = torch.where(chosen, base[img], x[img])
-        logits = _as_logits(model(batch)).double()
+        logits = as_logits(model(batch)).double()
         if not torch.isfinite(logits).all():
             raise ValueError(
                 "the model returned non-finite logits on the modified images "
@@ -219,11 +220,11 @@ def _run(
     """Curves of several map sets on one set of images (shared target and
     baseline). ``maps`` is a dict of (N, h, w) arrays already on one grid."""
     dev = resolve_device(device)
-    with _evaluating(model, dev), torch.no_grad():
-        x = _as_images(images, model, dev)
+    with evaluating(model, dev), torch.no_grad():
+        x = as_images(images, model, dev)
         size = tuple(x.shape[2:])
         base = _baseline(x, baseline, blur_sigma)
-        targets = _targets(target, _as_logits(model(x)))
+        targets = _targets(target, as_logits(model(x)))
         n_units = grid[0] * grid[1]
         n_steps = _steps(steps, n_units)
         counts = np.arange(n_steps + 1) * n_units // n_steps
@@ -355,7 +356,7 @@ def deletion_insertion(
     size = tuple(np.shape(images)[2:]) if np.ndim(images) == 4 else None
     if size is None:
         # let the images' own check say what is wrong
-        _as_images(images, model, torch.device("cpu"))
+        as_images(images, model, torch.device("cpu"))
     maps = _check_maps(maps, len(images), size, _check_grid(grid))
     curves = _run(
         model,
@@ -575,7 +576,7 @@ def compare_faithfulness(
             "maps already has a 'random' entry; rename it or pass random_map=False"
         )
     if np.ndim(images) != 4:
-        _as_images(images, model, torch.device("cpu"))
+        as_images(images, model, torch.device("cpu"))
     n, size = len(images), tuple(np.shape(images)[2:])
     grid = _check_grid(grid)
     checked = {

@@ -12,16 +12,10 @@ sections 2.3 and 2.5; Zeiler and Fergus, ECCV 2014):
 Transformer layers are read as maps too: tokens (N, P + H*W, K) as their
 patch grid (class and register tokens dropped), channels-last maps
 (N, H, W, K) transposed; ``reshape=`` overrides the inferred layout.
-
-The private helpers here (layer resolution, image validation, a context that
-puts a model in evaluation mode and restores it, and forward hooks that are
-always removed) are shared by :mod:`skvmf.saliency` and
-:mod:`skvmf.synthesis`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -30,246 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from ._layout import check_reshape, layer_maps, output_error
+from ._hooks import (
+    Capture,
+    as_logits,
+    evaluating,
+    resolve_layer,
+)
+from ._images import as_images, batches, check_batch_size, check_source, n_items
+from ._layout import check_reshape, layer_maps
 from ._progress import progress
 from ._torch_utils import resolve_device
-
-# --------------------------------------------------------------------------
-# shared private helpers
-
-
-def _layer_name(model: nn.Module, module: nn.Module) -> str:
-    for name, candidate in model.named_modules():
-        if candidate is module:
-            return name or "<model>"
-    return type(module).__name__
-
-
-def _resolve_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
-    """``(name, module)`` for a module name, a paper alias or a submodule."""
-    if isinstance(layer, nn.Module):
-        for name, candidate in model.named_modules():
-            if candidate is layer:
-                return name or "<model>", candidate
-        raise ValueError(
-            f"layer {type(layer).__name__} is not a submodule of the model"
-        )
-    if isinstance(layer, str):
-        # module names, or the paper's aliases ("conv_53", "conv_5", "layer_18")
-        # of a recognised architecture; a clear error with suggestions otherwise
-        from ._layers import detect_architecture, resolve_layer
-
-        name = resolve_layer(layer, model, detect_architecture(model))
-        return name, dict(model.named_modules())[name]
-    raise ValueError(
-        f"layer must be a module name (str) or an nn.Module; got {type(layer).__name__}"
-    )
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return torch.float32
-
-
-def _model_device(model: nn.Module) -> torch.device | None:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return None
-
-
-def _first_conv_channels(model: nn.Module) -> int | None:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return int(module.in_channels)
-    return None
-
-
-def _as_images(
-    images, model: nn.Module, device: torch.device, *, name: str = "images"
-) -> torch.Tensor:
-    """Validate a (N, C, H, W) batch (numpy or torch) and move it to the model.
-
-    The batch is cast to the model's floating dtype; a channel count that the
-    model's first ``Conv2d`` cannot take is refused here rather than deep
-    inside torch.
-    """
-    if isinstance(images, torch.Tensor):
-        x = images.detach()
-    else:
-        try:
-            x = torch.as_tensor(np.asarray(images))
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(
-                f"{name} must be an array of shape (N, C, H, W); got "
-                f"{type(images).__name__}"
-            ) from exc
-    if x.ndim != 4:
-        raise ValueError(
-            f"{name} must have shape (N, C, H, W); got shape {tuple(x.shape)} "
-            "(add a batch axis with images[None] for one image)"
-        )
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
-    if x.dtype == torch.bool or x.is_complex():
-        raise ValueError(f"{name} must be real numbers; got dtype {x.dtype}")
-    in_channels = _first_conv_channels(model)
-    if in_channels is not None and x.shape[1] != in_channels:
-        raise ValueError(
-            f"{name} have {x.shape[1]} channels but the model's first Conv2d "
-            f"takes {in_channels}; got shape {tuple(x.shape)}"
-        )
-    x = x.to(device=device, dtype=_model_dtype(model))
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
-    return x
-
-
-@contextlib.contextmanager
-def _evaluating(model: nn.Module, device: torch.device):
-    """Evaluation mode on ``device`` for the block; modes and device restored.
-
-    Every submodule's own ``training`` flag is saved, so a model with mixed
-    modes comes back exactly as it was, also after an exception.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    home = _model_device(model)
-    moved = home is not None and home != device
-    try:
-        if moved:
-            model.to(device)
-        model.eval()
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
-        if moved:
-            model.to(home)
-
-
-class _Capture:
-    """Forward hooks recording the outputs of some modules during one pass.
-
-    ``detach=True`` stores a detached copy (feature views). Otherwise the
-    stored tensor stays in the autograd graph and the module hands a clone
-    downstream, so a following in-place op (``ReLU(inplace=True)``) cannot
-    overwrite the map whose gradient or value is wanted. A module that runs
-    more than once in a forward pass has no single output: ``ValueError``.
-    Hooks are removed on exit, also after an exception.
-    """
-
-    def __init__(self, model: nn.Module, layers: Mapping, *, detach: bool):
-        self.model = model
-        self.layers = dict(layers)  # key -> (name, module)
-        self.detach = detach
-        self.outputs: dict = {}
-        self._handles: list = []
-
-    def _hook(self, keys, name):
-        def hook(module, inputs, output):
-            if not isinstance(output, torch.Tensor):
-                raise output_error(name, output)
-            if keys[0] in self.outputs:
-                raise ValueError(
-                    f"layer {name!r} runs more than once in a forward pass, so its "
-                    "output is ambiguous; choose the module that encloses it"
-                )
-            if self.detach:
-                stored = output.detach().clone()
-                for key in keys:
-                    self.outputs[key] = stored
-                return None
-            for key in keys:
-                self.outputs[key] = output
-            return output.clone()
-
-        return hook
-
-    def __enter__(self):
-        by_module: dict[int, list] = {}
-        names = {}
-        for key, (name, module) in self.layers.items():
-            by_module.setdefault(id(module), []).append(key)
-            names[id(module)] = (name, module)
-        for ident, keys in by_module.items():
-            name, module = names[ident]
-            self._handles.append(module.register_forward_hook(self._hook(keys, name)))
-        return self
-
-    def reset(self):
-        self.outputs = {}
-
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        return False
-
-
-def _as_logits(output, model_name: str = "model") -> torch.Tensor:
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
-        raise ValueError(
-            f"the {model_name} must return logits of shape (N, n_classes); got "
-            f"{type(output).__name__} with shape {shape}"
-        )
-    return output
-
-
-def _batches(source, batch_size: int):
-    """Yield ``(start, batch)`` from an array/tensor or a map-style dataset."""
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        for start in range(0, len(source), batch_size):
-            yield start, source[start : start + batch_size]
-        return
-    loader = torch.utils.data.DataLoader(source, batch_size=batch_size, shuffle=False)
-    start = 0
-    for batch in loader:
-        if isinstance(batch, (list, tuple)):
-            batch = batch[0]
-        yield start, batch
-        start += len(batch)
-
-
-def _n_items(source) -> int:
-    try:
-        return len(source)
-    except TypeError as exc:
-        raise ValueError(
-            "images must be an array of shape (N, C, H, W) or a map-style dataset "
-            f"with a length; got {type(source).__name__}"
-        ) from exc
-
-
-def _check_source(source):
-    """Arrays become tensors; datasets pass through; others are refused."""
-    if isinstance(source, torch.utils.data.Dataset):
-        return source
-    if isinstance(source, torch.Tensor):
-        return source.detach()
-    if isinstance(source, (np.ndarray, list, tuple)):
-        arr = np.asarray(source)
-        if arr.ndim != 4:
-            raise ValueError(
-                f"images must have shape (N, C, H, W); got shape {arr.shape}"
-            )
-        return torch.as_tensor(arr)
-    raise ValueError(
-        "images must be an array of shape (N, C, H, W) or a torch Dataset; got "
-        f"{type(source).__name__}"
-    )
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    return int(batch_size)
-
 
 # --------------------------------------------------------------------------
 # feature maps
@@ -317,17 +82,17 @@ def feature_maps(model, images, layer, *, reshape=None, batch_size=256, device="
     (2, 4, 6, 6)
     """
     dev = resolve_device(device)
-    batch_size = _check_batch_size(batch_size)
-    x_all = _as_images(images, model, torch.device("cpu"))
-    name, module = _resolve_layer(model, layer)
+    batch_size = check_batch_size(batch_size)
+    x_all = as_images(images, model, torch.device("cpu"))
+    name, module = resolve_layer(model, layer)
     reshape = check_reshape(reshape)
     chunks = []
     with (
-        _evaluating(model, dev),
-        _Capture(model, {0: (name, module)}, detach=True) as cap,
+        evaluating(model, dev),
+        Capture(model, {0: (name, module)}, detach=True) as cap,
         torch.no_grad(),
     ):
-        for _, x in _batches(x_all, batch_size):
+        for _, x in batches(x_all, batch_size):
             cap.reset()
             model(x.to(dev))
             if 0 not in cap.outputs:
@@ -441,36 +206,36 @@ def top_activating(
     ((3, 4), (20, 3))
     """
     dev = resolve_device(device)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     if reduce not in ("mean", "max"):
         raise ValueError(f"reduce must be 'mean' or 'max'; got {reduce!r}")
-    source = _check_source(images)
-    n_images = _n_items(source)
+    source = check_source(images)
+    n_images = n_items(source)
     if n_images == 0:
         raise ValueError("images is empty: no image to rank")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}")
     if k > n_images:
         raise ValueError(f"k={k} exceeds the number of images ({n_images})")
-    name, module = _resolve_layer(model, layer)
+    name, module = resolve_layer(model, layer)
     reshape = check_reshape(reshape)
 
     activations = None
     chan_idx = None
     n_batches = -(-n_images // batch_size)
     with (
-        _evaluating(model, dev),
-        _Capture(model, {0: (name, module)}, detach=True) as cap,
+        evaluating(model, dev),
+        Capture(model, {0: (name, module)}, detach=True) as cap,
         torch.no_grad(),
     ):
         for start, batch in progress(
-            _batches(source, batch_size),
+            batches(source, batch_size),
             verbose=verbose,
             total=n_batches,
             desc=f"top images of {name}",
             unit="batch",
         ):
-            x = _as_images(batch, model, dev)
+            x = as_images(batch, model, dev)
             cap.reset()
             model(x)
             if 0 not in cap.outputs:
@@ -647,7 +412,7 @@ def out_of_sample_table(
     {'noise': {'cat': 0.0, 'dog': 100.0}}
     """
     dev = resolve_device(device)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     if not isinstance(images_by_group, Mapping) or not images_by_group:
         raise ValueError(
             "images_by_group must be a non-empty dict of group name -> images; got "
@@ -656,12 +421,12 @@ def out_of_sample_table(
     groups = [str(g) for g in images_by_group]
     counts = []
     n_classes = None
-    with _evaluating(model, dev), torch.no_grad():
+    with evaluating(model, dev), torch.no_grad():
         for group, images in images_by_group.items():
-            x_all = _as_images(images, model, torch.device("cpu"), name=f"{group!r}")
+            x_all = as_images(images, model, torch.device("cpu"), name=f"{group!r}")
             preds = []
-            for _, x in _batches(x_all, batch_size):
-                logits = _as_logits(model(x.to(dev)))
+            for _, x in batches(x_all, batch_size):
+                logits = as_logits(model(x.to(dev)))
                 n_classes = logits.shape[1]
                 preds.append(logits.argmax(dim=1).cpu())
             pred = torch.cat(preds).numpy()

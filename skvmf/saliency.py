@@ -42,9 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._hooks import Capture, as_logits, evaluating, resolve_layer
+from ._images import as_images
 from ._layout import LayerOutputs, check_reshape, layer_maps, to_maps
 from ._torch_utils import resolve_device
-from .featuremaps import _as_images, _as_logits, _Capture, _evaluating, _resolve_layer
 from .synthesis import (
     _per_image_index,
     channel_mean,
@@ -147,14 +148,14 @@ def _gradient(model, images, target, layer, channel, position, device, guided, r
         raise ValueError(
             "give either target (a class score) or layer (a feature map), not both"
         )
-    layers = {} if layer is None else {0: _resolve_layer(model, layer)}
-    with _evaluating(model, dev):
-        x = _as_images(images, model, dev).requires_grad_(True)
+    layers = {} if layer is None else {0: resolve_layer(model, layer)}
+    with evaluating(model, dev):
+        x = as_images(images, model, dev).requires_grad_(True)
         hooks = _guided_relus(model) if guided else contextlib.nullcontext()
-        with hooks, _Capture(model, layers, detach=False) as cap:
+        with hooks, Capture(model, layers, detach=False) as cap:
             output = model(x)
             if layer is None:
-                logits = _as_logits(output)
+                logits = as_logits(output)
                 objective = logit(_targets(target, logits.detach()))
                 acts = {}
             else:
@@ -363,7 +364,7 @@ def _gap_linear_head(model, x, feature_layer):
     finally:
         for handle in handles:
             handle.remove()
-    logits = _as_logits(output)
+    logits = as_logits(output)
     if not linears:
         raise ValueError(
             "CAM needs a network ending in global average pooling and an nn.Linear; "
@@ -388,7 +389,7 @@ def _gap_linear_head(model, x, feature_layer):
         )
 
     if feature_layer is not None:
-        name, module = _resolve_layer(model, feature_layer)
+        name, module = resolve_layer(model, feature_layer)
         found = [r for r in records if r[1] is module]
         if not found:
             raise ValueError(
@@ -466,11 +467,11 @@ def cam(
     (2, 8, 8)
     """
     dev = resolve_device(device)
-    with _evaluating(model, dev):
-        x = _as_images(images, model, dev)
+    with evaluating(model, dev):
+        x = as_images(images, model, dev)
         name, module, linear = _gap_linear_head(model, x, feature_layer)
-        with torch.no_grad(), _Capture(model, {0: (name, module)}, detach=True) as cap:
-            logits = _as_logits(model(x))
+        with torch.no_grad(), Capture(model, {0: (name, module)}, detach=True) as cap:
+            logits = as_logits(model(x))
         maps = cap.outputs[0]
         classes = torch.as_tensor(_targets(target, logits), device=maps.device)
         weights = linear.weight.detach()[classes].to(maps.dtype)  # (N, K)
@@ -537,12 +538,12 @@ def grad_cam(
     ((2, 10, 10), True)
     """
     dev = resolve_device(device)
-    name, module = _resolve_layer(model, layer)
+    name, module = resolve_layer(model, layer)
     reshape = check_reshape(reshape)
-    with _evaluating(model, dev):
-        x = _as_images(images, model, dev).requires_grad_(True)
-        with _Capture(model, {0: (name, module)}, detach=False) as cap:
-            logits = _as_logits(model(x))
+    with evaluating(model, dev):
+        x = as_images(images, model, dev).requires_grad_(True)
+        with Capture(model, {0: (name, module)}, detach=False) as cap:
+            logits = as_logits(model(x))
         if 0 not in cap.outputs:
             raise ValueError(f"layer {name!r} did not run in the forward pass")
         raw = cap.outputs[0]

@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._hooks import Capture, as_logits, evaluating, resolve_layer
+from ._images import as_images
 from ._layout import LayerOutputs, check_reshape
 from ._progress import progress
 from ._torch_utils import resolve_device, torch_generator
-from .featuremaps import _as_images, _as_logits, _Capture, _evaluating, _resolve_layer
 
 # --------------------------------------------------------------------------
 # objectives
@@ -118,7 +119,7 @@ class _Term:
 
     def evaluate(self, output: torch.Tensor, acts: dict) -> torch.Tensor:
         if self.kind in ("logit", "probability"):
-            logits = _as_logits(output)
+            logits = as_logits(output)
             n, size = logits.shape
             index = _per_image_index(self.index, n, size, "class index")
             if self.kind == "probability":
@@ -758,13 +759,13 @@ class ActivationMaximizer(BaseEstimator):
             if n < 1:
                 raise ValueError(f"n_images must be positive; got {n_images!r}")
             noise = torch.randn((n, *shape), generator=gen, dtype=torch.float64)
-            x = _as_images(noise, model, dev, name="noise")
+            x = as_images(noise, model, dev, name="noise")
             mean = _channel_values(self.noise_mean, shape[0], "noise_mean", x)
             std = _channel_values(self.noise_std, shape[0], "noise_std", x)
             if (std < 0).any():
                 raise ValueError(f"noise_std must be >= 0; got {self.noise_std!r}")
             return self._clip(x * std + mean)
-        x = _as_images(start, model, dev, name="start")
+        x = as_images(start, model, dev, name="start")
         if n_images is not None and int(n_images) != x.shape[0]:
             raise ValueError(
                 f"n_images={n_images} but {x.shape[0]} start images were given"
@@ -847,7 +848,7 @@ class ActivationMaximizer(BaseEstimator):
         dev = resolve_device(self.device)
         gen = torch_generator(self.random_state, "cpu")
         layers = {
-            i: _resolve_layer(model, layer) for i, layer in enumerate(objective.layers)
+            i: resolve_layer(model, layer) for i, layer in enumerate(objective.layers)
         }
         keys = dict(enumerate(objective.layers))
 
@@ -865,7 +866,7 @@ class ActivationMaximizer(BaseEstimator):
             )
             return objective.evaluate(out, acts)
 
-        with _evaluating(model, dev), _Capture(model, layers, detach=False) as cap:
+        with evaluating(model, dev), Capture(model, layers, detach=False) as cap:
             n_hint = self._n_hint(objective)
             x0 = self._start(model, start, image_shape, n_images, n_hint, dev, gen)
             x = x0.clone().requires_grad_(True)
