@@ -46,3 +46,61 @@ def four_class_workload(checkpoint_dir, **train_options):
         **train_options,
     )
     return model, X, y
+
+
+# --------------------------------------------------------------------------
+# shared tiny networks and the one hook check
+
+
+def tiny_cnn(in_channels=1, n_classes=4, *, width=5, size=8, inplace=False, seed=0):
+    """Conv-ReLU-pool-Conv-ReLU-Linear in float64 for ``size`` x ``size`` input.
+
+    Small enough for hand-checked gradients and millisecond forward passes.
+    """
+    from torch import nn
+
+    torch.manual_seed(seed)
+    side = size // 2 - 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1),
+        nn.ReLU(inplace=inplace),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, width + 1, 3),
+        nn.ReLU(inplace=inplace),
+        nn.Flatten(),
+        nn.Linear((width + 1) * side * side, n_classes),
+    ).double()
+
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
+def assert_no_hooks(model):
+    """Every hook kind of every submodule is gone, and no global module hook
+    or tensor hook was left on a parameter."""
+    from torch.nn.modules import module as module_globals
+
+    for name, module in model.named_modules():
+        for kind in _HOOK_DICTS:
+            hooks = getattr(module, kind, None)
+            assert not hooks, f"{kind} left on {name or '<model>'}: {dict(hooks)}"
+    for kind in (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+    ):
+        assert not getattr(module_globals, kind, {}), f"global {kind} left behind"
+    for name, param in model.named_parameters():
+        assert not getattr(param, "_backward_hooks", None), (
+            f"tensor hook left on parameter {name}"
+        )
