@@ -14,6 +14,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 
 def columns(records: Sequence[dict]) -> list[str]:
     """Column names in first-seen order."""
@@ -112,3 +114,40 @@ def with_intervals(records: Sequence[dict], digits: int = 3) -> list[dict]:
                 shown[key] = "" if value is None else value
         out.append(shown)
     return out
+
+
+def pivot(records, value):
+    """One row per iteration, one column per layer (with the interval bounds
+    as ``LAYER_low``/``LAYER_high`` when the records have them)."""
+    layers = list(dict.fromkeys(r["layer"] for r in records))
+    out = {}
+    for r in records:
+        row = out.setdefault(r["iteration"], {"iteration": r["iteration"]})
+        if "accuracy" in r:
+            row["accuracy"] = r["accuracy"]
+        row[r["layer"]] = r[value]
+        for bound in ("low", "high"):
+            if f"{value}_{bound}" in r:
+                row[f"{r['layer']}_{bound}"] = r[f"{value}_{bound}"]
+    cols = ["iteration", "accuracy"]
+    for layer in layers:
+        cols += [layer, f"{layer}_low", f"{layer}_high"]
+    return [{k: row[k] for k in cols if k in row} for row in out.values()]
+
+
+def jsonable(value):
+    """``value`` with numpy scalars and arrays as Python values, tuples as lists,
+    dict keys as strings and non-finite floats as ``None`` (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

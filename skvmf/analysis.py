@@ -15,12 +15,14 @@ import json
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 import torch
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, validate_params
 
 from . import _tables
 from ._convergence import curve_summary
@@ -166,7 +168,7 @@ class AnalysisResult:
 
     def to_dict(self) -> dict:
         """A JSON-serialisable summary: settings, tables and timings."""
-        return _jsonable(
+        return _tables.jsonable(
             {
                 "settings": self.settings,
                 "classes": self.classes,
@@ -208,7 +210,7 @@ class AnalysisResult:
                 "",
                 "Emergence over training (knowledge points per image)",
                 _tables.to_text(
-                    _tables.with_intervals(_pivot(self.emergence, "mean_count"))
+                    _tables.with_intervals(_tables.pivot(self.emergence, "mean_count"))
                 ),
             ]
         if self.adversarial:
@@ -574,47 +576,12 @@ def _diagnostics_rows(diagnostics):
     ]
 
 
-def _pivot(records, value):
-    """One row per iteration, one column per layer (with the interval bounds
-    as ``LAYER_low``/``LAYER_high`` when the records have them)."""
-    layers = list(dict.fromkeys(r["layer"] for r in records))
-    out = {}
-    for r in records:
-        row = out.setdefault(r["iteration"], {"iteration": r["iteration"]})
-        if "accuracy" in r:
-            row["accuracy"] = r["accuracy"]
-        row[r["layer"]] = r[value]
-        for bound in ("low", "high"):
-            if f"{value}_{bound}" in r:
-                row[f"{r['layer']}_{bound}"] = r[f"{value}_{bound}"]
-    cols = ["iteration", "accuracy"]
-    for layer in layers:
-        cols += [layer, f"{layer}_low", f"{layer}_high"]
-    return [{k: row[k] for k in cols if k in row} for row in out.values()]
-
-
 def _class_index(categories, result):
     """Region categories (labels from the counter's classes_) as indices."""
     classes = list(result.counter.classes_)
     lookup = {c: i for i, c in enumerate(classes)}
     flat = np.asarray(categories).ravel()
     return np.array([lookup.get(c, -1) for c in flat]).reshape(np.shape(categories))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 # ---------------------------------------------------------------------------
@@ -1123,23 +1090,8 @@ def _intermediate_pair(iterations):
 # ---------------------------------------------------------------------------
 # the entry point
 # ---------------------------------------------------------------------------
-def _check_run_params(tau, n_repeats, held_out, n_bootstrap, confidence, n_classes):
-    if not 0 < tau < 1:
-        raise ValueError(f"tau must be in (0, 1); got {tau!r}")
-    if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)):
-        raise ValueError(f"n_repeats must be an integer >= 1; got {n_repeats!r}")
-    if n_repeats < 1:
-        raise ValueError(f"n_repeats must be an integer >= 1; got {n_repeats!r}")
-    if isinstance(held_out, bool) or not isinstance(held_out, (int, float)):
-        raise ValueError(f"held_out must be a number in [0, 1); got {held_out!r}")
-    if not 0 <= held_out < 1:
-        raise ValueError(f"held_out must be in [0, 1); got {held_out!r}")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)):
-        raise ValueError(f"n_bootstrap must be an integer >= 100; got {n_bootstrap!r}")
-    if n_bootstrap < 100:
-        raise ValueError(f"n_bootstrap must be an integer >= 100; got {n_bootstrap!r}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+def _warn_low_tau(tau, n_classes):
+    """Every region is a knowledge point when ``tau <= 1/C``: say so."""
     if tau <= 1 / n_classes:
         warnings.warn(
             f"tau={tau} is at or below 1/C = {1 / n_classes:.3g} for {n_classes} "
@@ -1147,10 +1099,312 @@ def _check_run_params(tau, n_repeats, held_out, n_bootstrap, confidence, n_class
             "region is a knowledge point and the counts say nothing; use a tau "
             "above 1/C",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
+@dataclasses.dataclass
+class _Plan:
+    """What one :func:`analyze` run does: its images, split, seeds and the
+    parameters of every stage, fixed before any network runs."""
+
+    X: np.ndarray
+    y: np.ndarray
+    classes: list
+    mean: object
+    std: object
+    fit_idx: np.ndarray
+    eval_idx: np.ndarray
+    seeds: list
+    extractor_params: dict
+    projector_params: dict
+    aligner_params: dict
+    counter_params: dict
+    run: dict  # n_repeats, held_out, n_bootstrap, confidence, random_state...
+
+    @property
+    def held_out(self) -> bool:
+        return self.run["held_out"] > 0
+
+    def resampler(self) -> Resampler:
+        """The bootstrap over repeats and held-out images."""
+        r = self.run
+        return Resampler(
+            r["n_repeats"],
+            len(self.eval_idx),
+            r["n_bootstrap"],
+            r["confidence"],
+            r["random_state"],
+        )
+
+
+def _plan(images, labels, classes, mean, std, stage_params, run):
+    """Step 1: check the images, split them, draw the repeats' seeds and
+    fill in every stage's parameters."""
+    X, y = _images_and_labels(images, labels)
+    mean, std = _normalisation(images, mean, std)
+    if classes is None:
+        classes = getattr(images, "classes", None)
+    n_classes = int(max(y.max() + 1, 2, len(classes) if classes is not None else 0))
+    classes = [str(c) for c in (classes if classes is not None else range(n_classes))]
+    _warn_low_tau(run["tau"], n_classes)
+    fit_idx, eval_idx = _split(y, run["held_out"], run["random_state"])
+    device, verbose = run["device"], run["verbose"]
+    projector_params = {
+        "n_components": run["n_components"],
+        "device": device,
+        # restarts: the projection's objective has local optima (single
+        # starts merged two digits in half the seeds); the lowest-loss start
+        # is kept, a criterion blind to the findings
+        "n_init": 3,
+        **(stage_params["projector"] or {}),
+    }
+    projector_params.pop("random_state", None)  # one seed per repeat
+    aligner_params = {
+        "device": device,
+        "verbose": verbose,
+        # every other fit image when there are fewer than the default 100
+        "n_candidates": min(100, max(1, len(fit_idx) - 1)),
+        **(stage_params["aligner"] or {}),
+    }
+    aligner_params.pop("random_state", None)
+    return _Plan(
+        X=X,
+        y=y,
+        classes=classes,
+        mean=mean,
+        std=std,
+        fit_idx=fit_idx,
+        eval_idx=eval_idx,
+        seeds=_repeat_seeds(run["random_state"], run["n_repeats"]),
+        extractor_params=stage_params["extractor"],
+        projector_params=projector_params,
+        aligner_params=aligner_params,
+        counter_params={"tau": run["tau"], **(stage_params["counter"] or {})},
+        run=run,
+    )
+
+
+def _floats(values):
+    """A tuple of floats, or None."""
+    return None if values is None else tuple(float(v) for v in np.ravel(values))
+
+
+def _networks(model, checkpoints, students, device) -> dict:
+    """Step 2: the analysed networks by key: the model, its checkpoints
+    (``("checkpoint", iteration)``) and the students (``("student", name)``)."""
+    networks = {_MAIN: model}
+    for iteration, net in _checkpoint_models(checkpoints, device):
+        networks[("checkpoint", iteration)] = net
+    for name, student in (students or {}).items():
+        networks[("student", str(name))] = student
+    return networks
+
+
+def _fit_stages(plan, feats, layer_names, n_jobs, scheduler, step, timings):
+    """Step 3: every repeat's projections and aligners, fitted quietly on the
+    fit images (the diagnostics report the stages' health afterwards)."""
+    n_repeats = plan.run["n_repeats"]
+    t = step(f"projecting ({n_repeats} repeat(s))")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        projectors = _fit_projections(
+            feats, plan.fit_idx, plan.seeds, plan.projector_params, n_jobs
+        )
+        timings["projection"] = time.perf_counter() - t
+        jobs = {
+            (r, key): proj.transform(feats[key][plan.fit_idx])
+            for (r, key), proj in projectors.items()
+        }
+        t = step(
+            f"aligning {len(layer_names)} layers of {len(feats)} network(s), "
+            f"{n_repeats} repeat(s)"
+        )
+        aligners = _fit_aligners(
+            jobs,
+            lambda key: {**plan.aligner_params, "random_state": plan.seeds[key[0]]},
+            n_jobs,
+            plan.run["verbose"],
+            scheduler,
+        )
+        timings["alignment"] = time.perf_counter() - t
+    return projectors, aligners
+
+
+def _measure(plan, feats, projectors, aligners, layer_names):
+    """Step 4: embed every image with each repeat's fitted estimators, fit
+    the counters on the fit images and measure on the held-out ones."""
+    embedded = {
+        (r, key): aligners[(r, key)].transform(proj.transform(feats[key]))
+        for (r, key), proj in projectors.items()
+    }
+    fit_idx, eval_idx = plan.fit_idx, plan.eval_idx
+    y_fit, y_eval = plan.y[fit_idx], plan.y[eval_idx]
+    measures, counters = {}, {}
+    for (r, key), fs in embedded.items():
+        counter, per_layer = _layer_measures(
+            fs[fit_idx], y_fit, fs[eval_idx], y_eval, layer_names, plan.counter_params
+        )
+        counters[(r, key)] = counter
+        measures[(r, key)] = {
+            "projection": _projection_measures(
+                fs[eval_idx], projectors[(r, key)], y_eval
+            ),
+            "projection_fit": _projection_measures(
+                fs[fit_idx], projectors[(r, key)], y_fit
+            ),
+            "layers": per_layer,
+        }
+    return embedded, measures, counters
+
+
+def _knowledge_table(rs, main, layer_names):
+    """Step 5: per layer, counts, reliable ratio, vote accuracy and mean
+    cos(h, g) of the main network, each with its interval."""
+    knowledge = []
+    for layer in layer_names:
+        row = _count_row(rs, [m["layers"] for m in main], layer)
+        for name, key in (("vote_accuracy", "vote"), ("mean_cos_h_g", "cos_h_g")):
+            _with_interval(
+                row, name, rs.estimate(mean_of, _stack(main, "layers", layer, key))
+            )
+        knowledge.append(row)
+    return knowledge
+
+
+def _settings(plan, layer_names, fs, scheduler):
+    """The run's settings as recorded in the result and the report."""
+    run, n_eval = plan.run, len(plan.eval_idx)
+    return {
+        "n_images": len(plan.y),
+        "n_fit_images": len(plan.fit_idx),
+        "n_held_out_images": n_eval if plan.held_out else 0,
+        "held_out": run["held_out"],
+        "n_repeats": run["n_repeats"],
+        "repeat_seeds": plan.seeds,
+        "n_bootstrap": run["n_bootstrap"],
+        "confidence": run["confidence"],
+        "layers": layer_names,
+        "tau": run["tau"],
+        "n_components": run["n_components"],
+        "temperature": plan.extractor_params["temperature"],
+        "grid": list(fs.grid),
+        "device": str(run["device"]),
+        "scheduler": None if scheduler is None else str(scheduler),
+        "random_state": run["random_state"],
+        "projector": dict(plan.projector_params),
+        "aligner": {k: v for k, v in plan.aligner_params.items() if k != "verbose"},
+        "counter": plan.counter_params,
+    }
+
+
+def _result(plan, extractor, fitted, layer_names, tables, scheduler):
+    """The result of the first repeat's main network, with every table."""
+    projectors, aligners, counters, embedded, _ = fitted
+    fs = embedded[(0, _MAIN)]
+    projection, knowledge = tables
+    return AnalysisResult(
+        features=fs,
+        labels=plan.y,
+        classes=plan.classes,
+        layers=layer_names,
+        extractor=extractor,
+        projector=projectors[(0, _MAIN)],
+        aligner=aligners[(0, _MAIN)],
+        counter=counters[(0, _MAIN)],
+        projection=projection,
+        knowledge=knowledge,
+        mean=_floats(plan.mean),
+        std=_floats(plan.std),
+        settings=_settings(plan, layer_names, fs, scheduler),
+        fit_index=plan.fit_idx,
+        eval_index=plan.eval_idx,
+    )
+
+
+def _optional_analyses(result, plan, networks, fitted, rs, options, step):
+    """Step 6: emergence over checkpoints, students, the attack and the
+    faithfulness of the maps, each when asked for."""
+    projectors, aligners, counters, embedded, measures = fitted
+    timings, run = result.timings, plan.run
+    y_eval, eval_idx = plan.y[plan.eval_idx], plan.eval_idx
+
+    def over_repeats(key):
+        return [measures[(r, key)] for r in range(run["n_repeats"])]
+
+    checkpoint_keys = [k for k in networks if k != _MAIN and k[0] == "checkpoint"]
+    if checkpoint_keys:
+        _emergence(result, rs, checkpoint_keys, over_repeats, embedded, y_eval)
+    student_keys = [k for k in networks if k != _MAIN and k[0] == "student"]
+    if student_keys:
+        _distillation(result, rs, student_keys, over_repeats, y_eval)
+    model, device = networks[_MAIN], run["device"]
+    if options["attack"]:
+        t = step("adversarial attack")
+        attack = options["attack"]
+        _adversarial(
+            result,
+            rs,
+            model,
+            plan.X[eval_idx],
+            y_eval,
+            {} if attack is True else dict(attack),
+            projectors,
+            aligners,
+            counters,
+            embedded,
+            eval_idx,
+            (plan.mean, plan.std, device, run["random_state"], run["verbose"]),
+        )
+        timings["attack"] = time.perf_counter() - t
+    if options["faithfulness"]:
+        t = step("faithfulness of the maps")
+        faith = options["faithfulness"]
+        result.faithfulness = _faithfulness(
+            result,
+            model,
+            plan.X[eval_idx],
+            {} if faith is True else dict(faith),
+            device,
+            run["random_state"],
+        )
+        timings["faithfulness"] = time.perf_counter() - t
+
+
+_ANALYZE_PARAMS = {
+    "model": [torch.nn.Module],
+    "images": ["array-like", torch.Tensor, torch.utils.data.Dataset],
+    "labels": [None, "array-like", torch.Tensor],
+    "layers": [None, list, tuple],
+    "classes": [None, list, tuple],
+    "checkpoints": [None, str, Path, list, tuple],
+    "attack": ["boolean", dict, None],
+    "students": [None, Mapping],
+    "faithfulness": ["boolean", dict],
+    "n_components": [Interval(Integral, 1, None, closed="left")],
+    "tau": [Interval(Real, 0, 1, closed="neither")],
+    "temperature": [Interval(Real, 0, None, closed="neither")],
+    "grid": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+    "n_repeats": [Interval(Integral, 1, None, closed="left")],
+    "held_out": [Interval(Real, 0, 1, closed="left")],
+    "n_bootstrap": [Interval(Integral, 100, None, closed="left")],
+    "confidence": [Interval(Real, 0, 1, closed="neither")],
+    "projector_params": [None, Mapping],
+    "aligner_params": [None, Mapping],
+    "counter_params": [None, Mapping],
+    "mean": [None, "array-like"],
+    "std": [None, "array-like"],
+    "n_display": [Interval(Integral, 0, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "device": [str, torch.device],
+    "n_jobs": [None, Integral],
+    "scheduler": [None, str, object],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+
+@validate_params(_ANALYZE_PARAMS, prefer_skip_nested_validation=True)
 def analyze(
     model: torch.nn.Module,
     images,
@@ -1305,216 +1559,77 @@ def analyze(
     >>> result = skvmf.analyze(model, data)  # doctest: +SKIP
     >>> print(result.summary())  # doctest: +SKIP
     """
-    X, y = _images_and_labels(images, labels)
-    mean, std = _normalisation(images, mean, std)
-    if classes is None:
-        classes = getattr(images, "classes", None)
-    n_classes = int(max(y.max() + 1, 2, len(classes) if classes is not None else 0))
-    classes = (
-        [str(c) for c in classes]
-        if classes is not None
-        else [str(c) for c in range(n_classes)]
-    )
-    _check_run_params(tau, n_repeats, held_out, n_bootstrap, confidence, n_classes)
-    fit_idx, eval_idx = _split(y, held_out, random_state)
-    seeds = _repeat_seeds(random_state, n_repeats)
-    extractor_params = {
-        "grid": grid,
-        "temperature": temperature,
-        "batch_size": batch_size,
-        "device": device,
-    }
-    projector_params = {
+    run = {
+        "tau": tau,
         "n_components": n_components,
+        "n_repeats": n_repeats,
+        "held_out": held_out,
+        "n_bootstrap": n_bootstrap,
+        "confidence": confidence,
         "device": device,
-        # restarts: the projection's objective has local optima (single
-        # starts merged two digits in half the seeds); the lowest-loss start
-        # is kept, a criterion blind to the findings
-        "n_init": 3,
-        **(projector_params or {}),
-    }
-    projector_params.pop("random_state", None)  # one seed per repeat
-    aligner_params = {
-        "device": device,
+        "random_state": random_state,
         "verbose": verbose,
-        # every other fit image when there are fewer than the default 100
-        "n_candidates": min(100, max(1, len(fit_idx) - 1)),
-        **(aligner_params or {}),
     }
-    aligner_params.pop("random_state", None)
-    counter_params = {"tau": tau, **(counter_params or {})}
+    stage_params = {
+        "extractor": {
+            "grid": grid,
+            "temperature": temperature,
+            "batch_size": batch_size,
+            "device": device,
+        },
+        "projector": projector_params,
+        "aligner": aligner_params,
+        "counter": counter_params,
+    }
+    plan = _plan(images, labels, classes, mean, std, stage_params, run)
     timings = {}
 
     def step(name):
         message(f"[skvmf] {name}", verbose=verbose, level=1)
         return time.perf_counter()
 
-    # 1. every network's features of every image, once
     t = step("extracting features")
-    networks = {_MAIN: model}
-    for iteration, net in _checkpoint_models(checkpoints, device):
-        networks[("checkpoint", iteration)] = net
-    for name, student in (students or {}).items():
-        networks[("student", str(name))] = student
-    extractor, feats = _extract_networks(networks, X, layers, extractor_params, verbose)
+    networks = _networks(model, checkpoints, students, device)
+    extractor, feats = _extract_networks(
+        networks, plan.X, layers, plan.extractor_params, verbose
+    )
     layer_names = list(feats[_MAIN].regions)
     timings["extraction"] = time.perf_counter() - t
 
-    # 2. quietly fit every repeat's projections and aligners on the fit
-    #    images; the diagnostics gather the stages' health afterwards
-    t = step(f"projecting ({n_repeats} repeat(s))")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        projectors = _fit_projections(feats, fit_idx, seeds, projector_params, n_jobs)
-        timings["projection"] = time.perf_counter() - t
-        jobs = {
-            (r, key): proj.transform(feats[key][fit_idx])
-            for (r, key), proj in projectors.items()
-        }
-        t = step(
-            f"aligning {len(layer_names)} layers of {len(networks)} network(s), "
-            f"{n_repeats} repeat(s)"
-        )
-        aligners = _fit_aligners(
-            jobs,
-            lambda key: {**aligner_params, "random_state": seeds[key[0]]},
-            n_jobs,
-            verbose,
-            scheduler,
-        )
-        timings["alignment"] = time.perf_counter() - t
+    projectors, aligners = _fit_stages(
+        plan, feats, layer_names, n_jobs, scheduler, step, timings
+    )
     curves, diagnostics = _diagnostics(
-        projectors, aligners, layer_names, n_fit=len(fit_idx)
+        projectors, aligners, layer_names, n_fit=len(plan.fit_idx)
     )
     _warn_diagnostics(diagnostics)
 
-    # 3. embed every image with each repeat's fitted estimators; measure on
-    #    the held-out images
     t = step("counting knowledge points")
-    embedded = {
-        (r, key): aligners[(r, key)].transform(proj.transform(feats[key]))
-        for (r, key), proj in projectors.items()
-    }
-    y_fit, y_eval = y[fit_idx], y[eval_idx]
-    measures, counters = {}, {}
-    for (r, key), fs in embedded.items():
-        counter, per_layer = _layer_measures(
-            fs[fit_idx], y_fit, fs[eval_idx], y_eval, layer_names, counter_params
-        )
-        counters[(r, key)] = counter
-        measures[(r, key)] = {
-            "projection": _projection_measures(
-                fs[eval_idx], projectors[(r, key)], y_eval
-            ),
-            "projection_fit": _projection_measures(
-                fs[fit_idx], projectors[(r, key)], y_fit
-            ),
-            "layers": per_layer,
-        }
-    rs = Resampler(n_repeats, len(eval_idx), n_bootstrap, confidence, random_state)
-    is_held_out = held_out > 0
-
-    def over_repeats(key):
-        return [measures[(r, key)] for r in range(n_repeats)]
-
-    main = over_repeats(_MAIN)
-    projection = _projection_table(rs, main, len(fit_idx), len(eval_idx), is_held_out)
-    knowledge = []
-    for layer in layer_names:
-        row = _count_row(rs, [m["layers"] for m in main], layer)
-        _with_interval(
-            row,
-            "vote_accuracy",
-            rs.estimate(mean_of, _stack(main, "layers", layer, "vote")),
-        )
-        _with_interval(
-            row,
-            "mean_cos_h_g",
-            rs.estimate(mean_of, _stack(main, "layers", layer, "cos_h_g")),
-        )
-        knowledge.append(row)
+    embedded, measures, counters = _measure(
+        plan, feats, projectors, aligners, layer_names
+    )
+    rs = plan.resampler()
+    main = [measures[(r, _MAIN)] for r in range(n_repeats)]
+    tables = (
+        _projection_table(
+            rs, main, len(plan.fit_idx), len(plan.eval_idx), plan.held_out
+        ),
+        _knowledge_table(rs, main, layer_names),
+    )
     timings["counting"] = time.perf_counter() - t
 
-    fs = embedded[(0, _MAIN)]
-    result = AnalysisResult(
-        features=fs,
-        labels=y,
-        classes=classes,
-        layers=layer_names,
-        extractor=extractor,
-        projector=projectors[(0, _MAIN)],
-        aligner=aligners[(0, _MAIN)],
-        counter=counters[(0, _MAIN)],
-        projection=projection,
-        knowledge=knowledge,
-        mean=None if mean is None else tuple(float(v) for v in np.ravel(mean)),
-        std=None if std is None else tuple(float(v) for v in np.ravel(std)),
-        timings=timings,
-        settings={
-            "n_images": len(y),
-            "n_fit_images": len(fit_idx),
-            "n_held_out_images": len(eval_idx) if is_held_out else 0,
-            "held_out": held_out,
-            "n_repeats": n_repeats,
-            "repeat_seeds": seeds,
-            "n_bootstrap": n_bootstrap,
-            "confidence": confidence,
-            "layers": layer_names,
-            "tau": tau,
-            "n_components": n_components,
-            "temperature": temperature,
-            "grid": list(fs.grid),
-            "device": str(device),
-            "scheduler": None if scheduler is None else str(scheduler),
-            "random_state": random_state,
-            "projector": dict(projector_params),
-            "aligner": {k: v for k, v in aligner_params.items() if k != "verbose"},
-            "counter": counter_params,
-        },
-        diagnostics=diagnostics,
-        loss_curves=curves,
-        fit_index=fit_idx,
-        eval_index=eval_idx,
-    )
+    fitted = (projectors, aligners, counters, embedded, measures)
+    result = _result(plan, extractor, fitted, layer_names, tables, scheduler)
+    result.diagnostics, result.loss_curves = diagnostics, curves
+    result.timings = timings
     if n_display:
-        result.display_index = _display_index(y, eval_idx, len(classes), n_display)
-        result.display_images = X[result.display_index]
-
-    checkpoint_keys = [k for k in networks if k != _MAIN and k[0] == "checkpoint"]
-    if checkpoint_keys:
-        _emergence(result, rs, checkpoint_keys, over_repeats, embedded, y_eval)
-    student_keys = [k for k in networks if k != _MAIN and k[0] == "student"]
-    if student_keys:
-        _distillation(result, rs, student_keys, over_repeats, y_eval)
-    if attack:
-        t = step("adversarial attack")
-        _adversarial(
-            result,
-            rs,
-            model,
-            X[eval_idx],
-            y_eval,
-            {} if attack is True else dict(attack),
-            projectors,
-            aligners,
-            counters,
-            embedded,
-            eval_idx,
-            (mean, std, device, random_state, verbose),
+        result.display_index = _display_index(
+            plan.y, plan.eval_idx, len(plan.classes), n_display
         )
-        timings["attack"] = time.perf_counter() - t
-    if faithfulness:
-        t = step("faithfulness of the maps")
-        result.faithfulness = _faithfulness(
-            result,
-            model,
-            X[eval_idx],
-            {} if faithfulness is True else dict(faithfulness),
-            device,
-            random_state,
-        )
-        timings["faithfulness"] = time.perf_counter() - t
-    result.findings = _findings(result, rs, measures, n_repeats, is_held_out)
+        result.display_images = plan.X[result.display_index]
+    options = {"attack": attack, "faithfulness": faithfulness}
+    _optional_analyses(result, plan, networks, fitted, rs, options, step)
+    result.findings = _findings(result, rs, measures, n_repeats, plan.held_out)
     return result
 
 
@@ -1656,6 +1771,89 @@ def _distillation(result, rs, student_keys, over_repeats, y_eval):
     result.distillation = rows
 
 
+def _attack_params(params, mean, std, device, random_state, verbose):
+    """``pgd_attack``'s parameters with the run's defaults filled in."""
+    params = dict(params)
+    # 8/255 of the pixel range: the usual L-inf budget; without the
+    # normalisation, epsilon is in input units and must be given
+    params.setdefault("epsilon", 8 / 255 if std is not None else 0.1)
+    if std is not None:
+        params.setdefault("mean", mean)
+        params.setdefault("std", std)
+    params.setdefault("random_state", random_state)
+    params.setdefault("device", device)
+    params.setdefault("verbose", verbose)
+    return params
+
+
+def _attack_measures(clean, adv, counter, attack, y_eval, layers):
+    """Per image and layer: how far the regions moved, and the knowledge
+    points before and after the attack."""
+    per_layer = {}
+    for layer in layers:
+        change = embedding_change(
+            clean.h[layer], adv.h[layer], scale=counter.scales_[layer]
+        )
+        clean_pts, clean_cat = counter.masks(clean, layer=layer)
+        adv_pts, adv_cat = counter.masks(adv, layer=layer)
+        truth = y_eval[:, None]
+        # points of the adversarial class after the attack, and how many of
+        # them sit where the original class had its points before
+        fooled = (attack.adv_pred != y_eval)[:, None]
+        adv_class = adv_pts & (adv_cat == attack.adv_pred[:, None]) & fooled
+        overlap = adv_class & clean_pts & (clean_cat == truth)
+        counts = {
+            "points_clean": clean_pts,
+            "points_adversarial": adv_pts,
+            "reliable_clean": clean_pts & (clean_cat == truth),
+            "reliable_adversarial": adv_pts & (adv_cat == truth),
+            "adversarial_class_points": adv_class,
+            "overlap": overlap,
+        }
+        per_layer[layer] = {
+            "one_minus_cos": change["one_minus_cos"].mean(1),
+            "strength_change": change["strength_change"].mean(1),
+            **{k: v.sum(1).astype(float) for k, v in counts.items()},
+        }
+    return per_layer
+
+
+_ATTACK_MEANS = (
+    "one_minus_cos",
+    "strength_change",
+    "points_clean",
+    "points_adversarial",
+    "reliable_clean",
+    "reliable_adversarial",
+    "adversarial_class_points",
+)
+
+
+def _attack_table(rs, per_repeat, layers):
+    """One row per layer: every attack measure with its interval."""
+    rows = []
+    for layer in layers:
+        row = {"layer": layer}
+        for name in _ATTACK_MEANS:
+            counted = name.startswith(("points", "reliable", "adv"))
+            _with_interval(
+                row,
+                name if counted else f"mean_{name}",
+                rs.estimate(mean_of, _stack(per_repeat, layer, name)),
+            )
+        _with_interval(
+            row,
+            "overlap_with_clean_points",
+            rs.estimate(
+                ratio_of,
+                _stack(per_repeat, layer, "overlap"),
+                _stack(per_repeat, layer, "adversarial_class_points"),
+            ),
+        )
+        rows.append(row)
+    return rows
+
+
 def _adversarial(
     result,
     rs,
@@ -1670,86 +1868,24 @@ def _adversarial(
     eval_idx,
     context,
 ):
-    mean, std, device, random_state, verbose = context
-    # 8/255 of the pixel range: the usual L-inf budget; without the
-    # normalisation, epsilon is in input units and must be given
-    params.setdefault("epsilon", 8 / 255 if std is not None else 0.1)
-    if std is not None:
-        params.setdefault("mean", mean)
-        params.setdefault("std", std)
-    params.setdefault("random_state", random_state)
-    params.setdefault("device", device)
-    params.setdefault("verbose", verbose)
+    """PGD on the held-out images; adversarial regions embedded with each
+    repeat's clean estimators and compared with the clean ones per layer."""
+    params = _attack_params(params, *context)
     attack = pgd_attack(model, X_eval, y_eval, **params)
     adv_feats = result.extractor.transform(attack.images)
     n_repeats = max(r for r, _ in projectors) + 1
     per_repeat = []
     for r in range(n_repeats):
-        clean = embedded[(r, _MAIN)][eval_idx]
         adv = aligners[(r, _MAIN)].transform(
             projectors[(r, _MAIN)].transform(adv_feats)
         )
-        counter = counters[(r, _MAIN)]
-        layers = {}
-        for layer in result.layers:
-            change = embedding_change(
-                clean.h[layer], adv.h[layer], scale=counter.scales_[layer]
+        clean = embedded[(r, _MAIN)][eval_idx]
+        per_repeat.append(
+            _attack_measures(
+                clean, adv, counters[(r, _MAIN)], attack, y_eval, result.layers
             )
-            clean_pts, clean_cat = counter.masks(clean, layer=layer)
-            adv_pts, adv_cat = counter.masks(adv, layer=layer)
-            # points of the adversarial class after the attack, and how many
-            # of them sit where the original class had its points before
-            target = attack.adv_pred[:, None]
-            adv_class = (
-                adv_pts & (adv_cat == target) & (attack.adv_pred != y_eval)[:, None]
-            )
-            overlap = adv_class & clean_pts & (clean_cat == y_eval[:, None])
-            layers[layer] = {
-                "one_minus_cos": change["one_minus_cos"].mean(1),
-                "strength_change": change["strength_change"].mean(1),
-                "points_clean": clean_pts.sum(1).astype(float),
-                "points_adversarial": adv_pts.sum(1).astype(float),
-                "reliable_clean": (clean_pts & (clean_cat == y_eval[:, None]))
-                .sum(1)
-                .astype(float),
-                "reliable_adversarial": (adv_pts & (adv_cat == y_eval[:, None]))
-                .sum(1)
-                .astype(float),
-                "adversarial_class_points": adv_class.sum(1).astype(float),
-                "overlap": overlap.sum(1).astype(float),
-            }
-        per_repeat.append(layers)
-    rows = []
-    for layer in result.layers:
-        row = {"layer": layer}
-        for name in (
-            "one_minus_cos",
-            "strength_change",
-            "points_clean",
-            "points_adversarial",
-            "reliable_clean",
-            "reliable_adversarial",
-            "adversarial_class_points",
-        ):
-            col = (
-                name
-                if name.startswith(("points", "reliable", "adv"))
-                else f"mean_{name}"
-            )
-            _with_interval(
-                row, col, rs.estimate(mean_of, _stack(per_repeat, layer, name))
-            )
-        _with_interval(
-            row,
-            "overlap_with_clean_points",
-            rs.estimate(
-                ratio_of,
-                _stack(per_repeat, layer, "overlap"),
-                _stack(per_repeat, layer, "adversarial_class_points"),
-            ),
         )
-        rows.append(row)
-    result.adversarial = rows
+    result.adversarial = _attack_table(rs, per_repeat, result.layers)
     result.adversarial_measures = per_repeat
     result.attack = {
         "epsilon": float(params["epsilon"]),
@@ -1761,19 +1897,19 @@ def _adversarial(
     }
 
 
-def _findings(result, rs, measures, n_repeats, is_held_out) -> list[dict]:
-    """The paper's properties checked on this run (SPEC 9)."""
-    main = [measures[(r, _MAIN)] for r in range(n_repeats)]
-    layers = result.layers
-    shallow, deep = layers[0], layers[-1]
-    out = [
+# ---------------------------------------------------------------------------
+# the findings (SPEC 9): statements fixed before any run, checked per run
+# ---------------------------------------------------------------------------
+def _projection_findings(rs, main, held_out):
+    """The projection mimics the network; strength falls with entropy."""
+    return [
         _finding(
             "projection_mimics_network",
             "The projected category model Q(y|g) predicts the network's class on "
             "at least 90 % of the images (agreement > 0.9).",
             rs.estimate(mean_of, _stack(main, "projection", "agree")),
             _above(0.9),
-            is_held_out,
+            held_out,
         ),
         _finding(
             "strength_against_entropy",
@@ -1785,103 +1921,124 @@ def _findings(result, rs, measures, n_repeats, is_held_out) -> list[dict]:
                 _stack(main, "projection", "entropy"),
             ),
             _below(0.0),
-            is_held_out,
+            held_out,
         ),
     ]
-    if len(layers) >= 2:
 
-        def rise(rel_d, cnt_d, rel_s, cnt_s):
-            return ratio_of(rel_d, cnt_d) - ratio_of(rel_s, cnt_s)
 
-        est = rs.estimate(
-            rise,
-            _stack(main, "layers", deep, "reliable"),
-            _stack(main, "layers", deep, "count"),
-            _stack(main, "layers", shallow, "reliable"),
-            _stack(main, "layers", shallow, "count"),
+def _depth_finding(rs, main, shallow, deep, held_out):
+    """The reliable ratio is higher at the deepest layer than the shallowest."""
+
+    def rise(rel_d, cnt_d, rel_s, cnt_s):
+        return ratio_of(rel_d, cnt_d) - ratio_of(rel_s, cnt_s)
+
+    est = rs.estimate(
+        rise,
+        _stack(main, "layers", deep, "reliable"),
+        _stack(main, "layers", deep, "count"),
+        _stack(main, "layers", shallow, "reliable"),
+        _stack(main, "layers", shallow, "count"),
+    )
+    return _finding(
+        "reliable_ratio_rises_with_depth",
+        f"The reliable ratio of knowledge points is higher at the deepest "
+        f"layer ({deep}) than at the shallowest ({shallow}) (difference > 0).",
+        est,
+        _above(0.0),
+        held_out,
+    )
+
+
+def _emergence_finding(rs, measures, result, deep, n_repeats, held_out):
+    """More points at the deepest layer at a later intermediate checkpoint
+    than at an earlier one."""
+    statement = (
+        f"Knowledge points at the deepest layer ({deep}) rise during training: "
+        "more per image at a later intermediate checkpoint than at an earlier "
+        "one (difference > 0)."
+    )
+    pair = _intermediate_pair(sorted({r["iteration"] for r in result.emergence}))
+    if pair is None:
+        return _finding(
+            "emergence_during_training",
+            statement,
+            None,
+            None,
+            held_out,
+            note="needs at least 3 checkpoints",
+        )
+    a, b = pair
+
+    def counts(iteration):
+        at = [measures[(r, ("checkpoint", iteration))] for r in range(n_repeats)]
+        return _stack(at, "layers", deep, "count")
+
+    return _finding(
+        "emergence_during_training",
+        statement,
+        rs.estimate(mean_of, counts(b) - counts(a)),
+        _above(0.0),
+        held_out,
+        note=f"iteration {b} minus iteration {a}",
+    )
+
+
+def _attack_finding(rs, result, shallow, deep, held_out):
+    """The attack moves the deepest layer's regions more than the shallowest."""
+    per = result.adversarial_measures
+    diff = _stack(per, deep, "one_minus_cos") - _stack(per, shallow, "one_minus_cos")
+    return _finding(
+        "attack_moves_deep_regions_more",
+        f"A PGD attack moves the regions of the deepest layer ({deep}) more "
+        f"than those of the shallowest ({shallow}): mean 1 - cos difference "
+        "> 0.",
+        rs.estimate(mean_of, diff),
+        _above(0.0),
+        held_out,
+    )
+
+
+def _student_findings(rs, measures, result, main, deep, n_repeats, held_out):
+    """Each student has fewer reliable points than its teacher, deepest layer."""
+    out = []
+    for row in result.distillation:
+        if row["model"] == "teacher" or row["layer"] != deep:
+            continue
+        student = [measures[(r, ("student", row["model"]))] for r in range(n_repeats)]
+        diff = _stack(student, "layers", deep, "reliable") - _stack(
+            main, "layers", deep, "reliable"
         )
         out.append(
             _finding(
-                "reliable_ratio_rises_with_depth",
-                f"The reliable ratio of knowledge points is higher at the deepest "
-                f"layer ({deep}) than at the shallowest ({shallow}) (difference > 0).",
-                est,
-                _above(0.0),
-                is_held_out,
-            )
-        )
-    if result.emergence:
-        its = sorted({r["iteration"] for r in result.emergence})
-        pair = _intermediate_pair(its)
-        statement = (
-            f"Knowledge points at the deepest layer ({deep}) rise during training: "
-            "more per image at a later intermediate checkpoint than at an earlier "
-            "one (difference > 0)."
-        )
-        if pair is None:
-            out.append(
-                _finding(
-                    "emergence_during_training",
-                    statement,
-                    None,
-                    None,
-                    is_held_out,
-                    note="needs at least 3 checkpoints",
-                )
-            )
-        else:
-            a, b = pair
-            early = [measures[(r, ("checkpoint", a))] for r in range(n_repeats)]
-            late = [measures[(r, ("checkpoint", b))] for r in range(n_repeats)]
-            diff = _stack(late, "layers", deep, "count") - _stack(
-                early, "layers", deep, "count"
-            )
-            out.append(
-                _finding(
-                    "emergence_during_training",
-                    statement,
-                    rs.estimate(mean_of, diff),
-                    _above(0.0),
-                    is_held_out,
-                    note=f"iteration {b} minus iteration {a}",
-                )
-            )
-    if result.adversarial is not None and len(layers) >= 2:
-        per = result.adversarial_measures
-        diff = _stack(per, deep, "one_minus_cos") - _stack(
-            per, shallow, "one_minus_cos"
-        )
-        out.append(
-            _finding(
-                "attack_moves_deep_regions_more",
-                f"A PGD attack moves the regions of the deepest layer ({deep}) more "
-                f"than those of the shallowest ({shallow}): mean 1 - cos difference "
-                "> 0.",
+                f"student_fewer_reliable_points:{row['model']}",
+                f"The student {row['model']} has fewer reliable knowledge points "
+                f"per image than its teacher at the deepest layer ({deep}) "
+                "(student minus teacher < 0).",
                 rs.estimate(mean_of, diff),
-                _above(0.0),
-                is_held_out,
+                _below(0.0),
+                held_out,
             )
         )
+    return out
+
+
+def _findings(result, rs, measures, n_repeats, is_held_out) -> list[dict]:
+    """The paper's properties checked on this run (SPEC 9), each only when
+    the run has what it needs (two layers, checkpoints, an attack, students)."""
+    main = [measures[(r, _MAIN)] for r in range(n_repeats)]
+    shallow, deep = result.layers[0], result.layers[-1]
+    two_layers = len(result.layers) >= 2
+    out = _projection_findings(rs, main, is_held_out)
+    if two_layers:
+        out.append(_depth_finding(rs, main, shallow, deep, is_held_out))
+    if result.emergence:
+        out.append(
+            _emergence_finding(rs, measures, result, deep, n_repeats, is_held_out)
+        )
+    if result.adversarial is not None and two_layers:
+        out.append(_attack_finding(rs, result, shallow, deep, is_held_out))
     if result.distillation:
-        teacher = main
-        for row in result.distillation:
-            if row["model"] == "teacher" or row["layer"] != deep:
-                continue
-            student = [
-                measures[(r, ("student", row["model"]))] for r in range(n_repeats)
-            ]
-            diff = _stack(student, "layers", deep, "reliable") - _stack(
-                teacher, "layers", deep, "reliable"
-            )
-            out.append(
-                _finding(
-                    f"student_fewer_reliable_points:{row['model']}",
-                    f"The student {row['model']} has fewer reliable knowledge points "
-                    f"per image than its teacher at the deepest layer ({deep}) "
-                    "(student minus teacher < 0).",
-                    rs.estimate(mean_of, diff),
-                    _below(0.0),
-                    is_held_out,
-                )
-            )
+        out += _student_findings(
+            rs, measures, result, main, deep, n_repeats, is_held_out
+        )
     return out

@@ -24,14 +24,17 @@ import datetime
 import html
 import io
 import json
+import os
 import re
 from collections.abc import Mapping
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, validate_params
 
 from . import _tables
-from .analysis import AnalysisResult, _jsonable, _pivot
+from .analysis import AnalysisResult
 
 __all__ = ["write_report"]
 
@@ -682,6 +685,17 @@ def _png(fig, dpi) -> bytes:
     return buf.getvalue()
 
 
+@validate_params(
+    {
+        "result": [AnalysisResult],
+        "directory": [str, os.PathLike],
+        "title": [str],
+        "extra": [None, Mapping],
+        "dpi": [Interval(Integral, 10, None, closed="left")],
+        "interactive": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def write_report(
     result: AnalysisResult,
     directory,
@@ -740,17 +754,6 @@ def write_report(
     >>> write_report(result, "report", extra={"note": "first run"})  # doctest: +SKIP
     PosixPath('report/index.html')
     """
-    import matplotlib.pyplot as plt
-
-    if not isinstance(result, AnalysisResult):
-        raise ValueError(
-            f"result must be an AnalysisResult (from skvmf.analyze); got "
-            f"{type(result).__name__}"
-        )
-    if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or dpi < 10:
-        raise ValueError(f"dpi must be an integer >= 10; got {dpi!r}")
-    if not isinstance(interactive, (bool, np.bool_)):
-        raise ValueError(f"interactive must be True or False; got {interactive!r}")
     extra = _check_extra(extra)
     directory = Path(directory)
     fig_dir, data_dir = directory / "figures", directory / "data"
@@ -759,9 +762,21 @@ def write_report(
 
     _remove_stale(fig_dir, data_dir)
     written = result.save(data_dir)
-    taken = {p.name for p in written.values()}
+    images = _write_figures(result, fig_dir, data_dir, dpi, written)
+    extras = _write_extra(extra, data_dir, written)
+    views = _interactive_views(result) if interactive else {}
+    page = _Page(result, images, views).render(title, extras, written, directory)
+    index = directory / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
 
-    # figures: PNG file, embedded copy, and their numbers
+
+def _write_figures(result, fig_dir, data_dir, dpi, written) -> dict[str, str]:
+    """Every figure as a PNG file, its embedded HTML copy (returned, by name)
+    and its numbers (``data/<figure>.json``, and ``.csv`` when flat)."""
+    import matplotlib.pyplot as plt
+
+    taken = {p.name for p in written.values()}
     figures = result.figures()
     images: dict[str, str] = {}
     try:
@@ -773,7 +788,7 @@ def write_report(
             content, records = _figure_data(result, name)
             if content:
                 path = data_dir / f"{name}.json"
-                path.write_text(json.dumps(_jsonable(content)), encoding="utf-8")
+                path.write_text(json.dumps(_tables.jsonable(content)), encoding="utf-8")
                 written[f"figure:{name}"] = path
             if records and f"{name}.csv" not in taken:
                 path = data_dir / f"{name}.csv"
@@ -783,9 +798,14 @@ def write_report(
     finally:
         for fig in figures.values():
             plt.close(fig)
+    return images
 
-    # extra tables
-    extra_tables, extra_scalars, extra_maps = {}, [], {}
+
+def _write_extra(extra, data_dir, written):
+    """The user's extra items: row lists as CSV tables, everything as
+    ``data/extra.json``. Returns (scalars, tables, mappings) for the page."""
+    taken = {p.name for p in written.values()}
+    tables, scalars, maps = {}, [], {}
     for key, value in extra.items():
         if isinstance(value, list):
             slug = _slug(key)
@@ -796,53 +816,33 @@ def write_report(
                 _tables.to_csv(value, path)
                 written[f"extra:{key}"] = path
                 taken.add(path.name)
-            extra_tables[key] = (value, path.name)
+            tables[key] = (value, path.name)
         elif isinstance(value, dict):
-            extra_maps[key] = value
+            maps[key] = value
         else:
-            extra_scalars.append({"setting": key, "value": value})
+            scalars.append({"setting": key, "value": value})
     if extra:
         path = data_dir / "extra.json"
-        path.write_text(json.dumps(_jsonable(extra), indent=2), encoding="utf-8")
+        path.write_text(json.dumps(_tables.jsonable(extra), indent=2), encoding="utf-8")
         written["extra"] = path
-
-    views = _interactive_views(result) if interactive else {}
-    page = _page(
-        result,
-        title,
-        images,
-        views,
-        extra_scalars,
-        extra_tables,
-        extra_maps,
-        written,
-        directory,
-    )
-    index = directory / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return scalars, tables, maps
 
 
-def _page(
-    result,
-    title,
-    images,
-    views,
-    extra_scalars,
-    extra_tables,
-    extra_maps,
-    written,
-    directory,
-) -> str:
-    from . import __version__
+class _Page:
+    """The report page: sections in reading order, each an explanation, its
+    figures and its tables; built by one method per part of the analysis."""
 
-    sections: list[tuple[str, str]] = []
+    def __init__(self, result, images, views):
+        self.result, self.images, self.views = result, images, views
+        self.sections: list[tuple[str, str]] = []
 
-    def section(key, body, fmt=None):
+    def section(self, key, body, fmt=None):
+        """Add section ``key``: its text, its 3-D views and figures, ``body``."""
         text = _TEXT[key].format(**(fmt or {}))
+        views, images = self.views, self.images
         figs = "".join(views[n] for n in _SECTION_VIEWS.get(key, ()) if n in views)
         figs += "".join(images[n] for n in _SECTION_FIGURES.get(key, ()) if n in images)
-        sections.append(
+        self.sections.append(
             (
                 key,
                 f'<section id="{key}"><h2>{_esc(_SECTION_TITLES[key])}</h2>'
@@ -850,75 +850,96 @@ def _page(
             )
         )
 
-    held = result.settings.get("n_held_out_images", 0)
-    section(
-        "findings",
-        _findings_html(result.findings),
-        {
-            "where": (
-                f"{held} held-out images (the estimators were fitted on "
-                f"{result.settings.get('n_fit_images', '?')} others)"
-                if held
-                else "the images the estimators were fitted on (nothing held out)"
-            ),
-            "confidence": _esc(f"{100 * result.settings.get('confidence', 0.95):.0f}"),
-            "n_repeats": _esc(result.settings.get("n_repeats", 1)),
-        },
-    )
-    settings = (
-        [{"setting": "classes", "value": ", ".join(map(str, result.classes))}]
-        + _flatten(result.settings)
-        + extra_scalars
-    )
-    timings = [{"step": k, "seconds": v} for k, v in result.timings.items()]
-    section(
-        "run",
-        _table_html(settings, "Settings")
-        + _table_html(timings, "Timings (seconds)")
-        + _table_html(_accuracy_rows(result), "Accuracy"),
-    )
-    section("projection", _table_html([result.projection], "Projection quality"))
-    cols = (
-        "layer",
-        "mean_count",
-        "mean_reliable",
-        "reliable_ratio",
-        "vote_accuracy",
-        "mean_cos_h_g",
-    )
-    section(
-        "knowledge",
-        _table_html(_columns(result.knowledge, cols), "Knowledge points per image"),
-        {"tau": _esc(result.counter.tau)},
-    )
-    if "layer_regions" in images:
-        section("regions", "")
-    if "knowledge_masks" in images:
-        section("masks", "")
-    if result.emergence:
-        section(
+    def findings(self):
+        """The findings first: what holds, with intervals, and where measured."""
+        settings = self.result.settings
+        held = settings.get("n_held_out_images", 0)
+        where = (
+            f"{held} held-out images (the estimators were fitted on "
+            f"{settings.get('n_fit_images', '?')} others)"
+            if held
+            else "the images the estimators were fitted on (nothing held out)"
+        )
+        self.section(
+            "findings",
+            _findings_html(self.result.findings),
+            {
+                "where": where,
+                "confidence": _esc(f"{100 * settings.get('confidence', 0.95):.0f}"),
+                "n_repeats": _esc(settings.get("n_repeats", 1)),
+            },
+        )
+
+    def run(self, extra_scalars):
+        """Settings, timings and accuracies of the run."""
+        result = self.result
+        settings = (
+            [{"setting": "classes", "value": ", ".join(map(str, result.classes))}]
+            + _flatten(result.settings)
+            + extra_scalars
+        )
+        timings = [{"step": k, "seconds": v} for k, v in result.timings.items()]
+        self.section(
+            "run",
+            _table_html(settings, "Settings")
+            + _table_html(timings, "Timings (seconds)")
+            + _table_html(_accuracy_rows(result), "Accuracy"),
+        )
+
+    def knowledge(self):
+        """Projection quality, knowledge points per layer, regions and masks."""
+        result = self.result
+        self.section(
+            "projection", _table_html([result.projection], "Projection quality")
+        )
+        cols = (
+            "layer",
+            "mean_count",
+            "mean_reliable",
+            "reliable_ratio",
+            "vote_accuracy",
+            "mean_cos_h_g",
+        )
+        self.section(
+            "knowledge",
+            _table_html(_columns(result.knowledge, cols), "Knowledge points per image"),
+            {"tau": _esc(result.counter.tau)},
+        )
+        if "layer_regions" in self.images:
+            self.section("regions", "")
+        if "knowledge_masks" in self.images:
+            self.section("masks", "")
+
+    def emergence(self):
+        """Knowledge points by checkpoint and layer."""
+        emergence = self.result.emergence
+        self.section(
             "emergence",
             _table_html(
-                _pivot(result.emergence, "mean_count"),
+                _tables.pivot(emergence, "mean_count"),
                 "Knowledge points per image, by checkpoint and layer",
             )
             + _table_html(
-                _pivot(result.emergence, "mean_reliable"),
+                _tables.pivot(emergence, "mean_reliable"),
                 "Reliable knowledge points per image",
             ),
         )
-    if result.adversarial:
-        attack = result.attack or {}
-        section(
+
+    def adversarial(self):
+        """The attack and how each layer's regions moved."""
+        attack = self.result.attack or {}
+        self.section(
             "adversarial",
             (_table_html([attack], "Attack") if attack else "")
-            + _table_html(result.adversarial, "Per layer"),
+            + _table_html(self.result.adversarial, "Per layer"),
             {
                 "epsilon": _esc(f"{attack.get('epsilon', float('nan')):.3g}"),
                 "n_steps": _esc(attack.get("n_steps", "?")),
             },
         )
-    if result.distillation:
+
+    def distillation(self):
+        """Teacher and students side by side."""
         cols = (
             "model",
             "layer",
@@ -928,23 +949,24 @@ def _page(
             "reliable_ratio",
             "reliable_minus_teacher",
         )
-        section(
+        self.section(
             "distillation",
-            _table_html(_columns(result.distillation, cols), "Teacher and students"),
+            _table_html(
+                _columns(self.result.distillation, cols), "Teacher and students"
+            ),
         )
-    if result.faithfulness:
-        section(
+
+    def faithfulness(self):
+        """Deletion and insertion areas of the maps."""
+        faith = self.result.faithfulness
+        self.section(
             "faithfulness",
-            _table_html(result.faithfulness["table"], "Areas under the curves"),
-            {
-                "confidence": _esc(
-                    f"{100 * result.faithfulness.get('confidence', 0.95):.0f}"
-                )
-            },
+            _table_html(faith["table"], "Areas under the curves"),
+            {"confidence": _esc(f"{100 * faith.get('confidence', 0.95):.0f}")},
         )
-    if result.diagnostics:
-        section("diagnostics", _diagnostics_html(result.diagnostics))
-    if extra_tables or extra_maps:
+
+    def extra(self, extra_tables, extra_maps):
+        """The user's extra tables and mappings."""
         body = ""
         for key, (records, filename) in extra_tables.items():
             body += f"<h3>{_esc(key)}</h3>" + (
@@ -955,38 +977,63 @@ def _page(
             )
         for key, mapping in extra_maps.items():
             body += f"<h3>{_esc(key)}</h3>" + _table_html(_flatten(mapping))
-        section("extra", body)
-    files = sorted(
-        {p.relative_to(directory).as_posix() for p in written.values()}
-        | {f"figures/{n}.png" for n in images}
-    )
-    section(
-        "files",
-        "<ul>"
-        + "".join(f'<li><a href="{_esc(f)}">{_esc(f)}</a></li>' for f in files)
-        + "</ul>",
-    )
+        self.section("extra", body)
 
-    nav = "".join(
-        f'<li><a href="#{key}">{_esc(_SECTION_TITLES[key])}</a></li>'
-        for key, _ in sections
-    )
-    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    meta = (
-        f"skvmf {_esc(__version__)} &middot; {_esc(now)} &middot; "
-        f"{len(result.labels)} images &middot; {len(result.classes)} classes "
-        f"&middot; layers {_esc(', '.join(result.layers))}"
-    )
-    intro = _INTRO.format(n_components=_esc(result.settings.get("n_components", 3)))
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{_CSS}</style>"
-        + (_plotly_head() if views else "")
-        + "</head><body>"
-        f'<header><h1>{_esc(title)}</h1><p class="meta">{meta}</p>'
-        f"<p>{intro}</p></header>"
-        f"<nav><h2>Contents</h2><ul>{nav}</ul></nav>"
-        + "".join(body for _, body in sections)
-        + "</body></html>\n"
-    )
+    def files(self, written, directory):
+        """Links to every file of the report."""
+        files = sorted(
+            {p.relative_to(directory).as_posix() for p in written.values()}
+            | {f"figures/{n}.png" for n in self.images}
+        )
+        self.section(
+            "files",
+            "<ul>"
+            + "".join(f'<li><a href="{_esc(f)}">{_esc(f)}</a></li>' for f in files)
+            + "</ul>",
+        )
+
+    def render(self, title, extras, written, directory) -> str:
+        """Every section that has something to show, then the HTML document."""
+        result = self.result
+        extra_scalars, extra_tables, extra_maps = extras
+        self.findings()
+        self.run(extra_scalars)
+        self.knowledge()
+        for key in ("emergence", "adversarial", "distillation", "faithfulness"):
+            if getattr(result, key):
+                getattr(self, key)()
+        if result.diagnostics:
+            self.section("diagnostics", _diagnostics_html(result.diagnostics))
+        if extra_tables or extra_maps:
+            self.extra(extra_tables, extra_maps)
+        self.files(written, directory)
+        return self.document(title)
+
+    def document(self, title) -> str:
+        """The HTML page: header, contents and the sections."""
+        from . import __version__
+
+        result = self.result
+        nav = "".join(
+            f'<li><a href="#{key}">{_esc(_SECTION_TITLES[key])}</a></li>'
+            for key, _ in self.sections
+        )
+        now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        meta = (
+            f"skvmf {_esc(__version__)} &middot; {_esc(now)} &middot; "
+            f"{len(result.labels)} images &middot; {len(result.classes)} classes "
+            f"&middot; layers {_esc(', '.join(result.layers))}"
+        )
+        intro = _INTRO.format(n_components=_esc(result.settings.get("n_components", 3)))
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_esc(title)}</title><style>{_CSS}</style>"
+            + (_plotly_head() if self.views else "")
+            + "</head><body>"
+            f'<header><h1>{_esc(title)}</h1><p class="meta">{meta}</p>'
+            f"<p>{intro}</p></header>"
+            f"<nav><h2>Contents</h2><ul>{nav}</ul></nav>"
+            + "".join(body for _, body in self.sections)
+            + "</body></html>\n"
+        )
