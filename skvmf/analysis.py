@@ -27,6 +27,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 from . import _tables
 from ._convergence import curve_summary
 from ._progress import message, progress
+from ._torch_utils import to_numpy
 from ._uncertainty import Resampler, mean_of, pearson_of, ratio_of
 from .alignment import RegionalAligner
 from .attacks import embedding_change, pgd_attack
@@ -588,26 +589,40 @@ def _class_index(categories, result):
 # inputs
 # ---------------------------------------------------------------------------
 def _images_and_labels(images, labels):
+    """The images as a finite float32 (N, C, H, W) array and integer labels.
+
+    Complex or non-finite images and labels that are not one integer class
+    index per image are refused here, before any network runs.
+    """
     if isinstance(images, torch.utils.data.Dataset):
         from .datasets import as_arrays
 
         X, y = as_arrays(images)
-        if labels is not None:
-            y = np.asarray(labels)
-        return X.astype(np.float32, copy=False), y
-    X = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
-    if labels is None:
-        raise ValueError("labels are required when images are an array or tensor")
-    y = labels.detach().cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+        y = y if labels is None else to_numpy(labels)
+    else:
+        if labels is None:
+            raise ValueError("labels are required when images are an array or tensor")
+        X, y = to_numpy(images), to_numpy(labels)
     if X.ndim != 4:
         raise ValueError(f"images must have shape (N, C, H, W); got {X.shape}")
+    if X.dtype == object or X.dtype == bool or not np.issubdtype(X.dtype, np.number):
+        raise ValueError(f"images must be real numbers; got dtype {X.dtype}")
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused next
+        X = X.astype(np.float32, copy=False)
+    if not np.isfinite(X).all():
+        raise ValueError(
+            "images contain NaN or infinite values (or values beyond float32's "
+            "range, about 3.4e38)"
+        )
     if y.shape != (X.shape[0],):
         raise ValueError(
             f"labels must have shape ({X.shape[0]},), one per image; got {y.shape}"
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"labels must be integer class indices; got dtype {y.dtype}")
-    return X.astype(np.float32, copy=False), y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise ValueError(f"labels must be class indices >= 0; got {y.min()}")
+    return X, y.astype(np.int64)
 
 
 def _checkpoint_models(checkpoints, device) -> list[tuple[int, torch.nn.Module]]:

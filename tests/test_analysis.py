@@ -313,3 +313,34 @@ def test_bad_input(workload, kwargs, match):
     args = {"labels": y, **kwargs}
     with pytest.raises(ValueError, match=match):
         skvmf.analyze(model, X, args.pop("labels"), **args, **FAST)
+
+
+@pytest.mark.parametrize(
+    "images, match",
+    [
+        (lambda X: X.astype(np.complex64), "complex"),
+        (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X), "NaN"),
+        (lambda X: X * 1e300, "NaN or infinite"),
+        (lambda X: X.astype(object), "real numbers"),
+        (lambda X: X[0], r"\(N, C, H, W\)"),
+    ],
+    ids=["complex", "nan", "beyond-float32", "object", "rank-3"],
+)
+def test_bad_images_are_refused_before_any_network_runs(workload, images, match):
+    """Bad images fail at once with a message that names them; the model is
+    never called (a forward hook would record it)."""
+    model, X, y, _ = workload
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=match):
+            skvmf.analyze(model, images(np.asarray(X, dtype=np.float64)), y, **FAST)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_negative_labels_are_refused(workload):
+    model, X, y, _ = workload
+    with pytest.raises(ValueError, match="labels must be class indices >= 0"):
+        skvmf.analyze(model, X, np.where(np.arange(len(y)) == 0, -1, y), **FAST)
