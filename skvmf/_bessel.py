@@ -5,9 +5,12 @@ The von Mises-Fisher normaliser needs ``log I_nu(x)`` for orders up to 2047
 overflows or underflows double precision. Nothing here evaluates ``I_nu``
 directly:
 
-* small orders (``nu < 20``): the power series where it converges fast, and
-  ``log(scipy.special.ive(nu, x)) + x`` elsewhere (``ive`` is the exponentially
-  scaled function, which neither overflows nor underflows there);
+* small orders (``nu < 20``): the power series where it converges fast,
+  Hankel's large-argument expansion (DLMF 10.40.1) from ``x = 1e5`` on (where
+  ``scipy.special.ive`` loses digits and, from about 1e10, returns NaN), and
+  ``log(scipy.special.ive(nu, x)) + x`` in between (``ive`` is the
+  exponentially scaled function, which neither overflows nor underflows
+  there);
 * large orders (``nu >= 20``): Olver's uniform asymptotic (Debye) expansion,
   DLMF 10.41.3, with up to 16 terms (fewer at large order), the first
   omitted one below 1e-17 relative for every argument.
@@ -38,6 +41,11 @@ _N_DEBYE_TERMS = 16
 # Power-series terms: used only while x**2 / 4 <= (nu + 1) / 4, where the
 # j-th term is below 4**-j / j!.
 _N_SERIES_TERMS = 20
+# Small orders use Hankel's expansion from this argument on: with
+# 4 nu^2 < 1600 each term is below 2e-3 times the previous one, so
+# _N_HANKEL_TERMS terms leave an error far below 1e-17.
+_X_HANKEL = 1e5
+_N_HANKEL_TERMS = 8
 
 
 def _poly_mul(a, b):
@@ -199,16 +207,36 @@ def _log_iv_debye(nu, x):
     return nu * eta - 0.5 * np.log(2.0 * np.pi * nu) + 0.5 * np.log(p) + np.log(series)
 
 
+def _log_iv_hankel(nu, x):
+    """log I_nu(x) for small orders and x >= _X_HANKEL (DLMF 10.40.1).
+
+    ``I_nu(x) ~ e^x / sqrt(2 pi x) sum_k (-1)^k a_k(nu) / x^k`` with
+    ``a_k = prod_{j<=k} (4 nu^2 - (2j - 1)^2) / (k! 8^k)``; the exponential
+    is kept as ``x`` in the log, so any finite x (up to 1.8e308) is fine.
+    """
+    mu = 4.0 * nu * nu
+    term = np.ones_like(x)
+    total = np.ones_like(x)
+    for k in range(1, _N_HANKEL_TERMS + 1):
+        term = -term * ((mu - (2 * k - 1) ** 2) / (8.0 * k) / x)
+        total = total + term
+    return x - 0.5 * (np.log(2.0 * np.pi) + np.log(x)) + np.log(total)
+
+
 def _log_iv_small_order(nu, x):
     """log I_nu(x) for 0 <= nu < 20 and x > 0."""
     out = np.empty_like(x)
-    series = 0.25 * x * x <= 0.25 * (nu + 1.0)
+    # x <= sqrt(nu + 1) is x^2 / 4 <= (nu + 1) / 4 without overflowing x^2
+    series = x <= np.sqrt(nu + 1.0)
     if np.any(series):
         n, xs = nu[series], x[series]
         out[series] = (
             n * np.log(0.5 * xs) - special.gammaln(n + 1.0) + _log_series(n, xs)
         )
-    rest = ~series
+    hankel = x >= _X_HANKEL
+    if np.any(hankel):
+        out[hankel] = _log_iv_hankel(nu[hankel], x[hankel])
+    rest = ~(series | hankel)
     if np.any(rest):
         n, xr = nu[rest], x[rest]
         out[rest] = np.log(special.ive(n, xr)) + xr

@@ -20,13 +20,14 @@ Only numpy and scipy (and scikit-learn's ``check_random_state``) are used.
 
 from __future__ import annotations
 
-import numbers
 from functools import lru_cache
+from numbers import Integral, Real
 
 import numpy as np
 from scipy import special
 from scipy.interpolate import CubicHermiteSpline
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from skvmf._bessel import _log_series, _ratio_parts, log_iv
 
@@ -47,21 +48,31 @@ _LOG_2PI = np.log(2.0 * np.pi)
 # --------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------
-def _check_dim(dim, name="dim"):
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= 2, got {dim!r}")
-    if dim < 2:
-        raise ValueError(f"{name} must be an integer >= 2, got {dim!r}")
-    return int(dim)
+# Scalar parameters are checked declaratively (``validate_params``); the
+# helpers below check the array arguments, which constraints cannot.
+_DIM = [Interval(Integral, 2, None, closed="left")]
+_KAPPA = ["array-like", Interval(Real, 0, None, closed="left")]
+_SIGMA = [Interval(Real, 0, None, closed="neither")]
+_NEWTON_STEPS = [Interval(Integral, 0, None, closed="left")]
 
 
-def _check_nonneg_finite(value, name):
+def _as_real_array(value, name):
+    """``value`` as a float64 array; complex, object and text are refused."""
     arr = np.asarray(value)
+    if np.iscomplexobj(arr):
+        raise ValueError(
+            f"{name} must be real; got complex values (dtype {arr.dtype}). "
+            "Pass the real part or the modulus explicitly."
+        )
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
     ):
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    return arr.astype(np.float64)
+
+
+def _check_nonneg_finite(value, name):
+    arr = _as_real_array(value, name)
     bad = ~np.isfinite(arr) | (arr < 0)
     if np.any(bad):
         raise ValueError(
@@ -73,14 +84,6 @@ def _check_nonneg_finite(value, name):
 
 def _check_kappa(kappa):
     return _check_nonneg_finite(kappa, "kappa")
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _unit_tolerance(dtype):
@@ -95,13 +98,12 @@ def _check_unit_rows(X, name="X"):
         raise ValueError(
             f"{name} needs at least one row and two columns, got shape {X.shape}"
         )
-    if not np.issubdtype(X.dtype, np.floating):
-        X = X.astype(np.float64)
-    tol = _unit_tolerance(X.dtype)
-    X = X.astype(np.float64, copy=False)
+    tol = _unit_tolerance(X.dtype if np.issubdtype(X.dtype, np.floating) else float)
+    X = _as_real_array(X, name)
     if not np.all(np.isfinite(X)):
         raise ValueError(f"{name} contains NaN or inf")
-    norms = np.linalg.norm(X, axis=1)
+    with np.errstate(over="ignore"):  # rows of 1e200 are not unit: norm inf
+        norms = np.linalg.norm(X, axis=1)
     dev = np.abs(norms - 1.0)
     worst = int(np.argmax(dev))
     if dev[worst] > tol:
@@ -125,6 +127,7 @@ def _check_mean_direction(mean_direction, dim=None):
 # --------------------------------------------------------------------------
 # normaliser and density
 # --------------------------------------------------------------------------
+@validate_params({"dim": _DIM}, prefer_skip_nested_validation=True)
 def log_surface_area(dim):
     """Log of the surface area of the unit sphere ``S^(dim-1)`` in ``R^dim``.
 
@@ -146,10 +149,11 @@ def log_surface_area(dim):
     >>> bool(np.isclose(log_surface_area(3), np.log(4 * np.pi)))
     True
     """
-    d = _check_dim(dim)
+    d = int(dim)
     return float(np.log(2.0) + 0.5 * d * np.log(np.pi) - special.gammaln(0.5 * d))
 
 
+@validate_params({"dim": _DIM, "kappa": _KAPPA}, prefer_skip_nested_validation=True)
 def log_normalizer(dim, kappa):
     """Log normalising constant ``log C_d(kappa)`` of the vMF distribution.
 
@@ -168,7 +172,9 @@ def log_normalizer(dim, kappa):
         ``log C_d(kappa)`` in float64 with the shape of ``kappa``; accurate to
         about 1e-14 relative for ``2 <= d <= 4096`` and
         ``1e-6 <= kappa <= 1e6``, equal to ``-log_surface_area(d)`` at
-        ``kappa = 0`` and continuous as ``kappa -> 0``.
+        ``kappa = 0``, continuous as ``kappa -> 0``, finite and decreasing in
+        ``kappa`` for every finite kappa up to 1.8e308 (where it is about
+        ``-kappa``).
 
     Examples
     --------
@@ -180,14 +186,16 @@ def log_normalizer(dim, kappa):
     >>> bool(np.isfinite(log_normalizer(4096, 1e6)))
     True
     """
-    d = _check_dim(dim)
+    d = int(dim)
     k = _check_kappa(kappa)
     nu = 0.5 * d - 1.0
     flat = k.ravel()
     out = np.empty_like(flat)
     # Power series of I_nu near 0 (fast convergence): the kappa^nu factors
     # cancel analytically, so kappa = 0 gives exactly the uniform density.
-    series = 0.25 * flat * flat <= 0.25 * (nu + 1.0)
+    # (kappa <= sqrt(nu + 1) is kappa^2 / 4 <= (nu + 1) / 4 without kappa^2,
+    # which overflows from 1e155 on.)
+    series = flat <= np.sqrt(nu + 1.0)
     if np.any(series):
         out[series] = -log_surface_area(d) - _log_series(nu, flat[series])
     rest = ~series
@@ -197,6 +205,10 @@ def log_normalizer(dim, kappa):
     return out.reshape(k.shape)[()]
 
 
+@validate_params(
+    {"X": ["array-like"], "mean_direction": ["array-like"], "kappa": _KAPPA},
+    prefer_skip_nested_validation=True,
+)
 def logpdf(X, mean_direction, kappa):
     """Log density of unit vectors under ``vMF(mean_direction, kappa)``.
 
@@ -238,6 +250,7 @@ def logpdf(X, mean_direction, kappa):
 # --------------------------------------------------------------------------
 # mean resultant length and kappa estimation
 # --------------------------------------------------------------------------
+@validate_params({"kappa": _KAPPA, "dim": _DIM}, prefer_skip_nested_validation=True)
 def mean_resultant_length(kappa, dim):
     """Mean resultant length ``A_d(kappa) = I_(d/2)(kappa) / I_(d/2-1)(kappa)``.
 
@@ -267,7 +280,7 @@ def mean_resultant_length(kappa, dim):
     >>> float(mean_resultant_length(0.0, 4096))
     0.0
     """
-    d = _check_dim(dim)
+    d = int(dim)
     k = _check_kappa(kappa)
     ratio, _, _ = _ratio_parts(np.full(k.size, 0.5 * d - 1.0), k.ravel())
     return ratio.reshape(k.shape)[()]
@@ -306,6 +319,14 @@ def _banerjee(r, q, d):
     return r * (d - r * r) / (q * (1.0 + r))
 
 
+@validate_params(
+    {
+        "mean_resultant_length": ["array-like", Real],
+        "dim": _DIM,
+        "newton_steps": _NEWTON_STEPS,
+    },
+    prefer_skip_nested_validation=True,
+)
 def estimate_kappa(mean_resultant_length, dim, *, newton_steps=2):
     """Concentration kappa whose mean resultant length ``A_d(kappa)`` is ``r``.
 
@@ -340,12 +361,8 @@ def estimate_kappa(mean_resultant_length, dim, *, newton_steps=2):
     >>> float(estimate_kappa(0.5, 3, newton_steps=0))   # 0.5 * 2.75 / 0.75
     1.8333333333333333
     """
-    d = _check_dim(dim)
-    steps = _check_int(newton_steps, "newton_steps", 0)
-    r = np.asarray(mean_resultant_length)
-    if not (np.issubdtype(r.dtype, np.number) or r.dtype == bool):
-        raise ValueError(f"mean_resultant_length must be numeric, got {r.dtype}")
-    r = r.astype(np.float64)
+    d, steps = int(dim), int(newton_steps)
+    r = _as_real_array(mean_resultant_length, "mean_resultant_length")
     bad = ~np.isfinite(r) | (r < 0) | (r >= 1)
     if np.any(bad):
         raise ValueError(
@@ -359,6 +376,14 @@ def estimate_kappa(mean_resultant_length, dim, *, newton_steps=2):
     return kappa.reshape(r.shape)[()]
 
 
+@validate_params(
+    {
+        "X": ["array-like"],
+        "sample_weight": ["array-like", None],
+        "newton_steps": _NEWTON_STEPS,
+    },
+    prefer_skip_nested_validation=True,
+)
 def fit_vmf(X, sample_weight=None, *, newton_steps=2):
     """Weighted maximum-likelihood vMF fit to unit vectors.
 
@@ -456,6 +481,15 @@ def _wood_cosines(kappa, d, n, rng):
     return np.concatenate(w_out)[:n], np.concatenate(s_out)[:n]
 
 
+@validate_params(
+    {
+        "mean_direction": ["array-like"],
+        "kappa": _KAPPA,
+        "n_samples": [Interval(Integral, 0, None, closed="left")],
+        "random_state": ["random_state", np.random.Generator],
+    },
+    prefer_skip_nested_validation=True,
+)
 def sample(mean_direction, kappa, n_samples, random_state=None):
     """Draw unit vectors from ``vMF(mean_direction, kappa)``.
 
@@ -495,7 +529,7 @@ def sample(mean_direction, kappa, n_samples, random_state=None):
     k = _check_kappa(kappa)
     if k.ndim != 0:
         raise ValueError(f"kappa must be a scalar, got shape {k.shape}")
-    n = _check_int(n_samples, "n_samples", 0)
+    n = int(n_samples)
     rng = _rng(random_state)
     if n == 0:
         return np.empty((0, d))
@@ -636,6 +670,10 @@ def _unit_table(dim, newton_steps):
     return a, kappa, slope, interp
 
 
+@validate_params(
+    {"dim": _DIM, "sigma": _SIGMA, "newton_steps": _NEWTON_STEPS},
+    prefer_skip_nested_validation=True,
+)
 @lru_cache(maxsize=64)
 def _revised_kappa_table(dim, sigma, newton_steps=0):
     """Tabulated ``kappa(l)`` for torch code that interpolates on its own.
@@ -662,10 +700,7 @@ def _revised_kappa_table(dim, sigma, newton_steps=0):
         ``log kappa`` against ``log l`` whose node slopes are
         :func:`_revised_kappa_slopes`; use those to reproduce it exactly.
     """
-    dim = _check_dim(dim)
-    sigma = _check_sigma(sigma)
-    newton_steps = _check_int(newton_steps, "newton_steps", 0)
-    a, kappa, _, _ = _unit_table(dim, newton_steps)
+    a, kappa, _, _ = _unit_table(int(dim), int(newton_steps))
     strengths = np.concatenate([[0.0], sigma * a])
     kappas = np.concatenate([[0.0], kappa])
     strengths.setflags(write=False)
@@ -673,6 +708,10 @@ def _revised_kappa_table(dim, sigma, newton_steps=0):
     return strengths, kappas
 
 
+@validate_params(
+    {"dim": _DIM, "sigma": _SIGMA, "newton_steps": _NEWTON_STEPS},
+    prefer_skip_nested_validation=True,
+)
 @lru_cache(maxsize=64)
 def _revised_kappa_slopes(dim, sigma, newton_steps=0):
     """Node slopes ``d log kappa / d log l`` of :func:`revised_kappa`'s spline.
@@ -696,20 +735,8 @@ def _revised_kappa_slopes(dim, sigma, newton_steps=0):
         with these end values and slopes (1 at the low end, 2 at the high
         end, as ``kappa`` goes from linear to quadratic in ``l``).
     """
-    _check_dim(dim)
-    _check_sigma(sigma)
-    _, _, slope, _ = _unit_table(dim, _check_int(newton_steps, "newton_steps", 0))
+    _, _, slope, _ = _unit_table(int(dim), int(newton_steps))
     return slope
-
-
-def _check_sigma(sigma):
-    try:
-        value = float(sigma)
-    except (TypeError, ValueError):
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
-    return value
 
 
 def _revised_from_table(a, d, newton_steps):
@@ -720,7 +747,8 @@ def _revised_from_table(a, d, newton_steps):
     mid = (a >= grid[0]) & (a <= grid[-1])
     out[mid] = np.exp(interp(np.log(a[mid])))
     high = a > grid[-1]
-    out[high] = a[high] ** 2 + _asymptote_offset(d, newton_steps)
+    with np.errstate(over="ignore"):  # (l / sigma)^2 beyond 1.8e308 is inf
+        out[high] = a[high] ** 2 + _asymptote_offset(d, newton_steps)
     return out
 
 
@@ -767,6 +795,18 @@ def _rbar_monte_carlo(a, d, n_samples, rng, max_chunk=1 << 22):
     return r_out, q_out
 
 
+@validate_params(
+    {
+        "strength": ["array-like", Real],
+        "dim": _DIM,
+        "sigma": _SIGMA,
+        "method": [StrOptions({"quadrature", "monte_carlo"})],
+        "newton_steps": _NEWTON_STEPS,
+        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state", np.random.Generator],
+    },
+    prefer_skip_nested_validation=True,
+)
 def revised_kappa(
     strength,
     dim,
@@ -816,7 +856,8 @@ def revised_kappa(
     Returns
     -------
     float or ndarray
-        kappa(l), float64, with the shape of ``strength``.
+        kappa(l), float64, with the shape of ``strength``; ``inf`` only
+        where ``(l / sigma)^2`` itself exceeds the largest double (1.8e308).
 
     Examples
     --------
@@ -827,20 +868,14 @@ def revised_kappa(
     >>> float(revised_kappa(1e6, dim=3))   # the asymptote (l / sigma)^2 + 1/2
     1000000000000.5
     """
-    d = _check_dim(dim)
-    s = _check_sigma(sigma)
-    steps = _check_int(newton_steps, "newton_steps", 0)
+    d, s, steps = int(dim), float(sigma), int(newton_steps)
     strength = _check_nonneg_finite(strength, "strength")
-    if method not in ("quadrature", "monte_carlo"):
-        raise ValueError(
-            f"method must be 'quadrature' or 'monte_carlo', got {method!r}"
-        )
-    a = (strength / s).ravel()
+    with np.errstate(over="ignore"):  # l / sigma beyond 1.8e308: kappa is inf
+        a = (strength / s).ravel()
     if method == "quadrature":
         out = _revised_from_table(a, d, steps)
     else:
-        n = _check_int(n_samples, "n_samples", 1)
         rng = _rng(random_state)
-        r, q = _rbar_monte_carlo(a, d, n, rng)
+        r, q = _rbar_monte_carlo(a, d, int(n_samples), rng)
         out = _kappa_from_rbar(r, q, d, steps)
     return out.reshape(strength.shape)[()]

@@ -553,3 +553,85 @@ def test_bad_revised_kappa_arguments():
         revised_kappa(1.0, 3, newton_steps=-1)
     with pytest.raises(ValueError, match="n_samples"):
         revised_kappa(1.0, 3, method="monte_carlo", n_samples=0)
+
+
+# --------------------------------------------------------------------------
+# extreme magnitudes and bad values (issue 10)
+# --------------------------------------------------------------------------
+def _log_sinh(k):
+    """log sinh(k) without overflow: k - log 2 + log1p(-exp(-2k))."""
+    with np.errstate(over="ignore"):  # -2k = -inf for k = 1.7e308: exp gives 0
+        return k - np.log(2.0) + np.log1p(-np.exp(-2.0 * k))
+
+
+def test_log_normalizer_huge_kappa_closed_form_3d():
+    # C_3(k) = k / (4 pi sinh k); log_normalizer(3, 1e300) used to be NaN
+    k = np.array([1e5, 1e8, 1e10, 1e100, 1e155, 1e300, 1.7e308])
+    expected = np.log(k) - np.log(4 * np.pi) - _log_sinh(k)
+    got = log_normalizer(3, k)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-14)
+    assert log_normalizer(3, 1e300) == pytest.approx(-1e300, rel=1e-15)
+
+
+@pytest.mark.parametrize("d", [2, 3, 5, 64, 4096])
+@pytest.mark.parametrize("kappa", [1e7, 1e10, 1e100, 1e300])
+def test_log_normalizer_huge_kappa_matches_mpmath(d, kappa):
+    assert log_normalizer(d, kappa) == pytest.approx(
+        float(mp_log_normalizer(d, kappa)), rel=1e-13
+    )
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 10, 41, 42, 512, 4096])
+def test_log_normalizer_finite_and_decreasing_from_1e_300_to_1e300(d):
+    # d log C_d / d kappa = -A_d(kappa) < 0: non-increasing in floating point
+    kappa = np.concatenate([[0.0], np.logspace(-300, 300, 601), [1.7e308]])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        values = log_normalizer(d, kappa)
+    assert np.all(np.isfinite(values))
+    assert np.all(np.diff(values) <= 0)
+    assert values[0] == -log_surface_area(d)
+    # tiny kappa: the uniform density; huge kappa: about -kappa
+    assert values[1] == -log_surface_area(d)
+    assert values[-1] == pytest.approx(-1.7e308, rel=1e-12)
+
+
+def test_revised_kappa_huge_strength_is_the_asymptote_or_inf():
+    assert revised_kappa(1e100, 3) == pytest.approx(1e200, rel=1e-15)
+    with np.errstate(over="raise", invalid="raise"):
+        assert revised_kappa(1e300, 3) == np.inf  # (l / sigma)^2 overflows
+        assert revised_kappa(0.0, 3) == 0.0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda z: log_normalizer(3, z),
+        lambda z: mean_resultant_length(z, 3),
+        lambda z: revised_kappa(z, 3),
+        lambda z: estimate_kappa(z, 3),
+        lambda z: logpdf(np.array([[1.0, 0.0]]) + 0j * z, [1.0, 0.0], 1.0),
+        lambda z: logpdf(np.array([[1.0, 0.0]]), np.array([1.0, 0.0]) + 0j, 1.0),
+        lambda z: fit_vmf(np.eye(2)[[0, 0, 1]] + 0j * z),
+        lambda z: fit_vmf(np.eye(2), sample_weight=np.ones(2) + 0j),
+        lambda z: sample(np.array([1.0, 0.0]) + 0j, 1.0, 2),
+    ],
+)
+def test_complex_input_is_refused_not_cast(call):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning: an error instead
+        with pytest.raises(ValueError, match="real|complex|kappa|mean_resultant"):
+            call(np.array([0.5 + 0.5j]))
+
+
+def test_read_only_inputs():
+    X = sample([0.0, 1.0, 0.0], 5.0, 50, random_state=0)
+    w = np.linspace(0.5, 1.0, 50)
+    k = np.array([0.5, 2.0])
+    for arr in (X, w, k):
+        arr.setflags(write=False)
+    mu, kappa = fit_vmf(X, sample_weight=w)
+    assert np.isfinite(kappa) and np.isfinite(log_normalizer(3, k)).all()
+    assert np.isfinite(logpdf(X, mu, kappa)).all()
