@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -47,3 +49,65 @@ def test_torch_generator_is_seeded_by_random_state():
     b = torch.rand(4, generator=torch_generator(3))
     c = torch.rand(4, generator=torch_generator(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ---------------------------------------------------------------------------
+# to_numpy and the overflow-safe norms
+# ---------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from skvmf._torch_utils import safe_norm, to_numpy, unit_rows  # noqa: E402
+
+
+def test_to_numpy_refuses_complex_and_passes_arrays_through():
+    with pytest.raises(ValueError, match="complex"):
+        to_numpy(torch.zeros(2, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="complex"):
+        to_numpy(np.zeros(2, dtype=np.complex128))
+    x = torch.arange(6.0, requires_grad=True).reshape(2, 3)
+    np.testing.assert_array_equal(to_numpy(x), np.arange(6.0).reshape(2, 3))
+    assert to_numpy([1, 2], dtype=np.float32).dtype == np.float32
+
+
+# entries 0 or of magnitude >= 1e-6, so that scaling by 1e-300 stays normal
+_entry = st.one_of(
+    st.just(0.0),
+    st.floats(1e-6, 1.0).flatmap(lambda v: st.sampled_from([v, -v])),
+)
+_rows = hnp.arrays(
+    np.float64, st.tuples(st.integers(1, 4), st.integers(1, 6)), elements=_entry
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=_rows, exponent=st.integers(-300, 300))
+def test_safe_norm_is_exact_at_every_magnitude(rows, exponent):
+    """||s x|| = s ||x|| for scales 1e-300..1e300, where the plain norm
+    overflows to inf or underflows to 0; numpy and torch agree."""
+    scale = 10.0**exponent
+    expected = np.array([math.hypot(*row) for row in rows])  # independent
+    got = safe_norm(rows * scale, dim=1)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got / scale, expected, rtol=1e-12, atol=0)
+    got_t = safe_norm(torch.from_numpy(rows * scale), dim=1).numpy()
+    np.testing.assert_allclose(got_t, got, rtol=1e-12, atol=0)
+    unit = unit_rows(rows * scale)
+    nonzero = expected > 0
+    np.testing.assert_allclose(
+        np.linalg.norm(unit[nonzero], axis=1), 1.0, rtol=1e-12, atol=0
+    )
+    assert np.all(unit[~nonzero] == 0)
+
+
+def test_safe_norm_float32_large_and_tiny():
+    """float32 rows of 1e20 (squares overflow) and 1e-30 (squares underflow)."""
+    for scale in (1e20, 1e-30):
+        x = torch.tensor([[3.0, 4.0], [0.0, 0.0]], dtype=torch.float32) * scale
+        norm = safe_norm(x, dim=1)
+        assert norm.dtype == torch.float32
+        np.testing.assert_allclose(norm.numpy(), [5.0 * scale, 0.0], rtol=1e-6)
+        np.testing.assert_allclose(
+            unit_rows(x).numpy(), [[0.6, 0.8], [0, 0]], rtol=1e-6
+        )
