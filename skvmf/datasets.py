@@ -7,8 +7,8 @@
 - :func:`load_image_folder`: any local ImageFolder tree (``root/class/img``).
 - :func:`load_cifar10`: CIFAR-10 in its usual on-disk Python format
   (``root/cifar-10-batches-py``), read here; skvmf never downloads it.
-- :func:`subset_per_class` and :func:`as_arrays` for the few hundred
-  balanced images an analysis uses.
+- :func:`subset_per_class`, :func:`subset_random` and :func:`as_arrays` for
+  the few hundred images an analysis uses.
 
 Every dataset yields ``(image, label)`` with a float32 image (C, H, W) and an
 integer label, and carries ``classes`` (names), ``targets`` (labels) and the
@@ -18,14 +18,21 @@ integer label, and carries ``classes`` (names), ``targets`` (labels) and the
 from __future__ import annotations
 
 import os
-import pickle
-from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import (
+    Interval,
+    RealNotInt,
+    StrOptions,
+    validate_params,
+)
 from torch.nn import functional as F
 from torch.utils.data import Dataset, Subset
+
+from ._io import file_error, read_pickle
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -36,6 +43,7 @@ __all__ = [
     "load_digits_images",
     "load_image_folder",
     "subset_per_class",
+    "subset_random",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -284,26 +292,31 @@ def _check_size(size) -> int:
 
 
 def _resolve_normalize(normalize, default_stats, n_channels):
-    """(mean, std) or (None, None) from True, False, None, "imagenet" or a pair."""
+    """(mean, std) or (None, None) from True, False, None, "imagenet" or a pair.
+
+    The kind of ``normalize`` is validated by the public functions'
+    constraints; a pair is checked here (one finite number per channel).
+    """
     if normalize is None or normalize is False:
         return None, None
     if normalize is True:
         return default_stats()
     if isinstance(normalize, str):
-        if normalize != "imagenet":
-            raise ValueError(
-                f"normalize must be 'imagenet', True, None or a (mean, std) "
-                f"pair; got {normalize!r}"
-            )
         return IMAGENET_MEAN, IMAGENET_STD
-    if isinstance(normalize, Sequence) and len(normalize) == 2:
-        mean = _channel_tuple(normalize[0], n_channels, "mean", 0.0)
-        std = _channel_tuple(normalize[1], n_channels, "std", 1.0)
-        return mean, std
-    raise ValueError(
-        f"normalize must be 'imagenet', True, None or a (mean, std) pair; "
-        f"got {normalize!r}"
-    )
+    if len(normalize) != 2:
+        raise ValueError(
+            f"normalize must be 'imagenet', True, None or a (mean, std) "
+            f"pair; got {normalize!r}"
+        )
+    mean = _channel_tuple(normalize[0], n_channels, "mean", 0.0)
+    std = _channel_tuple(normalize[1], n_channels, "std", 1.0)
+    if min(std) <= 0:
+        raise ValueError(f"the std of normalize must be positive; got {std}")
+    return mean, std
+
+
+# what the loaders accept as ``normalize``
+_NORMALIZE = ["boolean", None, StrOptions({"imagenet"}), tuple, list]
 
 
 def _select_classes(classes, all_names):
@@ -343,8 +356,20 @@ def _remap(targets: np.ndarray, keep: list[int]):
 # scikit-learn digits
 # --------------------------------------------------------------------------
 
+_DIGIT_NAMES = [str(i) for i in range(10)]
+
+
+def _digits_source() -> tuple[torch.Tensor, np.ndarray]:
+    """The 1797 digits as (N, 3, 8, 8) floats in [0, 1], and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    source = torch.as_tensor(digits.images / 16.0, dtype=torch.float32)
+    return source[:, None].expand(-1, 3, -1, -1), digits.target.astype(np.int64)
+
 
 def _digits_split(targets: np.ndarray, test_size, random_state):
+    """Sorted positions of the fixed stratified train and test splits."""
     from sklearn.model_selection import train_test_split
 
     positions = np.arange(len(targets))
@@ -354,6 +379,27 @@ def _digits_split(targets: np.ndarray, test_size, random_state):
     return np.sort(train), np.sort(test)
 
 
+def _digits_train_stats(source, targets, train_idx, size):
+    """Per-channel mean and std (ddof=1) of the training images at ``size``:
+    one normalisation shared by every split and class subset."""
+    plain = ImageArrayDataset(
+        source[torch.as_tensor(train_idx)], targets[train_idx], _DIGIT_NAMES, size=size
+    )
+    x = plain.images.double()
+    return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
+
+
+@validate_params(
+    {
+        "split": [StrOptions({"train", "test", "all"})],
+        "size": [Interval(Integral, 1, None, closed="left")],
+        "test_size": [Interval(RealNotInt, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+        "normalize": _NORMALIZE,
+        "classes": [None, "array-like"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_digits_images(
     split: str = "train",
     *,
@@ -379,12 +425,13 @@ def load_digits_images(
     size : int, default=32
         Side of the output images (8 keeps the originals).
     test_size : float, default=0.25
-        Fraction of images in the test split.
-    random_state : int, default=0
+        Fraction of images in the test split, in (0, 1).
+    random_state : int, RandomState instance or None, default=0
         Seed of the split.
-    normalize : bool or (mean, std), default=True
+    normalize : bool, "imagenet" or (mean, std), default=True
         True uses the training statistics, False/None leaves images in
-        [0, 1], a pair gives explicit per-channel values.
+        [0, 1], "imagenet" the ImageNet statistics, a pair gives explicit
+        per-channel values.
     classes : sequence of int or str, optional
         Digits to keep, e.g. ``[0, 1, 2]``; labels become their positions in
         this list and ``classes`` their names. Useful for out-of-sample
@@ -407,44 +454,20 @@ def load_digits_images(
     >>> len(subset), subset.classes
     (92, ['3', '5'])
     """
-    from sklearn.datasets import load_digits
-
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all'; got {split!r}")
-    size = _check_size(size)
-    if not (isinstance(test_size, (float, np.floating)) and 0 < test_size < 1):
-        raise ValueError(f"test_size must be a float in (0, 1); got {test_size!r}")
-    digits = load_digits()
-    targets = digits.target.astype(np.int64)
-    source = torch.as_tensor(digits.images / 16.0, dtype=torch.float32)[:, None].expand(
-        -1, 3, -1, -1
-    )
+    source, targets = _digits_source()
     train_idx, test_idx = _digits_split(targets, test_size, random_state)
-
-    def train_stats():
-        plain = ImageArrayDataset(
-            source[torch.as_tensor(train_idx)],
-            targets[train_idx],
-            [str(i) for i in range(10)],
-            size=size,
-        )
-        x = plain.images.double()
-        return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(
-            x.std(dim=(0, 2, 3)).tolist()
-        )
-
-    mean, std = _resolve_normalize(normalize, train_stats, 3)
-    positions = {"train": train_idx, "test": test_idx, "all": np.arange(len(targets))}[
-        split
-    ]
-    names = [str(i) for i in range(10)]
-    keep = _select_classes(classes, names)
+    mean, std = _resolve_normalize(
+        normalize, lambda: _digits_train_stats(source, targets, train_idx, size), 3
+    )
+    every = np.arange(len(targets))
+    positions = {"train": train_idx, "test": test_idx, "all": every}[split]
+    keep = _select_classes(classes, _DIGIT_NAMES)
     mask, labels = _remap(targets[positions], keep)
     positions = positions[mask]
     return ImageArrayDataset(
         source[torch.as_tensor(positions)],
         labels,
-        [names[k] for k in keep],
+        [_DIGIT_NAMES[k] for k in keep],
         size=size,
         mean=mean,
         std=std,
@@ -457,6 +480,77 @@ def load_digits_images(
 # --------------------------------------------------------------------------
 
 
+def _check_class_folder(root: Path) -> None:
+    """``root`` exists, is a directory and has at least one class subfolder."""
+    expected = "expected a directory with one subdirectory per class"
+    if not root.exists():
+        raise ValueError(f"image folder {str(root)!r} does not exist; {expected}")
+    if not root.is_dir():
+        raise ValueError(f"{str(root)!r} is not a directory; {expected}")
+    if not any(entry.is_dir() for entry in os.scandir(root)):
+        raise ValueError(
+            f"image folder {str(root)!r} has no class subdirectories; "
+            f"expected {str(root)}/<class name>/<image files>"
+        )
+
+
+def _folder_transform(size: int, mean, std):
+    """Resize the short side, center-crop to a square, to tensor, normalise."""
+    from torchvision import transforms
+
+    steps = [
+        transforms.Resize(size),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+    ]
+    if mean is not None:
+        steps.append(transforms.Normalize(mean, std))
+    return transforms.Compose(steps)
+
+
+def _open_image_folder(root: Path, transform):
+    """torchvision's ImageFolder, with its missing-images error naming the folder."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    try:
+        return ImageFolder(str(root), transform=transform)
+    except FileNotFoundError as exc:
+        raise ValueError(
+            f"image folder {str(root)!r}: every class subdirectory needs image files "
+            f"({', '.join(IMG_EXTENSIONS)}): {exc}"
+        ) from exc
+
+
+def _keep_per_class(dataset, max_per_class: int, random_state) -> None:
+    """Keep at most ``max_per_class`` samples of each class, in file order:
+    the first ones (``random_state=None``) or a seeded draw."""
+    from sklearn.utils import check_random_state
+
+    rng = None if random_state is None else check_random_state(random_state)
+    targets = np.asarray(dataset.targets)
+    keep = []
+    for c in range(len(dataset.classes)):
+        members = np.flatnonzero(targets == c)
+        if rng is not None and len(members) > max_per_class:
+            members = np.sort(rng.choice(members, size=max_per_class, replace=False))
+        keep.extend(members[:max_per_class].tolist())
+    keep.sort()
+    dataset.samples = [dataset.samples[i] for i in keep]
+    dataset.imgs = dataset.samples
+    dataset.targets = [s[1] for s in dataset.samples]
+
+
+@validate_params(
+    {
+        "path": [str, os.PathLike],
+        "size": [Interval(Integral, 1, None, closed="left")],
+        "normalize": _NORMALIZE,
+        "max_per_class": [None, Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_image_folder(
     path,
     *,
@@ -477,9 +571,10 @@ def load_image_folder(
         Root directory with one subdirectory per class.
     size : int, default=224
         Side of the output images.
-    normalize : "imagenet", None or (mean, std), default="imagenet"
-        ImageNet statistics (for networks trained on ImageNet-like data),
-        none (images in [0, 1]) or explicit per-channel values.
+    normalize : "imagenet", bool, None or (mean, std), default="imagenet"
+        ImageNet statistics ("imagenet" or True; for networks trained on
+        ImageNet-like data), none (False or None: images in [0, 1]) or
+        explicit per-channel values.
     max_per_class : int, optional
         Keep at most this many images per class.
     random_state : int, RandomState instance or None, default=None
@@ -506,70 +601,12 @@ def load_image_folder(
     ...     ds.classes, tuple(ds[0][0].shape), ds[1][1]
     (['cat', 'dog'], (3, 24, 24), 1)
     """
-    from torchvision import transforms
-    from torchvision.datasets import ImageFolder
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     root = Path(path).expanduser()
-    if not root.exists():
-        raise ValueError(
-            f"image folder {str(root)!r} does not exist; expected a directory "
-            "with one subdirectory per class"
-        )
-    if not root.is_dir():
-        raise ValueError(
-            f"{str(root)!r} is not a directory; expected a directory with one "
-            "subdirectory per class"
-        )
-    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    if not subdirs:
-        raise ValueError(
-            f"image folder {str(root)!r} has no class subdirectories; "
-            f"expected {str(root)}/<class name>/<image files>"
-        )
-    size = _check_size(size)
+    _check_class_folder(root)
     mean, std = _resolve_normalize(normalize, lambda: (IMAGENET_MEAN, IMAGENET_STD), 3)
-    steps = [
-        transforms.Resize(size),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-    ]
-    if mean is not None:
-        steps.append(transforms.Normalize(mean, std))
-    try:
-        dataset = ImageFolder(str(root), transform=transforms.Compose(steps))
-    except FileNotFoundError as exc:
-        raise ValueError(
-            f"image folder {str(root)!r}: every class subdirectory needs image files "
-            f"({', '.join(IMG_EXTENSIONS)}): {exc}"
-        ) from exc
+    dataset = _open_image_folder(root, _folder_transform(size, mean, std))
     if max_per_class is not None:
-        if (
-            isinstance(max_per_class, bool)
-            or not isinstance(max_per_class, (int, np.integer))
-            or max_per_class < 1
-        ):
-            raise ValueError(
-                f"max_per_class must be a positive integer; got {max_per_class!r}"
-            )
-        targets = np.asarray(dataset.targets)
-        keep = []
-        rng = None
-        if random_state is not None:
-            from sklearn.utils import check_random_state
-
-            rng = check_random_state(random_state)
-        for c in range(len(dataset.classes)):
-            members = np.flatnonzero(targets == c)
-            if rng is not None and len(members) > max_per_class:
-                members = np.sort(
-                    rng.choice(members, size=max_per_class, replace=False)
-                )
-            keep.extend(members[:max_per_class].tolist())
-        keep.sort()
-        dataset.samples = [dataset.samples[i] for i in keep]
-        dataset.imgs = dataset.samples
-        dataset.targets = [s[1] for s in dataset.samples]
+        _keep_per_class(dataset, max_per_class, random_state)
     dataset.mean = (0.0, 0.0, 0.0) if mean is None else tuple(float(m) for m in mean)
     dataset.std = (1.0, 1.0, 1.0) if std is None else tuple(float(s) for s in std)
     return dataset
@@ -580,25 +617,105 @@ def load_image_folder(
 # --------------------------------------------------------------------------
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
+def _cifar_folder(root, split: str, normalize) -> Path:
+    """``root/cifar-10-batches-py``, once every file this call reads is there."""
+    folder = Path(root).expanduser() / _CIFAR_DIR
+    batches = _CIFAR_TRAIN if split == "train" else _CIFAR_TEST
+    if normalize is True:  # the training statistics need every training batch
+        batches = (*_CIFAR_TRAIN, *_CIFAR_TEST)
+    missing = [
+        name for name in (*batches, _CIFAR_META) if not (folder / name).is_file()
+    ]
+    if missing:
+        raise ValueError(
+            f"CIFAR-10 not found: looked for {', '.join(missing)} in {str(folder)!r} "
+            "(the python-version layout, cifar-10-batches-py); "
+            "skvmf never downloads data, "
+            "unpack cifar-10-python.tar.gz there first"
+        )
+    return folder
+
+
+def _cifar_label_names(folder: Path) -> list[str]:
+    """The class names of ``batches.meta`` (read without running code)."""
+    path = folder / _CIFAR_META
+    meta = read_pickle(path, what="CIFAR-10 metadata file")
+    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if isinstance(names, (list, tuple)):
+        names = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise file_error(
+            path,
+            "CIFAR-10 metadata file",
+            "is not in the CIFAR-10 layout (a pickled dict whose 'label_names' "
+            "is a list of class names)",
+        )
+    return names
+
+
+def _read_cifar_batch(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels of one batch file; any content
+    that is not that layout is an error naming the file."""
+    what = "CIFAR-10 batch"
+    entry = read_pickle(path, what=what)
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
-        raise ValueError(
-            f"{str(path)!r} is not a CIFAR-10 batch "
-            "(a pickled dict with 'data' and 'labels')"
+        raise file_error(
+            path,
+            what,
+            "is not in the CIFAR-10 layout (a dict with 'data' and 'labels')",
         )
-    data = np.asarray(entry["data"], dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(
-            f"{str(path)!r}: 'data' must have shape (N, 3072); got {data.shape}"
+    data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
+    if data.dtype.kind not in "ui" or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise file_error(
+            path,
+            what,
+            f"has 'data' of shape {data.shape} and dtype {data.dtype}; "
+            "expected integers of shape (N, 3072)",
         )
-    labels = np.asarray(entry["labels"], dtype=np.int64)
-    if labels.shape != (len(data),):
-        raise ValueError(f"{str(path)!r}: {len(labels)} labels for {len(data)} images")
-    return data.reshape(-1, 3, 32, 32), labels
+    if len(data) and (data.min() < 0 or data.max() > 255):
+        raise file_error(path, what, "has pixel values outside 0..255")
+    if labels.dtype.kind not in "ui" or labels.shape != (len(data),):
+        raise file_error(
+            path,
+            what,
+            f"has 'labels' of shape {labels.shape} and dtype {labels.dtype}; "
+            f"expected {len(data)} integers, one per image",
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise file_error(
+            path,
+            what,
+            f"has labels {labels.min()}..{labels.max()}; expected 0..{n_classes - 1} "
+            f"({n_classes} classes in {_CIFAR_META})",
+        )
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
+def _cifar_train_stats(folder: Path, n_classes: int):
+    """Per-channel mean and std (ddof=1) of the training batches, in [0, 1]
+    units, accumulated batch by batch."""
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for name in _CIFAR_TRAIN:
+        data, _ = _read_cifar_batch(folder / name, n_classes)
+        x = data.astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 2, 3))
+        total_sq += (x**2).sum(axis=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    var = np.maximum(total_sq / count - mean**2, 0.0) * count / max(count - 1, 1)
+    return tuple(mean.tolist()), tuple(np.sqrt(var).tolist())
+
+
+@validate_params(
+    {
+        "root": [str, os.PathLike],
+        "split": [StrOptions({"train", "test"})],
+        "size": [Interval(Integral, 1, None, closed="left")],
+        "normalize": _NORMALIZE,
+        "classes": [None, "array-like"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_cifar10(
     root, split: str = "train", *, size: int = 32, normalize=True, classes=None
 ) -> ImageArrayDataset:
@@ -606,7 +723,10 @@ def load_cifar10(
 
     Reads ``root/cifar-10-batches-py`` (``data_batch_1`` .. ``data_batch_5``,
     ``test_batch``, ``batches.meta``: the layout torchvision's ``CIFAR10``
-    uses) directly, without checksums, so any data in that format loads.
+    uses) directly, without checksums, so any data in that format loads. The
+    pickled files are read by a restricted unpickler that builds numpy arrays
+    and plain containers only: a file that names anything else (a crafted
+    ``__reduce__``) is refused before any of it runs.
 
     Parameters
     ----------
@@ -616,7 +736,7 @@ def load_cifar10(
         The 50000 training or 10000 test images.
     size : int, default=32
         Side of the output images (bilinear resize).
-    normalize : bool or (mean, std), default=True
+    normalize : bool, "imagenet" or (mean, std), default=True
         True uses the per-channel mean and std of the training batches (at
         32 px), False/None leaves images in [0, 1].
     classes : sequence of int or str, optional
@@ -628,6 +748,12 @@ def load_cifar10(
     dataset : ImageArrayDataset
         Items ``(float32 image (3, size, size), int64 label)``.
 
+    Raises
+    ------
+    ValueError
+        When a file is missing, truncated, corrupt, not plain data or not in
+        the CIFAR-10 layout; the message names the file.
+
     Examples
     --------
     >>> from skvmf.datasets import load_cifar10
@@ -636,60 +762,15 @@ def load_cifar10(
     ...
     ValueError: CIFAR-10 not found: ... skvmf never downloads data...
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
-    size = _check_size(size)
-    folder = Path(root).expanduser() / _CIFAR_DIR
-    needed = (
-        [*_CIFAR_TRAIN, *_CIFAR_TEST, _CIFAR_META]
-        if normalize is True
-        else [
-            *(_CIFAR_TRAIN if split == "train" else _CIFAR_TEST),
-            _CIFAR_META,
-        ]
+    folder = _cifar_folder(root, split, normalize)
+    names = _cifar_label_names(folder)
+    mean, std = _resolve_normalize(
+        normalize, lambda: _cifar_train_stats(folder, len(names)), 3
     )
-    missing = [name for name in needed if not (folder / name).is_file()]
-    if missing:
-        raise ValueError(
-            f"CIFAR-10 not found: looked for {', '.join(missing)} in {str(folder)!r} "
-            "(the python-version layout, cifar-10-batches-py); "
-            "skvmf never downloads data, "
-            "unpack cifar-10-python.tar.gz there first"
-        )
-    with open(folder / _CIFAR_META, "rb") as f:
-        meta = pickle.load(f, encoding="latin1")
-    if not isinstance(meta, dict) or "label_names" not in meta:
-        raise ValueError(f"{str(folder / _CIFAR_META)!r} has no 'label_names'")
-    names = [str(n) for n in meta["label_names"]]
-
-    def train_stats():
-        total = np.zeros(3)
-        total_sq = np.zeros(3)
-        count = 0
-        for name in _CIFAR_TRAIN:
-            data, _ = _read_cifar_batch(folder / name)
-            x = data.astype(np.float64) / 255.0
-            total += x.sum(axis=(0, 2, 3))
-            total_sq += (x**2).sum(axis=(0, 2, 3))
-            count += x.shape[0] * x.shape[2] * x.shape[3]
-        mean = total / count
-        std = np.sqrt(
-            np.maximum(total_sq / count - mean**2, 0.0) * count / max(count - 1, 1)
-        )
-        return tuple(mean.tolist()), tuple(std.tolist())
-
-    mean, std = _resolve_normalize(normalize, train_stats, 3)
-    parts = [
-        _read_cifar_batch(folder / n)
-        for n in (_CIFAR_TRAIN if split == "train" else _CIFAR_TEST)
-    ]
+    files = _CIFAR_TRAIN if split == "train" else _CIFAR_TEST
+    parts = [_read_cifar_batch(folder / name, len(names)) for name in files]
     data = np.concatenate([p[0] for p in parts])
     targets = np.concatenate([p[1] for p in parts])
-    if len(targets) and (targets.min() < 0 or targets.max() >= len(names)):
-        raise ValueError(
-            f"CIFAR-10 labels must lie in 0..{len(names) - 1}; "
-            f"got {targets.min()}..{targets.max()}"
-        )
     keep = _select_classes(classes, names)
     mask, labels = _remap(targets, keep)
     positions = np.flatnonzero(mask)
@@ -705,11 +786,12 @@ def load_cifar10(
 
 
 # --------------------------------------------------------------------------
-# helpers
+# subsets and arrays
 # --------------------------------------------------------------------------
 
 
 def _targets_of(dataset) -> np.ndarray:
+    """Every label of ``dataset``: its ``targets`` when complete, else read."""
     targets = getattr(dataset, "targets", None)
     if targets is not None and len(targets) == len(dataset):
         return np.asarray(
@@ -718,6 +800,26 @@ def _targets_of(dataset) -> np.ndarray:
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
 
 
+def _subset(dataset, idx: np.ndarray, targets: np.ndarray):
+    """The images at sorted positions ``idx``, keeping classes and normalisation."""
+    if isinstance(dataset, ImageArrayDataset):
+        return dataset.subset(idx)
+    sub = Subset(dataset, idx.tolist())
+    sub.targets = targets[idx]
+    for name in ("classes", "mean", "std"):
+        if hasattr(dataset, name):
+            setattr(sub, name, getattr(dataset, name))
+    return sub
+
+
+@validate_params(
+    {
+        "dataset": "no_validation",
+        "n_per_class": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def subset_per_class(dataset, n_per_class: int, random_state=0):
     """A balanced subset: ``n_per_class`` images of every class.
 
@@ -747,35 +849,73 @@ def subset_per_class(dataset, n_per_class: int, random_state=0):
     """
     from sklearn.utils import check_random_state
 
-    if (
-        isinstance(n_per_class, bool)
-        or not isinstance(n_per_class, (int, np.integer))
-        or n_per_class < 1
-    ):
-        raise ValueError(f"n_per_class must be a positive integer; got {n_per_class!r}")
     targets = _targets_of(dataset)
     rng = check_random_state(random_state)
-    n_classes = len(getattr(dataset, "classes", None) or np.unique(targets))
+    classes = getattr(dataset, "classes", None)
+    n_classes = len(classes) if classes else len(np.unique(targets))
     chosen = []
     for c in range(n_classes):
         members = np.flatnonzero(targets == c)
         if len(members) < n_per_class:
+            name = f" ({classes[c]})" if classes else ""
             raise ValueError(
-                f"class {c} has {len(members)} images, "
+                f"class {c}{name} has {len(members)} images, "
                 f"fewer than n_per_class={n_per_class}"
             )
         chosen.append(rng.choice(members, size=n_per_class, replace=False))
-    idx = np.sort(np.concatenate(chosen))
-    if isinstance(dataset, ImageArrayDataset):
-        return dataset.subset(idx)
-    sub = Subset(dataset, idx.tolist())
-    sub.targets = targets[idx]
-    for name in ("classes", "mean", "std"):
-        if hasattr(dataset, name):
-            setattr(sub, name, getattr(dataset, name))
-    return sub
+    return _subset(dataset, np.sort(np.concatenate(chosen)), targets)
 
 
+@validate_params(
+    {
+        "dataset": "no_validation",
+        "n_images": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def subset_random(dataset, n_images: int, random_state=0):
+    """``n_images`` images drawn at random (without replacement), in order.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Items ``(image, label)``; ``dataset.targets`` is used when present.
+    n_images : int
+        Images drawn; at most ``len(dataset)``.
+    random_state : int, RandomState instance or None, default=0
+        Seed of the draw.
+
+    Returns
+    -------
+    subset : ImageArrayDataset or torch.utils.data.Subset
+        As :func:`subset_per_class` returns; images keep their original order.
+
+    Examples
+    --------
+    >>> from skvmf.datasets import load_digits_images, subset_random
+    >>> sub = subset_random(load_digits_images("test"), 30, random_state=0)
+    >>> len(sub), sub.classes == [str(d) for d in range(10)]
+    (30, True)
+    """
+    from sklearn.utils import check_random_state
+
+    if n_images > len(dataset):
+        raise ValueError(
+            f"n_images={n_images} exceeds the {len(dataset)} images of the data"
+        )
+    rng = check_random_state(random_state)
+    idx = np.sort(rng.choice(len(dataset), size=n_images, replace=False))
+    return _subset(dataset, idx, _targets_of(dataset))
+
+
+@validate_params(
+    {
+        "dataset": "no_validation",
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def as_arrays(dataset, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """All images and labels of a dataset as numpy arrays.
 
