@@ -1,8 +1,23 @@
 """The one image-input checker and batcher for everything that runs a network.
 
-Images come as numpy arrays, tensors, lists, map-style datasets or data
-loaders; :func:`as_images` validates one batch (rank, channels, dtype, no
-complex or object values, finiteness) and moves it to the model.
+Every module that feeds images to a network takes the same inputs, checked
+the same way and refused with the same messages:
+
+- numpy arrays, tensors and (nested) lists of shape (N, C, H, W), or lists
+  of (C, H, W) images;
+- map-style datasets whose items are images or ``(image, label, ...)``;
+- iterable datasets yielding such items;
+- data loaders whose batches are images or ``(images, labels, ...)``.
+
+:func:`image_batches` validates what can be validated up front and yields
+``(start, batch)`` CPU tensors; :func:`check_batch` validates one batch
+(rank, channels, dtype: no bool, complex, object or text, finiteness) and
+moves it to the model's device and dtype; :func:`as_images` and
+:func:`all_images` do both for one batch or a whole input.
+
+Per-image indices (a class or a channel for every image, or one per image)
+are validated by :func:`per_image_index`; :func:`class_per_image` turns a
+``target`` argument into one class per image.
 """
 
 from __future__ import annotations
@@ -10,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ._hooks import model_dtype
 
@@ -21,93 +37,306 @@ def first_conv_channels(model: nn.Module) -> int | None:
     return None
 
 
+# --------------------------------------------------------------------------
+# one batch
+
+
+def check_dtype(dtype, name: str = "images") -> None:
+    """Refuse anything but real numbers: bool, complex, object and text."""
+    if isinstance(dtype, torch.dtype):
+        ok = dtype != torch.bool and not dtype.is_complex
+    else:
+        ok = np.dtype(dtype).kind in "iuf"
+    if not ok:
+        raise ValueError(
+            f"{name} must hold real numbers (integer or floating point); got dtype "
+            f"{dtype} (complex values are never cast to their real part)"
+        )
+
+
+def check_shape(shape, channels: int | None, name: str = "images") -> None:
+    """Rank 4, at least one image, and the channels the model takes."""
+    shape = tuple(int(v) for v in shape)
+    if len(shape) != 4:
+        hint = " (add a batch axis: images[None])" if len(shape) == 3 else ""
+        raise ValueError(
+            f"{name} must be images of shape (N, C, H, W); got {len(shape)} "
+            f"dimensions, shape {shape}{hint}"
+        )
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {shape}; need at least one image")
+    if channels is not None and shape[1] != channels:
+        raise ValueError(
+            f"{name} has {shape[1]} channels (shape {shape}) but the model's "
+            f"first convolution takes in_channels={channels}"
+        )
+
+
+def _from_numpy(block: np.ndarray, name: str) -> torch.Tensor:
+    check_dtype(block.dtype, name)
+    if not (
+        block.flags.writeable and block.flags.c_contiguous and block.dtype.isnative
+    ):
+        # torch wants writeable, contiguous, native-endian memory
+        block = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("="))
+        block = block if block.flags.writeable else block.copy()
+    return torch.from_numpy(block)
+
+
+def to_tensor(images, name: str = "images") -> torch.Tensor:
+    """A tensor (detached, not copied when possible) from an array-like."""
+    if isinstance(images, torch.Tensor):
+        check_dtype(images.dtype, name)
+        return images.detach()
+    if (
+        isinstance(images, (list, tuple))
+        and images
+        and all(isinstance(im, (torch.Tensor, np.ndarray)) for im in images)
+    ):
+        return _stack([_item_image(im, name) for im in images], name)
+    try:
+        arr = np.asarray(images)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} could not be read as an image array (N, C, H, W): {exc}"
+        ) from exc
+    return _from_numpy(arr, name)
+
+
+def check_batch(
+    x: torch.Tensor,
+    *,
+    channels: int | None,
+    device,
+    dtype: torch.dtype,
+    name: str = "images",
+    start: int | None = None,
+) -> torch.Tensor:
+    """Validate one CPU batch and move it to ``device`` and ``dtype``.
+
+    ``start``, the index of the batch's first image, is named in messages.
+    """
+    if start is not None:
+        name = f"{name} (batch starting at image {start})"
+    check_dtype(x.dtype, name)
+    check_shape(x.shape, channels, name)
+    x = x.to(device=device, dtype=dtype)
+    # a sum is NaN/inf when any element is (cheap); confirm element-wise so
+    # that a sum overflowing on huge finite values is not refused
+    if not (bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
 def as_images(
     images, model: nn.Module, device: torch.device, *, name: str = "images"
 ) -> torch.Tensor:
-    """Validate a (N, C, H, W) batch (numpy or torch) and move it to the model.
+    """Validate one (N, C, H, W) batch (numpy or torch) and move it to the model.
 
     The batch is cast to the model's floating dtype; a channel count that the
     model's first ``Conv2d`` cannot take is refused here rather than deep
     inside torch.
     """
-    if isinstance(images, torch.Tensor):
-        x = images.detach()
-    else:
-        try:
-            x = torch.as_tensor(np.asarray(images))
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(
-                f"{name} must be an array of shape (N, C, H, W); got "
-                f"{type(images).__name__}"
-            ) from exc
-    if x.ndim != 4:
-        raise ValueError(
-            f"{name} must have shape (N, C, H, W); got shape {tuple(x.shape)} "
-            "(add a batch axis with images[None] for one image)"
-        )
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
-    if x.dtype == torch.bool or x.is_complex():
-        raise ValueError(f"{name} must be real numbers; got dtype {x.dtype}")
-    in_channels = first_conv_channels(model)
-    if in_channels is not None and x.shape[1] != in_channels:
-        raise ValueError(
-            f"{name} have {x.shape[1]} channels but the model's first Conv2d "
-            f"takes {in_channels}; got shape {tuple(x.shape)}"
-        )
-    x = x.to(device=device, dtype=model_dtype(model))
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
-    return x
-
-
-def batches(source, batch_size: int):
-    """Yield ``(start, batch)`` from an array/tensor or a map-style dataset."""
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        for start in range(0, len(source), batch_size):
-            yield start, source[start : start + batch_size]
-        return
-    loader = torch.utils.data.DataLoader(source, batch_size=batch_size, shuffle=False)
-    start = 0
-    for batch in loader:
-        if isinstance(batch, (list, tuple)):
-            batch = batch[0]
-        yield start, batch
-        start += len(batch)
-
-
-def n_items(source) -> int:
-    try:
-        return len(source)
-    except TypeError as exc:
-        raise ValueError(
-            "images must be an array of shape (N, C, H, W) or a map-style dataset "
-            f"with a length; got {type(source).__name__}"
-        ) from exc
-
-
-def check_source(source):
-    """Arrays become tensors; datasets pass through; others are refused."""
-    if isinstance(source, torch.utils.data.Dataset):
-        return source
-    if isinstance(source, torch.Tensor):
-        return source.detach()
-    if isinstance(source, (np.ndarray, list, tuple)):
-        arr = np.asarray(source)
-        if arr.ndim != 4:
-            raise ValueError(
-                f"images must have shape (N, C, H, W); got shape {arr.shape}"
-            )
-        return torch.as_tensor(arr)
-    raise ValueError(
-        "images must be an array of shape (N, C, H, W) or a torch Dataset; got "
-        f"{type(source).__name__}"
+    return check_batch(
+        to_tensor(images, name),
+        channels=first_conv_channels(model),
+        device=device,
+        dtype=model_dtype(model),
+        name=name,
     )
 
 
-def check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    return int(batch_size)
+# --------------------------------------------------------------------------
+# any image source, in batches
+
+
+def _item_image(item, name: str) -> torch.Tensor:
+    if isinstance(item, (tuple, list)):
+        if not item:
+            raise ValueError(
+                f"an item of {name} is an empty sequence; expected an image"
+            )
+        item = item[0]
+    if isinstance(item, torch.Tensor):
+        check_dtype(item.dtype, name)
+        return item.detach()
+    if isinstance(item, np.ndarray):
+        return _from_numpy(item, name)
+    raise ValueError(
+        f"the items of {name} must be image tensors/arrays or (image, label); got "
+        f"{type(item).__name__} (add a transform that makes tensors, e.g. ToTensor)"
+    )
+
+
+def _stack(images, name: str) -> torch.Tensor:
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise ValueError(f"the images of {name} differ in shape: {sorted(shapes)}")
+    return torch.stack(images)
+
+
+def _loader_length(loader: DataLoader) -> int | None:
+    if isinstance(loader.dataset, IterableDataset) or loader.batch_size is None:
+        return None
+    try:
+        n = len(loader.sampler)
+    except TypeError:
+        return None
+    if loader.drop_last:
+        n = (n // loader.batch_size) * loader.batch_size
+    return n
+
+
+class ImageBatches:
+    """``(start, batch)`` CPU tensors of an image source.
+
+    Attributes
+    ----------
+    n : int or None
+        Number of images, when the source knows it.
+    n_batches : int or None
+        Number of batches, when known.
+    """
+
+    def __init__(self, n, n_batches, batches):
+        self.n = n
+        self.n_batches = n_batches
+        self._batches = batches
+
+    def __iter__(self):
+        start = 0
+        for batch in self._batches:
+            yield start, batch
+            start += len(batch)
+
+
+def _loader_batches(loader: DataLoader, name: str) -> ImageBatches:
+    try:
+        n_batches = len(loader)
+    except TypeError:
+        n_batches = None
+    return ImageBatches(
+        _loader_length(loader),
+        n_batches,
+        (_item_image(batch, name) for batch in loader),
+    )
+
+
+def _iterable_batches(source, batch_size: int, name: str) -> ImageBatches:
+    def chunks():
+        chunk = []
+        for item in source:
+            chunk.append(_item_image(item, name))
+            if len(chunk) == batch_size:
+                yield _stack(chunk, name)
+                chunk = []
+        if chunk:
+            yield _stack(chunk, name)
+
+    return ImageBatches(None, None, chunks())
+
+
+def _dataset_batches(source, batch_size: int, name: str) -> ImageBatches:
+    n = len(source)
+    if n == 0:
+        raise ValueError(f"{name} is an empty dataset; need at least one image")
+
+    def chunks():
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield _stack(
+                [_item_image(source[i], name) for i in range(start, stop)], name
+            )
+
+    return ImageBatches(n, -(-n // batch_size), chunks())
+
+
+def image_batches(
+    images, batch_size: int, *, channels: int | None = None, name: str = "images"
+) -> ImageBatches:
+    """Batches of any image source, validated as far as it can be up front.
+
+    Arrays, tensors and lists are checked whole (dtype, rank, emptiness,
+    ``channels``) and sliced without copies where possible; datasets and
+    loaders are read item by item. Each batch still goes through
+    :func:`check_batch` (finiteness, and what a dataset only shows when read).
+    """
+    if isinstance(images, DataLoader):
+        return _loader_batches(images, name)
+    if isinstance(images, IterableDataset):
+        return _iterable_batches(images, batch_size, name)
+    if isinstance(images, Dataset):
+        return _dataset_batches(images, batch_size, name)
+    x = to_tensor(images, name)
+    check_shape(x.shape, channels, name)
+    n = int(x.shape[0])
+    return ImageBatches(
+        n,
+        -(-n // batch_size),
+        (x[start : start + batch_size] for start in range(0, n, batch_size)),
+    )
+
+
+def all_images(
+    images,
+    model: nn.Module,
+    device: torch.device,
+    *,
+    name: str = "images",
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Every image of any source as one validated batch on the model."""
+    channels = first_conv_channels(model)
+    parts = [
+        check_batch(
+            batch,
+            channels=channels,
+            device=device,
+            dtype=model_dtype(model),
+            name=name,
+            start=start,
+        )
+        for start, batch in image_batches(
+            images, batch_size, channels=channels, name=name
+        )
+    ]
+    if not parts:
+        raise ValueError(f"{name} yielded no images; need at least one")
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+# --------------------------------------------------------------------------
+# per-image indices
+
+
+def per_image_index(value, n: int, size: int, what: str) -> torch.Tensor | int:
+    """An int for every image, or one int per image (length n), in [0, size)."""
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{what} must be an integer; got {value!r}")
+        if not 0 <= int(arr) < size:
+            raise ValueError(f"{what} {int(arr)} is out of range [0, {size})")
+        return int(arr)
+    if arr.ndim != 1 or arr.shape[0] != n or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"{what} must be an int or one int per image ({n}); got shape "
+            f"{arr.shape} and dtype {arr.dtype}"
+        )
+    bad = arr[(arr < 0) | (arr >= size)]
+    if bad.size:
+        raise ValueError(f"{what} values {bad[:5].tolist()} out of range [0, {size})")
+    return torch.as_tensor(arr, dtype=torch.long)
+
+
+def class_per_image(target, logits: torch.Tensor) -> np.ndarray:
+    """Class per image: the validated ``target`` or the predicted class."""
+    n, n_classes = logits.shape
+    if target is None:
+        return logits.argmax(dim=1).cpu().numpy()
+    if isinstance(target, torch.Tensor):
+        target = target.detach().cpu().numpy()
+    index = per_image_index(target, n, n_classes, "target")
+    if isinstance(index, int):
+        return np.full(n, index, dtype=np.int64)
+    return index.numpy()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -99,6 +100,27 @@ def check_reshape(reshape, what: str = "reshape"):
     raise ValueError(
         f"{what} must be None, 'auto', one of {list(LAYOUTS)} or a callable "
         f"output -> (N, K, H, W); got {reshape!r}"
+    )
+
+
+def check_grid(grid, what: str = "grid"):
+    """``None``, or a grid of regions ``(h, w)`` from an int or a pair of
+    positive ints (the one check of every ``grid=`` argument)."""
+    if grid is None:
+        return None
+    values = (grid, grid) if isinstance(grid, (int, np.integer)) else grid
+    if (
+        isinstance(values, (tuple, list))
+        and len(values) == 2
+        and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+            for v in values
+        )
+    ):
+        return int(values[0]), int(values[1])
+    raise ValueError(
+        f"{what} must be None, a positive int or a pair (h, w) of positive ints; "
+        f"got {grid!r}"
     )
 
 

@@ -20,26 +20,105 @@ import csv
 import dataclasses
 import io
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from torch import nn
 
 from ._hooks import (
     Capture,
-    as_logits,
+    check_finite,
     evaluating,
+    finite_logits,
+    model_dtype,
     resolve_layer,
 )
-from ._images import as_images, batches, check_batch_size, check_source, n_items
+from ._images import check_batch, first_conv_channels, image_batches
 from ._layout import check_reshape, layer_maps
 from ._progress import progress
 from ._torch_utils import resolve_device
+
+# the constraints every function here shares
+_RUN = {
+    "model": [nn.Module],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "device": [None, str, torch.device],
+}
+_LAYER = {
+    "images": "no_validation",  # checked by skvmf._images (any image source)
+    "layer": [str, nn.Module],
+    "reshape": [None, str, callable],
+}
+
+
+def _run_layer(
+    model,
+    images,
+    layer,
+    *,
+    reshape,
+    batch_size,
+    device,
+    on_batch,
+    verbose=0,
+    desc="maps of",
+):
+    """Run ``model`` over ``images`` in batches and hand each batch's maps of
+    ``layer`` to ``on_batch(start, maps)``.
+
+    The one loop of this module: any image source (see :mod:`skvmf._images`),
+    evaluation mode with the modes and device restored, a hook that is
+    removed also after an exception (raised by ``on_batch`` too), and the
+    maps checked finite, so a network producing NaN is named at once.
+    """
+    name, module = layer
+    channels = first_conv_channels(model)
+    source = image_batches(images, batch_size, channels=channels)
+    bar = progress(
+        source,
+        verbose=verbose,
+        total=source.n_batches,
+        desc=f"{desc} {name}",
+        unit="batch",
+    )
+    with (
+        evaluating(model, device),
+        Capture(model, {0: layer}, detach=True) as cap,
+        torch.no_grad(),
+    ):
+        for start, batch in bar:
+            x = check_batch(
+                batch,
+                channels=channels,
+                device=device,
+                dtype=model_dtype(model),
+                start=start,
+            )
+            cap.reset()
+            model(x)
+            cap.require()
+            maps, _ = layer_maps(
+                cap.outputs[0],
+                x.shape[2:],
+                model=model,
+                module=module,
+                reshape=reshape,
+                name=name,
+            )
+            check_finite(
+                maps, f"layer {name!r}", f" in batch starting at image {start}"
+            )
+            on_batch(start, maps)
+
 
 # --------------------------------------------------------------------------
 # feature maps
 
 
+@validate_params({**_RUN, **_LAYER}, prefer_skip_nested_validation=True)
 def feature_maps(model, images, layer, *, reshape=None, batch_size=256, device="cpu"):
     """A layer's output for a batch of images.
 
@@ -47,8 +126,9 @@ def feature_maps(model, images, layer, *, reshape=None, batch_size=256, device="
     ----------
     model : torch.nn.Module
         The network; run in evaluation mode, its modes restored afterwards.
-    images : array-like of shape (N, C, H, W)
-        Input images (numpy or torch), in the model's input space.
+    images : array-like of shape (N, C, H, W), Dataset or DataLoader
+        Input images (numpy or torch), in the model's input space, or a
+        dataset / data loader of images or (image, label) pairs.
     layer : str or torch.nn.Module
         A name from ``model.named_modules()``, one of the paper's layer
         aliases of a recognised VGG / ResNet / MobileNet-V2 (``"conv_53"``,
@@ -81,31 +161,16 @@ def feature_maps(model, images, layer, *, reshape=None, batch_size=256, device="
     >>> feature_maps(net, torch.randn(2, 1, 8, 8), "0").shape
     (2, 4, 6, 6)
     """
-    dev = resolve_device(device)
-    batch_size = check_batch_size(batch_size)
-    x_all = as_images(images, model, torch.device("cpu"))
-    name, module = resolve_layer(model, layer)
-    reshape = check_reshape(reshape)
     chunks = []
-    with (
-        evaluating(model, dev),
-        Capture(model, {0: (name, module)}, detach=True) as cap,
-        torch.no_grad(),
-    ):
-        for _, x in batches(x_all, batch_size):
-            cap.reset()
-            model(x.to(dev))
-            if 0 not in cap.outputs:
-                raise ValueError(f"layer {name!r} did not run in the forward pass")
-            maps, _ = layer_maps(
-                cap.outputs[0],
-                x.shape[2:],
-                model=model,
-                module=module,
-                reshape=reshape,
-                name=name,
-            )
-            chunks.append(maps.contiguous().cpu())
+    _run_layer(
+        model,
+        images,
+        resolve_layer(model, layer),
+        reshape=check_reshape(reshape),
+        batch_size=batch_size,
+        device=resolve_device(device),
+        on_batch=lambda start, maps: chunks.append(maps.contiguous().cpu()),
+    )
     return torch.cat(chunks).numpy()
 
 
@@ -147,6 +212,17 @@ class TopActivating:
         return int(self.indices.shape[1])
 
 
+@validate_params(
+    {
+        **_RUN,
+        **_LAYER,
+        "channels": [None, Integral, "array-like"],
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "reduce": [StrOptions({"mean", "max"})],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def top_activating(
     model,
     images,
@@ -170,9 +246,10 @@ def top_activating(
     ----------
     model : torch.nn.Module
         The network (evaluation mode; modes restored).
-    images : array-like of shape (N, C, H, W) or torch.utils.data.Dataset
-        The images, or a map-style dataset whose items are images or
-        ``(image, label, ...)`` tuples. Indices refer to its order.
+    images : array-like of shape (N, C, H, W), Dataset or DataLoader
+        The images, or a dataset (map-style or iterable) whose items are
+        images or ``(image, label, ...)`` tuples, or a data loader. Indices
+        refer to its order.
     layer : str or torch.nn.Module
         The layer to analyse: a module name, a paper alias or the module.
     channels : int, sequence of int or None, default=None
@@ -205,76 +282,64 @@ def top_activating(
     >>> res.indices.shape, res.activations.shape
     ((3, 4), (20, 3))
     """
-    dev = resolve_device(device)
-    batch_size = check_batch_size(batch_size)
-    if reduce not in ("mean", "max"):
-        raise ValueError(f"reduce must be 'mean' or 'max'; got {reduce!r}")
-    source = check_source(images)
-    n_images = n_items(source)
-    if n_images == 0:
-        raise ValueError("images is empty: no image to rank")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}")
-    if k > n_images:
-        raise ValueError(f"k={k} exceeds the number of images ({n_images})")
     name, module = resolve_layer(model, layer)
-    reshape = check_reshape(reshape)
-
-    activations = None
-    chan_idx = None
-    n_batches = -(-n_images // batch_size)
-    with (
-        evaluating(model, dev),
-        Capture(model, {0: (name, module)}, detach=True) as cap,
-        torch.no_grad(),
-    ):
-        for start, batch in progress(
-            batches(source, batch_size),
-            verbose=verbose,
-            total=n_batches,
-            desc=f"top images of {name}",
-            unit="batch",
-        ):
-            x = as_images(batch, model, dev)
-            cap.reset()
-            model(x)
-            if 0 not in cap.outputs:
-                raise ValueError(f"layer {name!r} did not run in the forward pass")
-            maps, _ = layer_maps(
-                cap.outputs[0],
-                x.shape[2:],
-                model=model,
-                module=module,
-                reshape=reshape,
-                name=name,
-            )
-            if maps.ndim < 2:
-                raise ValueError(
-                    f"layer {name!r} output has shape {tuple(maps.shape)}; need "
-                    "(N, K, ...) with a channel axis"
-                )
-            if activations is None:
-                chan_idx = _check_channels(channels, int(maps.shape[1]))
-                activations = np.empty(
-                    (n_images, len(chan_idx)),
-                    dtype=np.float64 if maps.dtype == torch.float64 else np.float32,
-                )
-            flat = maps[:, torch.as_tensor(chan_idx, device=maps.device)]
-            flat = flat.reshape(flat.shape[0], flat.shape[1], -1)
-            scores = flat.mean(dim=2) if reduce == "mean" else flat.amax(dim=2)
-            activations[start : start + len(x)] = scores.cpu().numpy()
-
-    # stable sort of the negated scores: strongest first, ties by index
-    order = np.argsort(-activations, axis=0, kind="stable")[:k].T
-    top_values = np.take_along_axis(activations.T, order, axis=1)
+    activations, chan_idx = _channel_scores(
+        model,
+        images,
+        (name, module),
+        channels,
+        reduce=reduce,
+        reshape=check_reshape(reshape),
+        batch_size=batch_size,
+        device=resolve_device(device),
+        verbose=verbose,
+    )
+    if k > len(activations):
+        raise ValueError(f"k={k} exceeds the number of images ({len(activations)})")
+    indices, top_values = _top_k(activations, k)
     return TopActivating(
         layer=name,
-        channels=np.asarray(chan_idx),
-        indices=order,
+        channels=chan_idx,
+        indices=indices,
         top_values=top_values,
         activations=activations,
         reduce=reduce,
     )
+
+
+def _channel_scores(model, images, layer, channels, *, reduce, **run):
+    """Step 1 of :func:`top_activating`: every image's score per channel.
+
+    Each map is reduced to its mean or maximum over positions batch by batch,
+    so memory is O(N * n_channels). Returns ``(activations (N, n_channels),
+    channel indices)``.
+    """
+    chunks = []
+    chosen = []
+
+    def score(start, maps):
+        if maps.ndim < 2:
+            raise ValueError(
+                f"layer {layer[0]!r} output has shape {tuple(maps.shape)}; need "
+                "(N, K, ...) with a channel axis"
+            )
+        if not chosen:
+            chosen.append(_check_channels(channels, int(maps.shape[1])))
+        flat = maps[:, torch.as_tensor(chosen[0], device=maps.device)]
+        flat = flat.reshape(flat.shape[0], flat.shape[1], -1)
+        values = flat.mean(dim=2) if reduce == "mean" else flat.amax(dim=2)
+        chunks.append(values.cpu().numpy())
+
+    _run_layer(model, images, layer, on_batch=score, desc="top images of", **run)
+    return np.concatenate(chunks), chosen[0]
+
+
+def _top_k(activations, k):
+    """Step 2 of :func:`top_activating`: per channel, the ``k`` strongest
+    images and their values (a stable sort of the negated scores: strongest
+    first, ties by index)."""
+    order = np.argsort(-activations, axis=0, kind="stable")[:k].T
+    return order, np.take_along_axis(activations.T, order, axis=1)
 
 
 def _check_channels(channels, n_channels: int) -> np.ndarray:
@@ -372,6 +437,14 @@ class OutOfSampleTable:
         return "\n".join([head, *rows])
 
 
+@validate_params(
+    {
+        **_RUN,
+        "images_by_group": [Mapping],
+        "class_names": [None, "array-like"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def out_of_sample_table(
     model, images_by_group, *, class_names=None, batch_size=256, device="cpu"
 ):
@@ -411,35 +484,54 @@ def out_of_sample_table(
     >>> table.to_dict()
     {'noise': {'cat': 0.0, 'dog': 100.0}}
     """
-    dev = resolve_device(device)
-    batch_size = check_batch_size(batch_size)
-    if not isinstance(images_by_group, Mapping) or not images_by_group:
+    if not images_by_group:
         raise ValueError(
-            "images_by_group must be a non-empty dict of group name -> images; got "
-            f"{type(images_by_group).__name__}"
+            "images_by_group must be a non-empty dict of group name -> images"
         )
-    groups = [str(g) for g in images_by_group]
-    counts = []
-    n_classes = None
+    dev = resolve_device(device)
+    counts, n_classes = [], None
     with evaluating(model, dev), torch.no_grad():
         for group, images in images_by_group.items():
-            x_all = as_images(images, model, torch.device("cpu"), name=f"{group!r}")
-            preds = []
-            for _, x in batches(x_all, batch_size):
-                logits = as_logits(model(x.to(dev)))
-                n_classes = logits.shape[1]
-                preds.append(logits.argmax(dim=1).cpu())
-            pred = torch.cat(preds).numpy()
-            counts.append(np.bincount(pred, minlength=n_classes))
-    if class_names is None:
-        names = [str(c) for c in range(n_classes)]
-    else:
-        if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-            class_names = list(np.asarray(class_names).ravel())
-        names = [str(c) for c in class_names]
-        if len(names) != n_classes:
-            raise ValueError(
-                f"class_names has {len(names)} names but the model has {n_classes} "
-                "outputs"
+            pred, n_classes = _predictions(
+                model, images, batch_size, dev, f"images_by_group[{group!r}]"
             )
-    return OutOfSampleTable(groups=groups, class_names=names, counts=np.array(counts))
+            counts.append(np.bincount(pred, minlength=n_classes))
+    return OutOfSampleTable(
+        groups=[str(g) for g in images_by_group],
+        class_names=_class_names(class_names, n_classes),
+        counts=np.array(counts),
+    )
+
+
+def _predictions(model, images, batch_size, device, name):
+    """The predicted class of every image of one group, and the number of
+    classes; NaN or infinite logits are refused (an argmax would hide them)."""
+    channels = first_conv_channels(model)
+    preds, n_classes = [], None
+    for start, batch in image_batches(images, batch_size, channels=channels, name=name):
+        x = check_batch(
+            batch,
+            channels=channels,
+            device=device,
+            dtype=model_dtype(model),
+            name=name,
+            start=start,
+        )
+        where = f" on {name}, batch starting at image {start}"
+        logits = finite_logits(model(x), where=where)
+        n_classes = logits.shape[1]
+        preds.append(logits.argmax(dim=1).cpu())
+    return torch.cat(preds).numpy(), n_classes
+
+
+def _class_names(class_names, n_classes) -> list:
+    if class_names is None:
+        return [str(c) for c in range(n_classes)]
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        class_names = list(np.asarray(class_names).ravel())
+    names = [str(c) for c in class_names]
+    if len(names) != n_classes:
+        raise ValueError(
+            f"class_names has {len(names)} names but the model has {n_classes} outputs"
+        )
+    return names

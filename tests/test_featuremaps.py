@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from _helpers import assert_no_hooks
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -19,14 +20,7 @@ from skvmf.featuremaps import (
     top_activating,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny tensors: one intra-op thread avoids contention on the shared 2-core CI
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _net(inplace=True, seed=0):
@@ -40,10 +34,6 @@ def _net(inplace=True, seed=0):
         nn.Flatten(),
         nn.Linear(6 * 2 * 2, 4),
     ).double()
-
-
-def _no_hooks(model):
-    return all(not m._forward_hooks for m in model.modules())
 
 
 @pytest.fixture
@@ -60,7 +50,8 @@ def test_feature_maps_equal_manual_forward_before_inplace_relu(images):
     assert got.shape == (23, 5, 8, 8)
     np.testing.assert_allclose(got, ref.numpy(), rtol=1e-12)
     assert (got < 0).any()  # the following in-place ReLU did not touch the copy
-    assert net.training and _no_hooks(net)
+    assert net.training
+    assert_no_hooks(net)
     deep = feature_maps(net, images.numpy(), net[4])
     with torch.no_grad():
         np.testing.assert_allclose(deep, net[:5](images).numpy(), rtol=1e-12)
@@ -79,7 +70,7 @@ def test_feature_maps_bad_layer(images):
         feature_maps(net, images, "9")
     with pytest.raises(ValueError, match="not a submodule"):
         feature_maps(net, images, nn.ReLU())
-    with pytest.raises(ValueError, match="module name"):
+    with pytest.raises(ValueError, match="layer"):
         feature_maps(net, images, 3)
 
 
@@ -139,14 +130,16 @@ def test_top_activating_dataset_and_channel_subset(images, capsys):
     assert "top images of 1" in capsys.readouterr().err  # the progress bar
     full = top_activating(net, images, "1", k=3)
     np.testing.assert_array_equal(from_array.indices, full.indices[[4, 1]])
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"k": 24}, "exceeds"),
-        ({"k": 0}, "positive"),
+        ({"k": 0}, "'k' parameter"),
+        ({"k": 2.0}, "'k' parameter"),
+        ({"reduce": 1j}, "'reduce' parameter"),
         ({"reduce": "median"}, "reduce"),
         ({"channels": [0, 5]}, "out of range"),
         ({"channels": []}, "non-empty"),
@@ -157,7 +150,7 @@ def test_top_activating_bad_input(images, kwargs, match):
     net = _net()
     with pytest.raises(ValueError, match=match):
         top_activating(net, images, "1", **kwargs)
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 def _biased_net():
