@@ -477,3 +477,91 @@ def test_prediction_tree_bad_input(rng):
         tree.path(np.full((3, 2), np.nan))
     with pytest.raises(ValueError, match="similarity"):
         FilterPredictionTree(similarity="cos").fit(rng.random(size=(4, 3, 2)))
+
+
+# --------------------------------------------------------------------------
+# extreme magnitudes, bad values and the module split (issue 10)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("factor", [1e300, 1e-200, 2.0**-1000, 1e-300])
+@pytest.mark.parametrize("linkage_method", ["weighted", "single"])
+def test_hierarchy_is_scale_invariant(rng, factor, linkage_method):
+    # at x1e300 the distances were off by 0.16 (norm overflow), at x1e-200
+    # every class mean was reported as a zero row (norm underflow)
+    X, y = _class_data(rng, n_classes=7)
+    ref = CategoryHierarchy(linkage=linkage_method).fit(X, y)
+    got = CategoryHierarchy(linkage=linkage_method).fit(X * factor, y)
+    np.testing.assert_allclose(got.distances_, ref.distances_, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(
+        got.linkage_[:, [0, 1, 3]], ref.linkage_[:, [0, 1, 3]]
+    )
+    np.testing.assert_allclose(got.linkage_[:, 2], ref.linkage_[:, 2], rtol=1e-12)
+    assert [e[:2] for e in got.mst_edges_] == [e[:2] for e in ref.mst_edges_]
+    # class means stay in the caller's units
+    np.testing.assert_allclose(got.class_means_, ref.class_means_ * factor, rtol=1e-12)
+    np.testing.assert_allclose(
+        cosine_distance_matrix(X * factor), cosine_distance_matrix(X), atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("similarity", ["full", "filters"])
+@pytest.mark.parametrize("factor", [1e200, 1e300, 1e-200])
+def test_prediction_tree_is_scale_invariant(rng, similarity, factor):
+    # at x1e200 the tree had 0 merges (the Gram matrix overflowed to inf)
+    maps = np.abs(rng.normal(size=(6, 4, 3)))
+    ref = FilterPredictionTree(similarity=similarity).fit(maps)
+    got = FilterPredictionTree(similarity=similarity).fit(maps * factor)
+    assert got.n_merges_ == ref.n_merges_ > 0
+    assert [n.children for n in got.nodes_] == [n.children for n in ref.nodes_]
+    assert [n.critical_filter for n in got.nodes_] == [
+        n.critical_filter for n in ref.nodes_
+    ]
+    np.testing.assert_allclose(
+        [n.distance for n in got.nodes_], [n.distance for n in ref.nodes_], atol=1e-12
+    )
+    np.testing.assert_allclose(
+        got.nodes_[-1].vector, ref.nodes_[-1].vector * factor, rtol=1e-12
+    )
+    probe = maps[2] + 0.1
+    assert got.path(probe * factor).nodes == ref.path(probe).nodes
+    F_ref, r_ref = critical_filter(maps[0], maps[1])
+    F_got, r_got = critical_filter(maps[0] * factor, maps[1] / factor)
+    assert F_got == F_ref
+    np.testing.assert_allclose(r_got, r_ref, rtol=1e-12)
+
+
+def test_complex_input_is_refused_by_name(rng):
+    X, y = _class_data(rng, n_classes=3)
+    with pytest.raises(ValueError, match="X must be real"):
+        CategoryHierarchy().fit(X + 1j, y)
+    with pytest.raises(ValueError, match="V must be real"):
+        cosine_distance_matrix(np.eye(2) + 0j)
+    with pytest.raises(ValueError, match="maps must be real"):
+        FilterPredictionTree().fit(rng.random(size=(4, 3, 2)) + 0j)
+    with pytest.raises(ValueError, match="u must be real"):
+        critical_filter(np.ones(3) + 1j, np.ones(3))
+    tree = FilterPredictionTree().fit(rng.random(size=(4, 3, 2)))
+    with pytest.raises(ValueError, match="map must be real"):
+        tree.path(np.ones((3, 2)) + 0j)
+
+
+def test_read_only_features(rng):
+    X, y = _class_data(rng, n_classes=4)
+    maps = rng.random(size=(3, 4, 2))  # n <= d: n - 1 merges
+    for arr in (X, y, maps):
+        arr.setflags(write=False)
+    before = X.copy()
+    h = CategoryHierarchy().fit(X, y)
+    assert h.linkage_.shape == (3, 4)
+    tree = FilterPredictionTree().fit(maps)
+    assert tree.n_merges_ == 2
+    np.testing.assert_array_equal(X, before)
+
+
+def test_prediction_tree_module_and_old_import_path_agree():
+    import skvmf.hierarchy as hierarchy
+    import skvmf.prediction_tree as prediction_tree
+
+    for name in ("FilterPredictionTree", "PredictionPath", "PredictionTreeNode"):
+        assert getattr(hierarchy, name) is getattr(prediction_tree, name)
+    assert hierarchy.critical_filter is prediction_tree.critical_filter
+    assert set(prediction_tree.__all__) <= set(hierarchy.__all__)
