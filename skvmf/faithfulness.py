@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ._hooks import as_logits, evaluating
-from ._images import as_images
+from ._hooks import evaluating, finite_logits
+from ._images import all_images, class_per_image
+from ._layout import check_grid
 from ._torch_utils import resolve_device
-from .saliency import _targets
 
 __all__ = [
     "compare_faithfulness",
@@ -52,26 +52,13 @@ _COMMON = {
     "baseline": [StrOptions({"blur", "mean"}), Real, "array-like"],
     "blur_sigma": [None, Interval(Real, 0, None, closed="neither")],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "device": [str, torch.device],
+    "device": [None, str, torch.device],
 }
 
 
 # ---------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------
-def _check_grid(grid):
-    if grid is None:
-        return None
-    if (
-        isinstance(grid, (tuple, list))
-        and len(grid) == 2
-        and all(isinstance(v, Integral) and not isinstance(v, bool) for v in grid)
-        and min(grid) >= 1
-    ):
-        return int(grid[0]), int(grid[1])
-    raise ValueError(f"grid must be None or a pair of positive ints; got {grid!r}")
-
-
 def _check_maps(maps, n_images, size, grid=None, name="maps"):
     """(N, h, w) float64 maps, on ``grid`` when given (area average)."""
     if isinstance(maps, torch.Tensor):
@@ -203,42 +190,38 @@ def _probabilities(model, x, base, pixel_rank, counts, targets, batch_size, inse
             batch = torch.where(chosen, x[img], base[img])
         else:
             batch = torch.where(chosen, base[img], x[img])
-        logits = as_logits(model(batch)).double()
-        if not torch.isfinite(logits).all():
-            raise ValueError(
-                "the model returned non-finite logits on the modified images "
-                "(check the baseline)"
-            )
+        logits = finite_logits(
+            model(batch), where=" on the modified images (check the baseline)"
+        ).double()
         prob = logits.softmax(dim=1)[torch.arange(len(flat)), targets_t[img]]
         out[start : start + len(flat)] = prob.cpu()
     return out.reshape(n, n_steps).numpy()
 
 
 def _run(
-    model, images, maps, target, grid, steps, baseline, blur_sigma, batch_size, device
+    model, x, maps, target, grid, *, steps, baseline, blur_sigma, batch_size, device
 ):
-    """Curves of several map sets on one set of images (shared target and
-    baseline). ``maps`` is a dict of (N, h, w) arrays already on one grid."""
+    """Curves of several map sets on the validated images ``x`` (shared
+    target and baseline). ``maps`` is a dict of (N, h, w) arrays already on
+    one grid."""
     dev = resolve_device(device)
     with evaluating(model, dev), torch.no_grad():
-        x = as_images(images, model, dev)
-        size = tuple(x.shape[2:])
+        x = x.to(dev)
         base = _baseline(x, baseline, blur_sigma)
-        targets = _targets(target, as_logits(model(x)))
+        targets = class_per_image(target, finite_logits(model(x)))
         n_units = grid[0] * grid[1]
         n_steps = _steps(steps, n_units)
         counts = np.arange(n_steps + 1) * n_units // n_steps
         fractions = counts / n_units
-        units = torch.as_tensor(_unit_index(grid, size), device=dev)
+        units = torch.as_tensor(_unit_index(grid, tuple(x.shape[2:])), device=dev)
         curves = {}
         for name, m in maps.items():
-            ranks = torch.as_tensor(_ranks(m), device=dev)
-            pixel_rank = ranks[:, units]  # (N, H, W)
-            deletion = _probabilities(
-                model, x, base, pixel_rank, counts, targets, batch_size, False
-            )
-            insertion = _probabilities(
-                model, x, base, pixel_rank, counts, targets, batch_size, True
+            pixel_rank = torch.as_tensor(_ranks(m), device=dev)[:, units]  # (N, H, W)
+            deletion, insertion = (
+                _probabilities(
+                    model, x, base, pixel_rank, counts, targets, batch_size, insert
+                )
+                for insert in (False, True)
             )
             curves[name] = Bunch(
                 fractions=fractions,
@@ -258,7 +241,7 @@ def _run(
 @validate_params(
     {
         "model": [torch.nn.Module],
-        "images": ["array-like", torch.Tensor],
+        "images": "no_validation",  # any image source, checked by skvmf._images
         "maps": ["array-like", torch.Tensor],
         "target": [None, Integral, "array-like", torch.Tensor],
         "grid": [None, tuple, list],
@@ -304,8 +287,8 @@ def deletion_insertion(
     model : torch.nn.Module
         The network, returning logits. It runs in evaluation mode; its modes
         are restored afterwards.
-    images : array-like of shape (N, C, H, W)
-        Images in the model's input space.
+    images : array-like of shape (N, C, H, W), Dataset or DataLoader
+        Images in the model's input space (any image source).
     maps : array-like of shape (N, h, w)
         One map per image, larger = more important, with ``h <= H`` and
         ``w <= W``: a region grid or the image's own size.
@@ -353,24 +336,11 @@ def deletion_insertion(
     >>> r.deletion.shape, r.fractions.tolist()
     ((3, 5), [0.0, 0.25, 0.5, 0.75, 1.0])
     """
-    size = tuple(np.shape(images)[2:]) if np.ndim(images) == 4 else None
-    if size is None:
-        # let the images' own check say what is wrong
-        as_images(images, model, torch.device("cpu"))
-    maps = _check_maps(maps, len(images), size, _check_grid(grid))
-    curves = _run(
-        model,
-        images,
-        {"maps": maps},
-        target,
-        maps.shape[1:],
-        steps,
-        baseline,
-        blur_sigma,
-        batch_size,
-        device,
-    )
-    return curves["maps"]
+    x = all_images(images, model, torch.device("cpu"))
+    maps = _check_maps(maps, len(x), x.shape[2:], check_grid(grid))
+    options = {"steps": steps, "baseline": baseline, "blur_sigma": blur_sigma}
+    options.update(batch_size=batch_size, device=device)
+    return _run(model, x, {"maps": maps}, target, maps.shape[1:], **options)["maps"]
 
 
 def _embedded(result, images):
@@ -479,7 +449,7 @@ def _interval(values, draws, confidence):
 @validate_params(
     {
         "model": [torch.nn.Module],
-        "images": ["array-like", torch.Tensor],
+        "images": "no_validation",
         "maps": [Mapping],
         "target": [None, Integral, "array-like", torch.Tensor],
         "random_map": ["boolean"],
@@ -569,16 +539,28 @@ def compare_faithfulness(
     >>> [row["method"] for row in r.table]
     ['flat', 'random']
     """
-    if not maps:
-        raise ValueError("maps is empty: give at least one method's maps")
     if random_map and "random" in maps:
         raise ValueError(
             "maps already has a 'random' entry; rename it or pass random_map=False"
         )
-    if np.ndim(images) != 4:
-        as_images(images, model, torch.device("cpu"))
-    n, size = len(images), tuple(np.shape(images)[2:])
-    grid = _check_grid(grid)
+    x = all_images(images, model, torch.device("cpu"))
+    checked, grid = _common_grid(maps, len(x), tuple(x.shape[2:]), check_grid(grid))
+    rng = check_random_state(random_state)
+    if random_map:
+        checked["random"] = rng.uniform(size=(len(x), *grid))
+    options = {"steps": steps, "baseline": baseline, "blur_sigma": blur_sigma}
+    options.update(batch_size=batch_size, device=device)
+    curves = _run(model, x, checked, target, grid, **options)
+    draws = rng.randint(0, len(x), size=(n_bootstrap, len(x)))
+    table = [_table_row(name, curves, draws, confidence, random_map) for name in curves]
+    return Bunch(table=table, curves=curves, grid=grid, confidence=float(confidence))
+
+
+def _common_grid(maps, n, size, grid):
+    """Step 1 of :func:`compare_faithfulness`: every method's maps checked
+    and averaged onto ``grid`` (default: the coarsest of the maps' grids)."""
+    if not maps:
+        raise ValueError("maps is empty: give at least one method's maps")
     checked = {
         name: _check_maps(m, n, size, name=f"maps[{name!r}]")
         for name, m in maps.items()
@@ -589,50 +571,39 @@ def compare_faithfulness(
         name: _check_maps(m, n, size, grid, name=f"maps[{name!r}]")
         for name, m in checked.items()
     }
-    rng = check_random_state(random_state)
-    if random_map:
-        checked["random"] = rng.uniform(size=(n, *grid))
-    curves = _run(
-        model,
-        images,
-        checked,
-        target,
-        grid,
-        steps,
-        baseline,
-        blur_sigma,
-        batch_size,
-        device,
-    )
-    draws = rng.randint(0, n, size=(n_bootstrap, n))
+    return checked, grid
+
+
+def _table_row(name, curves, draws, confidence, random_map) -> dict:
+    """Step 2 of :func:`compare_faithfulness`: one method's areas and, with a
+    random map, its gains over chance, each with a paired bootstrap interval
+    (the same ``draws`` for every method); adds the curves' bands."""
+    c = curves[name]
     tail = 50.0 * (1.0 - confidence)
-    table = []
-    for name, c in curves.items():
-        row = {"method": name}
-        for kind in ("deletion", "insertion"):
-            value, low, high = _interval(c[f"{kind}_auc"], draws, confidence)
+    row = {"method": name}
+    for kind in ("deletion", "insertion"):
+        value, low, high = _interval(c[f"{kind}_auc"], draws, confidence)
+        row.update(
+            {f"{kind}_auc": value, f"{kind}_auc_low": low, f"{kind}_auc_high": high}
+        )
+        c[f"{kind}_band"] = np.percentile(
+            c[kind][draws].mean(axis=1), [tail, 100.0 - tail], axis=0
+        )
+    if random_map:
+        chance = curves["random"]
+        # signed so that a positive gain means better than chance
+        for kind, sign in (("deletion", -1.0), ("insertion", 1.0)):
+            diff = sign * (c[f"{kind}_auc"] - chance[f"{kind}_auc"])
+            value, low, high = _interval(diff, draws, confidence)
             row.update(
-                {f"{kind}_auc": value, f"{kind}_auc_low": low, f"{kind}_auc_high": high}
+                {
+                    f"{kind}_gain": value,
+                    f"{kind}_gain_low": low,
+                    f"{kind}_gain_high": high,
+                }
             )
-            c[f"{kind}_band"] = np.percentile(
-                c[kind][draws].mean(axis=1), [tail, 100.0 - tail], axis=0
-            )
-        if random_map:
-            chance = curves["random"]
-            # signed so that a positive gain means better than chance
-            for kind, sign in (("deletion", -1.0), ("insertion", 1.0)):
-                diff = sign * (c[f"{kind}_auc"] - chance[f"{kind}_auc"])
-                value, low, high = _interval(diff, draws, confidence)
-                row.update(
-                    {
-                        f"{kind}_gain": value,
-                        f"{kind}_gain_low": low,
-                        f"{kind}_gain_high": high,
-                    }
-                )
-        row["n_images"] = int(n)
-        table.append(row)
-    return Bunch(table=table, curves=curves, grid=grid, confidence=float(confidence))
+    row["n_images"] = int(draws.shape[1])
+    return row
 
 
 def plot_faithfulness(comparison, *, title=None, figsize=(9.0, 3.6)):

@@ -36,23 +36,19 @@ only; the parameters' ``.grad`` are never touched.
 from __future__ import annotations
 
 import contextlib
+from numbers import Integral
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils._param_validation import validate_params
 from torch import nn
 
-from ._hooks import Capture, as_logits, evaluating, resolve_layer
-from ._images import as_images
+from ._hooks import Capture, Hooks, evaluating, finite_logits, resolve_layer
+from ._images import all_images, class_per_image
 from ._layout import LayerOutputs, check_reshape, layer_maps, to_maps
 from ._torch_utils import resolve_device
-from .synthesis import (
-    _per_image_index,
-    channel_mean,
-    filter_output,
-    layer_mean,
-    logit,
-)
+from .objectives import channel_mean, filter_output, layer_mean, logit
 
 _POOLING = (
     nn.AdaptiveAvgPool2d,
@@ -63,17 +59,21 @@ _POOLING = (
 )
 
 
-def _targets(target, logits: torch.Tensor):
-    """Class per image: validated ``target`` or the predicted class."""
-    n, n_classes = logits.shape
-    if target is None:
-        return logits.argmax(dim=1).cpu().numpy()
-    if isinstance(target, torch.Tensor):
-        target = target.detach().cpu().numpy()
-    index = _per_image_index(target, n, n_classes, "target")
-    if isinstance(index, int):
-        return np.full(n, index, dtype=np.int64)
-    return index.numpy()
+# the constraints of the public functions; images are checked by
+# skvmf._images (any image source), the rest by the functions themselves
+_COMMON = {
+    "model": [nn.Module],
+    "images": "no_validation",
+    "target": [None, Integral, "array-like", torch.Tensor],
+    "device": [None, str, torch.device],
+}
+_GRADIENT = {
+    **_COMMON,
+    "layer": [None, str, nn.Module],
+    "channel": [None, Integral, "array-like", torch.Tensor],
+    "position": [None, tuple, list, "array-like"],
+    "reshape": [None, str, callable],
+}
 
 
 def _layer_objective(layer, channel, position, reshape):
@@ -123,15 +123,13 @@ def _guided_relus(model: nn.Module):
             "(a functional relu in forward() cannot be hooked)"
         )
     flags = [(m, m.inplace) for m in relus]
-    handles = []
     try:
-        for m in relus:
-            m.inplace = False
-            handles.append(m.register_forward_hook(_guided_hook))
-        yield
+        with Hooks() as hooks:
+            for m in relus:
+                m.inplace = False
+                hooks.forward(m, _guided_hook)
+            yield
     finally:
-        for handle in handles:
-            handle.remove()
         for m, flag in flags:
             m.inplace = flag
 
@@ -150,19 +148,16 @@ def _gradient(model, images, target, layer, channel, position, device, guided, r
         )
     layers = {} if layer is None else {0: resolve_layer(model, layer)}
     with evaluating(model, dev):
-        x = as_images(images, model, dev).requires_grad_(True)
+        x = all_images(images, model, dev).requires_grad_(True)
         hooks = _guided_relus(model) if guided else contextlib.nullcontext()
         with hooks, Capture(model, layers, detach=False) as cap:
             output = model(x)
             if layer is None:
-                logits = as_logits(output)
-                objective = logit(_targets(target, logits.detach()))
+                logits = finite_logits(output)
+                objective = logit(class_per_image(target, logits.detach()))
                 acts = {}
             else:
-                if 0 not in cap.outputs:
-                    raise ValueError(
-                        f"layer {layers[0][0]!r} did not run in the forward pass"
-                    )
+                cap.require()
                 objective = _layer_objective(layer, channel, position, reshape)
                 acts = LayerOutputs(
                     {layer: cap.outputs[0]},
@@ -175,6 +170,7 @@ def _gradient(model, images, target, layer, channel, position, device, guided, r
     return grad.detach().cpu().numpy()
 
 
+@validate_params(_GRADIENT, prefer_skip_nested_validation=True)
 def input_gradient(
     model,
     images,
@@ -198,8 +194,9 @@ def input_gradient(
     ----------
     model : torch.nn.Module
         The network, returning logits (N, n_classes) when no layer is given.
-    images : array-like of shape (N, C, H, W)
-        Images in the model's input space (numpy or torch).
+    images : array-like of shape (N, C, H, W), Dataset or DataLoader
+        Images in the model's input space (numpy or torch), or any image
+        source of :mod:`skvmf._images` (datasets, data loaders).
     target : int, array-like of shape (N,) or None, default=None
         Class whose logit is differentiated; ``None`` takes each image's
         predicted class. Not allowed together with ``layer``.
@@ -238,6 +235,7 @@ def input_gradient(
     )
 
 
+@validate_params(_GRADIENT, prefer_skip_nested_validation=True)
 def saliency_map(
     model,
     images,
@@ -285,6 +283,7 @@ def saliency_map(
     return np.abs(grad).max(axis=1)
 
 
+@validate_params(_GRADIENT, prefer_skip_nested_validation=True)
 def guided_backprop(
     model,
     images,
@@ -357,14 +356,11 @@ def _gap_linear_head(model, x, feature_layer):
                 (names[id(module)], module, mean, output.shape[2] * output.shape[3])
             )
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            output = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    logits = as_logits(output)
+    with Hooks() as hooks, torch.no_grad():
+        for module in model.modules():
+            hooks.forward(module, hook)
+        output = model(x)
+    logits = finite_logits(output)
     if not linears:
         raise ValueError(
             "CAM needs a network ending in global average pooling and an nn.Linear; "
@@ -418,6 +414,14 @@ def _gap_linear_head(model, x, feature_layer):
     return name, module, linear
 
 
+@validate_params(
+    {
+        **_COMMON,
+        "feature_layer": [None, str, nn.Module],
+        "upsample": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def cam(
     model, images, target=None, *, feature_layer=None, upsample=False, device="cpu"
 ):
@@ -468,12 +472,12 @@ def cam(
     """
     dev = resolve_device(device)
     with evaluating(model, dev):
-        x = as_images(images, model, dev)
+        x = all_images(images, model, dev)
         name, module, linear = _gap_linear_head(model, x, feature_layer)
         with torch.no_grad(), Capture(model, {0: (name, module)}, detach=True) as cap:
-            logits = as_logits(model(x))
+            logits = finite_logits(model(x))
         maps = cap.outputs[0]
-        classes = torch.as_tensor(_targets(target, logits), device=maps.device)
+        classes = torch.as_tensor(class_per_image(target, logits), device=maps.device)
         weights = linear.weight.detach()[classes].to(maps.dtype)  # (N, K)
         out = torch.einsum("nk,nkhw->nhw", weights, maps)
         if upsample:
@@ -481,6 +485,15 @@ def cam(
     return out.cpu().numpy()
 
 
+@validate_params(
+    {
+        **_COMMON,
+        "layer": [str, nn.Module],
+        "reshape": [None, str, callable],
+        "upsample": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def grad_cam(
     model, images, target=None, *, layer, reshape=None, upsample=True, device="cpu"
 ):
@@ -538,52 +551,74 @@ def grad_cam(
     ((2, 10, 10), True)
     """
     dev = resolve_device(device)
-    name, module = resolve_layer(model, layer)
+    layer = resolve_layer(model, layer)
     reshape = check_reshape(reshape)
     with evaluating(model, dev):
-        x = as_images(images, model, dev).requires_grad_(True)
-        with Capture(model, {0: (name, module)}, detach=False) as cap:
-            logits = as_logits(model(x))
-        if 0 not in cap.outputs:
-            raise ValueError(f"layer {name!r} did not run in the forward pass")
-        raw = cap.outputs[0]
-        if raw.ndim == 2:
-            raise ValueError(
-                "grad_cam needs a layer with (N, K, H, W) maps, tokens or "
-                f"channels-last maps; {name!r} gives shape {tuple(raw.shape)}"
-            )
-        maps, layout = layer_maps(
-            raw, x.shape[2:], model=model, module=module, reshape=reshape, name=name
-        )
-        classes = torch.as_tensor(_targets(target, logits.detach()), device=x.device)
-        score = logits[torch.arange(len(x), device=x.device), classes]
-        # the gradient of the raw output, laid out like the maps (the layout
-        # only selects and rearranges entries)
-        (raw_grads,) = torch.autograd.grad(score.sum(), raw, allow_unused=True)
-        if raw_grads is None:
-            raise ValueError(f"the logits do not depend on layer {name!r}")
-        grads = to_maps(raw_grads, layout, name)
-        if not raw_grads.any():
-            raise ValueError(
-                f"the gradient of the class scores at layer {name!r} is zero "
-                "everywhere (e.g. a zero-initialised classifier head), so every "
-                "map would be zero"
-            )
-        if layout.kind == "tokens" and layout.n_prefix and not grads.any():
-            raise ValueError(
-                f"at layer {name!r} the logits depend only on the class token: "
-                "every patch token has zero gradient (the output of the last "
-                "encoder block). Use that block's first LayerNorm (ln_1 / norm1) "
-                "or an earlier block"
-            )
+        x = all_images(images, model, dev).requires_grad_(True)
+        maps, grads = _maps_and_gradients(model, x, layer, target, reshape)
         with torch.no_grad():
-            alpha = grads.mean(dim=(2, 3))
-            heat = torch.relu(torch.einsum("nk,nkhw->nhw", alpha, maps.detach()))
-            if upsample:
-                heat = _upsample(heat, x.shape[2:]).clamp(min=0)
-            peak = heat.amax(dim=(1, 2), keepdim=True)
-            heat = torch.where(peak > 0, heat / torch.where(peak > 0, peak, 1), 0)
+            heat = _grad_cam_heat(maps, grads, x.shape[2:] if upsample else None)
     return heat.cpu().numpy()
+
+
+def _maps_and_gradients(model, x, layer, target, reshape):
+    """Step 1 of :func:`grad_cam`: the layer's maps A and the gradients
+    ``d y_c / d A`` of the class scores, both (N, K, H', W').
+
+    The gradient is taken on the layer's raw output and laid out like the
+    maps (a layout only selects and rearranges entries).
+    """
+    name, module = layer
+    with Capture(model, {0: layer}, detach=False) as cap:
+        logits = finite_logits(model(x))
+    cap.require()
+    raw = cap.outputs[0]
+    if raw.ndim == 2:
+        raise ValueError(
+            "grad_cam needs a layer with (N, K, H, W) maps, tokens or "
+            f"channels-last maps; {name!r} gives shape {tuple(raw.shape)}"
+        )
+    maps, layout = layer_maps(
+        raw, x.shape[2:], model=model, module=module, reshape=reshape, name=name
+    )
+    classes = torch.as_tensor(class_per_image(target, logits.detach()), device=x.device)
+    score = logits[torch.arange(len(x), device=x.device), classes]
+    (raw_grads,) = torch.autograd.grad(score.sum(), raw, allow_unused=True)
+    if raw_grads is None:
+        raise ValueError(f"the logits do not depend on layer {name!r}")
+    grads = to_maps(raw_grads, layout, name)
+    _check_gradients(raw_grads, grads, layout, name)
+    return maps.detach(), grads
+
+
+def _check_gradients(raw_grads, grads, layout, name) -> None:
+    """Refuse gradients that would make every map zero, saying why."""
+    if not raw_grads.any():
+        raise ValueError(
+            f"the gradient of the class scores at layer {name!r} is zero "
+            "everywhere (e.g. a zero-initialised classifier head), so every "
+            "map would be zero"
+        )
+    if layout.kind == "tokens" and layout.n_prefix and not grads.any():
+        raise ValueError(
+            f"at layer {name!r} the logits depend only on the class token: "
+            "every patch token has zero gradient (the output of the last "
+            "encoder block). Use that block's first LayerNorm (ln_1 / norm1) "
+            "or an earlier block"
+        )
+
+
+def _grad_cam_heat(maps, grads, size):
+    """Step 2 of :func:`grad_cam`: ``ReLU(sum_k alpha_k A_k)`` with
+    ``alpha_k`` the spatial mean of the gradient, upsampled to ``size`` (None
+    keeps the grid) and divided by its maximum per image (an all-zero map
+    stays zero)."""
+    alpha = grads.mean(dim=(2, 3))
+    heat = torch.relu(torch.einsum("nk,nkhw->nhw", alpha, maps))
+    if size is not None:
+        heat = _upsample(heat, size).clamp(min=0)
+    peak = heat.amax(dim=(1, 2), keepdim=True)
+    return torch.where(peak > 0, heat / torch.where(peak > 0, peak, 1), 0)
 
 
 __all__ = ["cam", "grad_cam", "guided_backprop", "input_gradient", "saliency_map"]

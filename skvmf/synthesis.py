@@ -33,352 +33,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ._hooks import Capture, as_logits, evaluating, resolve_layer
-from ._images import as_images
-from ._layout import LayerOutputs, check_reshape
+from ._hooks import Capture, evaluating, resolve_layer
+from ._images import all_images, as_images, check_dtype
+from ._layout import LayerOutputs
 from ._progress import progress
-from ._torch_utils import resolve_device, torch_generator
+from ._torch_utils import MomentumSGD, resolve_device, torch_generator
 
-# --------------------------------------------------------------------------
-# objectives
-
-
-def _per_image_index(value, n: int, size: int, what: str) -> torch.Tensor | int:
-    """An int for every image, or one int per image (length n), in [0, size)."""
-    arr = np.asarray(value)
-    if arr.ndim == 0:
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{what} must be an integer; got {value!r}")
-        if not 0 <= int(arr) < size:
-            raise ValueError(f"{what} {int(arr)} is out of range [0, {size})")
-        return int(arr)
-    if arr.ndim != 1 or arr.shape[0] != n or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(
-            f"{what} must be an int or one int per image ({n}); got shape "
-            f"{arr.shape} and dtype {arr.dtype}"
-        )
-    bad = arr[(arr < 0) | (arr >= size)]
-    if bad.size:
-        raise ValueError(f"{what} values {bad[:5].tolist()} out of range [0, {size})")
-    return torch.as_tensor(arr, dtype=torch.long)
-
-
-def _pick(values: torch.Tensor, index) -> torch.Tensor:
-    """``values[n, index_n]`` for a (N, K, ...) tensor and an int or (N,) index."""
-    if isinstance(index, int):
-        return values[:, index]
-    index = index.to(values.device)
-    return values[torch.arange(values.shape[0], device=values.device), index]
-
-
-def _layer_output(acts, layer, kind, reshape):
-    if kind == "layer_mean":
-        return acts[layer]
-    if isinstance(acts, LayerOutputs):
-        # tokens and channels-last outputs read as (N, K, H, W) maps
-        out = acts.maps(layer, reshape)
-    else:
-        out = acts[layer]
-        if out.ndim == 3 or reshape is not None:
-            raise ValueError(
-                f"layer output has shape {tuple(out.shape)}; give (N, K, H, W) maps "
-                "in acts (tokens cannot be read without the image size)"
-            )
-    if out.ndim < 2:
-        raise ValueError(f"layer output has shape {tuple(out.shape)}: no channel axis")
-    return out
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Term:
-    """One elementary objective; ``layer`` is None for the network's output."""
-
-    kind: str
-    layer: object = None
-    index: object = None
-    position: object = None
-    reshape: object = None
-
-    def describe(self) -> str:
-        where = "" if self.layer is None else f"{_layer_repr(self.layer)}, "
-        if self.kind == "logit":
-            return f"logit({_index_repr(self.index)})"
-        if self.kind == "probability":
-            return f"probability({_index_repr(self.index)})"
-        if self.kind == "layer_mean":
-            return f"layer_mean({_layer_repr(self.layer)})"
-        if self.kind == "channel_mean":
-            return f"channel_mean({where}{_index_repr(self.index)})"
-        i, j = self.position
-        return (
-            f"filter_output({where}{_index_repr(self.index)}, "
-            f"{_index_repr(i)}, {_index_repr(j)})"
-        )
-
-    def evaluate(self, output: torch.Tensor, acts: dict) -> torch.Tensor:
-        if self.kind in ("logit", "probability"):
-            logits = as_logits(output)
-            n, size = logits.shape
-            index = _per_image_index(self.index, n, size, "class index")
-            if self.kind == "probability":
-                logits = torch.softmax(logits, dim=1)
-            return _pick(logits, index)
-        out = _layer_output(acts, self.layer, self.kind, self.reshape)
-        n = out.shape[0]
-        if self.kind == "layer_mean":
-            return out.reshape(n, -1).mean(dim=1)
-        channel = _per_image_index(self.index, n, out.shape[1], "channel")
-        maps = _pick(out, channel)  # (N, ...) one channel per image
-        if self.kind == "channel_mean":
-            return maps.reshape(n, -1).mean(dim=1)
-        if maps.ndim != 3:
-            raise ValueError(
-                f"filter_output needs a layer with (N, K, H, W) maps; got shape "
-                f"{tuple(out.shape)}"
-            )
-        i = _per_image_index(self.position[0], n, maps.shape[1], "row i")
-        j = _per_image_index(self.position[1], n, maps.shape[2], "column j")
-        rows = torch.arange(n, device=maps.device)
-        i = i if isinstance(i, int) else i.to(maps.device)
-        j = j if isinstance(j, int) else j.to(maps.device)
-        return maps[rows, i, j]
-
-
-def _layer_repr(layer) -> str:
-    return repr(layer) if isinstance(layer, str) else type(layer).__name__
-
-
-def _index_repr(index) -> str:
-    arr = np.asarray(index)
-    return str(int(arr)) if arr.ndim == 0 else f"[{', '.join(map(str, arr[:4]))}...]"
-
-
-class Objective:
-    """A weighted sum of elementary objectives, evaluated per image.
-
-    Layers are given as module names, paper aliases (resolved when the
-    objective runs on a model) or the modules themselves. Build objectives
-    with :func:`logit`, :func:`probability`,
-    :func:`layer_mean`, :func:`channel_mean` and :func:`filter_output`, and
-    combine them with ``+``, ``-`` and multiplication by a number. Calling
-    :meth:`evaluate` on the network's output and the captured layer outputs
-    gives one value per image.
-
-    Parameters
-    ----------
-    terms : sequence of (float, _Term)
-        Weights and elementary objectives; use the builder functions.
-
-    Examples
-    --------
-    >>> from skvmf.synthesis import channel_mean, logit
-    >>> obj = logit(3) + 0.5 * channel_mean("features.0", 7)
-    >>> obj
-    Objective(logit(3) + 0.5 * channel_mean('features.0', 7))
-    >>> obj.layers
-    ['features.0']
-    """
-
-    def __init__(self, terms):
-        self.terms = tuple((float(w), t) for w, t in terms)
-
-    @property
-    def layers(self) -> list:
-        """The layers (names or modules) whose outputs the objective reads."""
-        seen = []
-        for _, term in self.terms:
-            if term.layer is not None and not any(term.layer is s for s in seen):
-                seen.append(term.layer)
-        return seen
-
-    def evaluate(self, output, acts) -> torch.Tensor:
-        """Objective value per image.
-
-        Parameters
-        ----------
-        output : torch.Tensor of shape (N, n_classes)
-            The network's logits.
-        acts : dict
-            Layer (as given to the builders) -> its output tensor (N, K, ...).
-            During :meth:`ActivationMaximizer.run` (and the saliency views)
-            transformer tokens and channels-last outputs are read as
-            (N, K, H, W) maps; a plain dict must hold such maps already.
-
-        Returns
-        -------
-        torch.Tensor of shape (N,)
-        """
-        total = None
-        for weight, term in self.terms:
-            value = weight * term.evaluate(output, acts)
-            total = value if total is None else total + value
-        return total
-
-    def __add__(self, other):
-        if not isinstance(other, Objective):
-            return NotImplemented
-        return Objective(self.terms + other.terms)
-
-    def __mul__(self, weight):
-        if not isinstance(weight, numbers.Real) or isinstance(weight, bool):
-            return NotImplemented
-        return Objective((float(weight) * w, t) for w, t in self.terms)
-
-    __rmul__ = __mul__
-
-    def __neg__(self):
-        return -1.0 * self
-
-    def __sub__(self, other):
-        if not isinstance(other, Objective):
-            return NotImplemented
-        return self + (-other)
-
-    def __repr__(self) -> str:
-        parts = []
-        for weight, term in self.terms:
-            text = (
-                term.describe() if weight == 1.0 else f"{weight:g} * {term.describe()}"
-            )
-            parts.append(text)
-        return f"Objective({' + '.join(parts)})"
-
-
-def _check_int_like(value, what):
-    arr = np.asarray(value)
-    if arr.ndim > 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(
-            f"{what} must be an int or a 1-D sequence of ints; got {value!r}"
-        )
-    return value if arr.ndim == 0 else arr.astype(np.int64)
-
-
-def _check_layer_arg(layer):
-    if not isinstance(layer, (str, torch.nn.Module)):
-        raise ValueError(
-            f"layer must be a module name (str) or an nn.Module; got "
-            f"{type(layer).__name__}"
-        )
-    return layer
-
-
-def logit(c) -> Objective:
-    """The pre-softmax output of class ``c`` (an int, or one int per image).
-
-    Examples
-    --------
-    >>> from skvmf.synthesis import logit
-    >>> logit([0, 1, 2])
-    Objective(logit([0, 1, 2...]))
-    """
-    return Objective([(1.0, _Term("logit", index=_check_int_like(c, "c")))])
-
-
-def probability(c) -> Objective:
-    """The softmax probability of class ``c`` (an int, or one int per image).
-
-    Examples
-    --------
-    >>> from skvmf.synthesis import probability
-    >>> probability(5)
-    Objective(probability(5))
-    """
-    return Objective([(1.0, _Term("probability", index=_check_int_like(c, "c")))])
-
-
-def layer_mean(layer) -> Objective:
-    """The mean of a whole layer's output (all channels and positions).
-
-    For transformer tokens the mean runs over every token, class token
-    included (the raw output).
-
-    Examples
-    --------
-    >>> from skvmf.synthesis import layer_mean
-    >>> layer_mean("layer2")
-    Objective(layer_mean('layer2'))
-    """
-    return Objective([(1.0, _Term("layer_mean", layer=_check_layer_arg(layer)))])
-
-
-def channel_mean(layer, k, *, reshape=None) -> Objective:
-    """The mean over positions of channel ``k`` of a layer.
-
-    ``k`` is an int or one int per image. ``reshape`` is the layer's layout
-    (``None`` infers it; ``"nchw"``, ``"nhwc"``, ``"tokens"`` or a callable
-    output -> (N, K, H, W), as in :func:`skvmf.featuremaps.feature_maps`):
-    for transformer tokens the positions are the patch tokens.
-
-    Examples
-    --------
-    >>> from skvmf.synthesis import channel_mean
-    >>> channel_mean("layer2", 4)
-    Objective(channel_mean('layer2', 4))
-    """
-    term = _Term(
-        "channel_mean",
-        layer=_check_layer_arg(layer),
-        index=_check_int_like(k, "k"),
-        reshape=check_reshape(reshape),
-    )
-    return Objective([(1.0, term)])
-
-
-def filter_output(layer, k, i, j, *, reshape=None) -> Objective:
-    """One neuron: channel ``k`` of a layer at row ``i`` and column ``j``.
-
-    Each of ``k``, ``i``, ``j`` is an int or one int per image. ``reshape``
-    as in :func:`channel_mean`: for transformer tokens ``(i, j)`` is the patch
-    token at row ``i`` and column ``j`` of the patch grid.
-
-    Examples
-    --------
-    >>> from skvmf.synthesis import filter_output
-    >>> filter_output("layer2", 4, 1, 2)
-    Objective(filter_output('layer2', 4, 1, 2))
-    """
-    term = _Term(
-        "filter_output",
-        layer=_check_layer_arg(layer),
-        index=_check_int_like(k, "k"),
-        position=(_check_int_like(i, "i"), _check_int_like(j, "j")),
-        reshape=check_reshape(reshape),
-    )
-    return Objective([(1.0, term)])
-
-
-def _stack_objectives(objectives) -> Objective:
-    """One objective per image -> a single objective that picks image n's own."""
-    objectives = list(objectives)
-    if not objectives or not all(isinstance(o, Objective) for o in objectives):
-        raise ValueError(
-            "objective must be an Objective or a non-empty list of Objectives"
-        )
-    return _PerImage(objectives)
-
-
-class _PerImage(Objective):
-    """Image n maximises objective n (objectives evaluated on the whole batch)."""
-
-    def __init__(self, objectives):
-        self.objectives = objectives
-        super().__init__([t for o in objectives for t in o.terms])
-
-    def evaluate(self, output, acts):
-        n = len(self.objectives)
-        batch = output.shape[0]
-        if batch != n:
-            raise ValueError(
-                f"{n} objectives were given for {batch} images; give one per image"
-            )
-        values = [o.evaluate(output, acts)[i] for i, o in enumerate(self.objectives)]
-        return torch.stack(values)
-
-    def __repr__(self):
-        return f"[{', '.join(map(repr, self.objectives))}]"
-
+# the objectives live in skvmf.objectives; importable from here as before
+from .objectives import (
+    Objective,
+    channel_mean,
+    filter_output,
+    layer_mean,
+    logit,
+    probability,
+)
 
 # --------------------------------------------------------------------------
 # regularisers and pixel change
@@ -386,7 +57,11 @@ class _PerImage(Objective):
 
 def _as_4d(x, name):
     is_torch = isinstance(x, torch.Tensor)
-    t = x if is_torch else torch.as_tensor(np.asarray(x, dtype=np.float64))
+    if is_torch:
+        check_dtype(x.dtype, name)
+        t = x
+    else:
+        t = torch.as_tensor(_float64(x, name))
     if t.ndim not in (3, 4):
         raise ValueError(
             f"{name} must have shape (C, H, W) or (N, C, H, W); got {tuple(t.shape)}"
@@ -400,6 +75,10 @@ def _finish(value, single, is_torch):
     return value if is_torch else value.detach().numpy()
 
 
+@validate_params(
+    {"x": ["array-like"], "alpha": [Interval(numbers.Real, 1, None, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
 def alpha_norm(x, alpha=6.0):
     """The alpha-norm regulariser of the mean-subtracted image.
 
@@ -425,14 +104,16 @@ def alpha_norm(x, alpha=6.0):
     >>> float(alpha_norm(np.array([[[1.0, 3.0]]]), alpha=2))
     2.0
     """
-    if not alpha >= 1:
-        raise ValueError(f"alpha must be at least 1; got {alpha!r}")
     t, single, is_torch = _as_4d(x, "x")
     flat = t.reshape(t.shape[0], -1)
     centred = flat - flat.mean(dim=1, keepdim=True)
     return _finish((centred.abs() ** alpha).sum(dim=1), single, is_torch)
 
 
+@validate_params(
+    {"x": ["array-like"], "beta": [Interval(numbers.Real, 0, None, closed="neither")]},
+    prefer_skip_nested_validation=True,
+)
 def total_variation(x, beta=2.0):
     """The total-variation regulariser, summed over channels.
 
@@ -459,8 +140,6 @@ def total_variation(x, beta=2.0):
     >>> float(total_variation(np.array([[[0.0, 1.0], [0.0, 0.0]]])))
     1.0
     """
-    if not beta > 0:
-        raise ValueError(f"beta must be positive; got {beta!r}")
     t, single, is_torch = _as_4d(x, "x")
     if t.shape[-1] < 2 or t.shape[-2] < 2:
         raise ValueError(f"total variation needs H, W >= 2; got shape {tuple(t.shape)}")
@@ -475,6 +154,10 @@ def total_variation(x, beta=2.0):
     return _finish(terms.reshape(t.shape[0], -1).sum(dim=1), single, is_torch)
 
 
+@validate_params(
+    {"x_start": ["array-like"], "x_final": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def pixel_change(x_start, x_final):
     """Per-pixel change ``sqrt(sum_c (x_final - x_start)^2)`` (seed 003, 2.1).
 
@@ -494,8 +177,8 @@ def pixel_change(x_start, x_final):
     >>> pixel_change(np.zeros((2, 1, 1)), np.array([[[3.0]], [[4.0]]]))
     array([[5.]])
     """
-    start = _to_numpy(x_start)
-    final = _to_numpy(x_final)
+    start = _float64(x_start, "x_start")
+    final = _float64(x_final, "x_final")
     if start.shape != final.shape:
         raise ValueError(
             f"x_start and x_final must have the same shape; got {start.shape} and "
@@ -508,10 +191,14 @@ def pixel_change(x_start, x_final):
     return np.sqrt(((final - start) ** 2).sum(axis=-3))
 
 
-def _to_numpy(x):
+def _float64(x, name) -> np.ndarray:
+    """float64 numpy images; bool, complex and object input refused."""
     if isinstance(x, torch.Tensor):
+        check_dtype(x.dtype, name)
         return x.detach().cpu().numpy().astype(np.float64)
-    return np.asarray(x, dtype=np.float64)
+    arr = np.asarray(x)
+    check_dtype(arr.dtype, name)
+    return arr.astype(np.float64)
 
 
 # --------------------------------------------------------------------------
@@ -567,7 +254,11 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _channel_values(value, n_channels, name, like):
-    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    arr = np.asarray(value)
+    check_dtype(arr.dtype, name)
+    arr = arr.astype(np.float64).reshape(-1)
+    if np.isnan(arr).any() or (name.startswith("noise") and not np.isfinite(arr).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; got {value!r}")
     if arr.size == 1:
         arr = np.repeat(arr, n_channels)
     if arr.size != n_channels:
@@ -765,7 +456,7 @@ class ActivationMaximizer(BaseEstimator):
             if (std < 0).any():
                 raise ValueError(f"noise_std must be >= 0; got {self.noise_std!r}")
             return self._clip(x * std + mean)
-        x = as_images(start, model, dev, name="start")
+        x = all_images(start, model, dev, name="start")
         if n_images is not None and int(n_images) != x.shape[0]:
             raise ValueError(
                 f"n_images={n_images} but {x.shape[0]} start images were given"
@@ -802,20 +493,6 @@ class ActivationMaximizer(BaseEstimator):
             total = total + self.lambda_tv * total_variation(x, self.beta)
         return total
 
-    def _n_hint(self, objective):
-        if isinstance(objective, _PerImage):
-            return len(objective.objectives)
-        for value in (
-            v
-            for _, t in objective.terms
-            for v in (t.index, *(t.position or ()))
-            if v is not None
-        ):
-            arr = np.asarray(value)
-            if arr.ndim == 1:
-                return arr.shape[0]
-        return 1
-
     def run(self, model, objective, start="noise", *, image_shape=None, n_images=None):
         """Optimise images for ``objective``.
 
@@ -838,93 +515,122 @@ class ActivationMaximizer(BaseEstimator):
         SynthesisResult
         """
         self._validate_params()
-        if isinstance(objective, (list, tuple)):
-            objective = _stack_objectives(objective)
-        if not isinstance(objective, Objective):
-            raise ValueError(
-                "objective must be an Objective (see skvmf.synthesis.logit, ...) or "
-                f"a list of them; got {type(objective).__name__}"
-            )
+        objective = _as_objective(objective)
         dev = resolve_device(self.device)
         gen = torch_generator(self.random_state, "cpu")
-        layers = {
-            i: resolve_layer(model, layer) for i, layer in enumerate(objective.layers)
-        }
-        keys = dict(enumerate(objective.layers))
+        layers = dict(enumerate(objective.layers))
+        resolved = {i: resolve_layer(model, layer) for i, layer in layers.items()}
+        with evaluating(model, dev), Capture(model, resolved, detach=False) as cap:
 
-        def forward(inp, cap):
-            cap.reset()
-            out = model(inp)
-            missing = [layers[i][0] for i in layers if i not in cap.outputs]
-            if missing:
-                raise ValueError(f"layers {missing} did not run in the forward pass")
-            acts = LayerOutputs(
-                {keys[i]: cap.outputs[i] for i in layers},
-                model=model,
-                layers={keys[i]: layers[i] for i in layers},
-                image_size=inp.shape[2:],
-            )
-            return objective.evaluate(out, acts)
+            def score(images):
+                return _objective_values(model, objective, cap, layers, images)
 
-        with evaluating(model, dev), Capture(model, layers, detach=False) as cap:
-            n_hint = self._n_hint(objective)
-            x0 = self._start(model, start, image_shape, n_images, n_hint, dev, gen)
-            x = x0.clone().requires_grad_(True)
-            if self.optimizer == "adam":
-                opt = torch.optim.Adam([x], lr=self.lr)
-            else:
-                opt = torch.optim.SGD([x], lr=self.lr, momentum=0.9)
+            n = objective.n_images or 1
+            x0 = self._start(model, start, image_shape, n_images, n, dev, gen)
             with torch.no_grad():
-                phi_start = forward(x0, cap).detach()
-            trace = []
-            penalties = []
-            steps = progress(
-                range(self.steps),
-                verbose=self.verbose,
-                total=self.steps,
-                desc="activation maximisation",
-                unit="step",
-            )
-            for step in steps:
-                on_image = self.transform_on == "image"
-                inp = self._random_transform(x, gen) if on_image else x
-                phi = forward(inp, cap)
-                penalty = self._penalty(x)
-                if not torch.isfinite(phi).all():
-                    raise ValueError(
-                        f"the objective became non-finite at step {step}; lower lr"
-                    )
-                (grad,) = torch.autograd.grad(-(phi - penalty).sum(), x)
-                blur_now = self.blur_every > 0 and (step + 1) % self.blur_every == 0
-                if not on_image:
-                    grad = self._random_transform(grad, gen)
-                    if blur_now:
-                        grad = _blur(grad, self.blur_sigma)
-                x.grad = grad
-                opt.step()
-                with torch.no_grad():
-                    if on_image and blur_now:
-                        x.copy_(_blur(x, self.blur_sigma))
-                    x.copy_(self._clip(x))
-                trace.append(phi.detach())
-                penalties.append(penalty.detach())
+                phi_start = score(x0).detach()
+            x, trace, penalties = self._ascend(x0, score, gen)
             with torch.no_grad():
-                phi_final = forward(x, cap).detach()
-
+                phi_final = score(x).detach()
         start_np = x0.detach().cpu().numpy()
         final_np = x.detach().cpu().numpy()
         return SynthesisResult(
             images=final_np,
             start_images=start_np,
-            trace=torch.stack(trace).cpu().numpy(),
-            penalty_trace=torch.stack(penalties).cpu().numpy(),
+            trace=trace.cpu().numpy(),
+            penalty_trace=penalties.cpu().numpy(),
             objective_start=phi_start.cpu().numpy(),
             objective_final=phi_final.cpu().numpy(),
             pixel_change=pixel_change(start_np, final_np),
             objective=repr(objective),
         )
 
+    def _ascend(self, x0, score, gen):
+        """The gradient ascent from ``x0``: the final images, and Phi and the
+        penalty at every step (each (steps, N))."""
+        x = x0.clone().requires_grad_(True)
+        if self.optimizer == "adam":
+            opt = torch.optim.Adam([x], lr=self.lr)
+        else:
+            opt = MomentumSGD(x, lr=self.lr, momentum=0.9, weight_decay=0.0)
+        trace, penalties = [], []
+        steps = progress(
+            range(self.steps),
+            verbose=self.verbose,
+            total=self.steps,
+            desc="activation maximisation",
+            unit="step",
+        )
+        for step in steps:
+            phi, penalty = self._step(x, opt, score, gen, step)
+            trace.append(phi)
+            penalties.append(penalty)
+        return x, torch.stack(trace), torch.stack(penalties)
 
+    def _step(self, x, opt, score, gen, step):
+        """One update of ``x``: Phi on the (transformed) image minus the
+        penalty, its gradient (transformed and blurred when the transforms act
+        on the update), the optimiser's step, then blur and clipping of the
+        image. Returns Phi and the penalty before the update."""
+        on_image = self.transform_on == "image"
+        phi = score(self._random_transform(x, gen) if on_image else x)
+        penalty = self._penalty(x)
+        if not torch.isfinite(phi).all():
+            raise ValueError(
+                f"the objective became non-finite at step {step}; lower lr"
+            )
+        (grad,) = torch.autograd.grad(-(phi - penalty).sum(), x)
+        blur_now = self.blur_every > 0 and (step + 1) % self.blur_every == 0
+        if not on_image:
+            grad = self._random_transform(grad, gen)
+            if blur_now:
+                grad = _blur(grad, self.blur_sigma)
+        x.grad = grad
+        opt.step()
+        with torch.no_grad():
+            if on_image and blur_now:
+                x.copy_(_blur(x, self.blur_sigma))
+            x.copy_(self._clip(x))
+        return phi.detach(), penalty.detach()
+
+
+def _as_objective(objective) -> Objective:
+    """An :class:`Objective`, from one or from a list of one per image."""
+    if isinstance(objective, (list, tuple)):
+        objective = Objective.per_image(objective)
+    if not isinstance(objective, Objective):
+        raise ValueError(
+            "objective must be an Objective (see skvmf.objectives.logit, ...) or "
+            f"a list of them; got {type(objective).__name__}"
+        )
+    return objective
+
+
+def _objective_values(model, objective, cap, layers, images) -> torch.Tensor:
+    """Phi per image: one forward pass with the objective's layers captured
+    (tokens and channels-last outputs read as maps by ``LayerOutputs``)."""
+    cap.reset()
+    out = model(images)
+    cap.require()
+    acts = LayerOutputs(
+        {layers[i]: cap.outputs[i] for i in layers},
+        model=model,
+        layers={layers[i]: cap.layers[i] for i in layers},
+        image_size=images.shape[2:],
+    )
+    return objective.evaluate(out, acts)
+
+
+@validate_params(
+    {
+        "model": [torch.nn.Module],
+        "objective": [Objective, list, tuple],
+        "start": "no_validation",  # "noise" or any image source: checked by run
+        "image_shape": [None, tuple, list],
+        "n_images": [None, Interval(numbers.Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def maximize_activation(
     model, objective, start="noise", *, image_shape=None, n_images=None, **params
 ):

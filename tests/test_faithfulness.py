@@ -174,8 +174,12 @@ def test_non_finite_logits_are_refused():
             z = x.flatten(1)[:, :2]
             return z / z
 
-    with pytest.raises(ValueError, match="non-finite logits"):
+    message = r"model's output \(logits\) produced NaN or infinite values"
+    with pytest.raises(ValueError, match=message + " on the modified images"):
         deletion_insertion(Ratio(), torch.ones(1, 1, 2, 2), W[None], baseline=0.0)
+    # a NaN logit on the intact images is named at once, before any curve
+    with pytest.raises(ValueError, match=message + "$"):
+        deletion_insertion(Ratio(), torch.zeros(1, 1, 2, 2), W[None], baseline=1.0)
 
 
 def test_model_modes_are_restored():

@@ -5,20 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from _helpers import assert_no_hooks
 from torch import nn
 from torch.nn.grad import conv2d_input
 
 from skvmf.featuremaps import feature_maps
 from skvmf.saliency import cam, grad_cam, guided_backprop, input_gradient, saliency_map
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny tensors: one intra-op thread avoids contention on the shared 2-core CI
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny_net(inplace=False, seed=0):
@@ -45,13 +39,6 @@ def _gap_net(seed=0, dtype=torch.float64):
         nn.Flatten(),
         nn.Linear(8, 4),
     ).to(dtype)
-
-
-def _no_hooks(model):
-    return all(
-        not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks
-        for m in model.modules()
-    )
 
 
 @pytest.fixture
@@ -152,7 +139,7 @@ def test_gradients_restore_mode_and_leave_parameters_alone(x_tiny):
     input_gradient(net, x_tiny)
     assert net.training and net[0].training and not net[2].training
     assert all(p.grad is None for p in net.parameters())
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 def test_batchnorm_runs_in_eval_mode():
@@ -197,7 +184,7 @@ def test_bad_input_raises_value_error(images, kwargs, match):
     net = _tiny_net()
     with pytest.raises(ValueError, match=match):
         input_gradient(net, images, **kwargs)
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 def test_module_reused_in_forward_is_refused():
@@ -206,7 +193,7 @@ def test_module_reused_in_forward_is_refused():
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(ValueError, match="more than once"):
         input_gradient(m, x, layer="layer1.0.relu", channel=0)
-    assert _no_hooks(m)
+    assert_no_hooks(m)
 
 
 # -- guided backpropagation -------------------------------------------------------
@@ -237,7 +224,7 @@ def test_guided_backprop_equals_manual_rule(x_tiny, inplace):
     # it differs from the plain gradient (negative gradients were dropped)
     assert not np.allclose(got, input_gradient(net, x_tiny, target.numpy()))
     assert [m.inplace for m in net.modules() if isinstance(m, nn.ReLU)] == [inplace] * 2
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 def test_guided_backprop_of_a_channel(x_tiny):
@@ -260,7 +247,7 @@ def test_guided_backprop_cleans_up_after_an_exception(x_tiny):
     net.train()
     with pytest.raises(RuntimeError, match="boom"):
         guided_backprop(net, x_tiny, 0)
-    assert _no_hooks(net)
+    assert_no_hooks(net)
     assert all(m.inplace for m in net.modules() if isinstance(m, nn.ReLU))
     assert all(m.training for m in net.modules())
 
@@ -287,7 +274,7 @@ def test_guided_backprop_on_torchvision_resnet():
     assert got.shape == (2, 3, 32, 32) and np.isfinite(got).all()
     assert np.abs(got).sum() > 0
     assert all(r.inplace for r in m.modules() if isinstance(r, nn.ReLU))
-    assert _no_hooks(m)
+    assert_no_hooks(m)
 
 
 # -- CAM and Grad-CAM --------------------------------------------------------------
@@ -342,7 +329,7 @@ def test_cam_on_torchvision_resnet_finds_layer4():
     maps = feature_maps(m, x, "layer4")
     ref = np.einsum("k,nkhw->nhw", m.fc.weight.detach().numpy()[1], maps)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
-    assert _no_hooks(m)
+    assert_no_hooks(m)
 
 
 @pytest.mark.parametrize(
@@ -369,7 +356,7 @@ def test_cam_refuses_other_architectures(head):
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), *head).double()
     with pytest.raises(ValueError, match="CAM|global average"):
         cam(net, torch.randn(2, 3, 7, 7, dtype=torch.float64))
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 def test_cam_refuses_a_wrong_feature_layer():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _helpers import assert_no_hooks
 from scipy import ndimage
 from sklearn.base import clone
 from sklearn.datasets import load_digits
@@ -26,14 +27,7 @@ from skvmf.synthesis import (
     total_variation,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny tensors: one intra-op thread avoids contention on the shared 2-core CI
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +67,6 @@ def _small_net(seed=0):
         nn.Flatten(),
         nn.Linear(5 * 6 * 6, 3),
     )
-
-
-def _no_hooks(model):
-    return all(not m._forward_hooks for m in model.modules())
 
 
 # -- regularisers ------------------------------------------------------------------
@@ -246,7 +236,7 @@ def test_objective_bad_input():
         am.run(net, channel_mean("conv9", 0), image_shape=(3, 8, 8))
     with pytest.raises(ValueError, match="Objective"):
         am.run(net, "logit", image_shape=(3, 8, 8))
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 # -- the optimiser -------------------------------------------------------------------
@@ -305,7 +295,8 @@ def test_layer_objectives_increase(objective):
         net, objective, image_shape=(3, 8, 8), n_images=2
     )
     assert (res.objective_final > res.objective_start).all()
-    assert net.training and _no_hooks(net)
+    assert net.training
+    assert_no_hooks(net)
     assert all(p.grad is None for p in net.parameters())
     assert net[1].inplace
 
@@ -320,7 +311,7 @@ def test_same_layer_by_name_and_by_module():
         net, channel_mean("2", 0) + channel_mean("2", 1), image_shape=(3, 8, 8)
     )
     np.testing.assert_array_equal(both.images, by_name.images)
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 @pytest.mark.parametrize("transform_on", ["image", "update"])
@@ -419,7 +410,7 @@ def test_parameters_validated_and_cloneable():
         ActivationMaximizer(steps=1, bounds=(1.0, 0.0)).run(
             net, logit(0), image_shape=(3, 8, 8)
         )
-    assert _no_hooks(net)
+    assert_no_hooks(net)
 
 
 def test_sgd_optimizer_ascends(capsys):
