@@ -29,17 +29,49 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._arrays import refuse_complex
+from ._torch_utils import safe_norm, to_numpy, unit_rows
 from .features import FeatureSet
 
 __all__ = ["KnowledgePointCounter"]
 
 _SINGLE_LAYER = "h"
+# Largest concentration used: kappa * cos and the softmax stay finite, and at
+# this size the posterior is already a hard argmax.
+_KAPPA_CAP = 1e300
 
 
-def _to_numpy(x):
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+def _real_float64(value, name):
+    """``value`` (array or tensor) as float64; complex refused by ``name``."""
+    refuse_complex(value, name)
+    return np.asarray(to_numpy(value), dtype=np.float64)
+
+
+def _check_directions(directions):
+    """Unit category directions from ``directions`` of any finite scale."""
+    mu = _real_float64(directions, "directions")
+    if mu.ndim != 2 or mu.shape[0] < 2:
+        raise ValueError(
+            f"directions must have shape (C, d') with C >= 2; got {mu.shape}"
+        )
+    if not np.isfinite(mu).all() or not (safe_norm(mu, dim=1) > 0).all():
+        raise ValueError("directions must be finite, non-zero vectors")
+    # rescaled before the norm: directions of 1e300 or 1e-200 stay unit rows
+    return unit_rows(mu, dim=1)
+
+
+def _check_priors(priors, n_classes):
+    """Normalised category priors, or ``None``."""
+    if priors is None:
+        return None
+    pi = _real_float64(priors, "priors")
+    if pi.shape != (n_classes,):
+        raise ValueError(f"priors must have shape ({n_classes},); got {pi.shape}")
+    if not np.isfinite(pi).all() or (pi < 0).any() or not pi.sum() > 0:
+        raise ValueError("priors must be finite, non-negative, not all zero")
+    # rescaled first so that priors of 1e308 do not overflow the sum
+    pi = pi / pi.max()
+    return pi / pi.sum()
 
 
 class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
@@ -175,7 +207,7 @@ class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
             maps = {_SINGLE_LAYER: X}
         out, n_images = {}, None
         for name, value in maps.items():
-            arr = np.asarray(_to_numpy(value), dtype=np.float64)
+            arr = _real_float64(value, f"the embedded regions of layer {name!r}")
             if arr.ndim != 3:
                 raise ValueError(
                     f"the embedded regions of layer {name!r} must have shape "
@@ -202,7 +234,8 @@ class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
         return out
 
     def _check_y(self, y, n_images):
-        y = np.asarray(_to_numpy(y))
+        refuse_complex(y, "y")
+        y = np.asarray(to_numpy(y))
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (one label per image); got {y.shape}")
         if y.shape[0] != n_images:
@@ -243,6 +276,23 @@ class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
         """
         maps = self._maps(X)
         fs = X if isinstance(X, FeatureSet) else None
+        mu = self._fit_directions(maps, fs, directions)
+        pi = self._fit_priors(fs, priors, mu.shape[0])
+        classes = self._fit_classes(fs, mu.shape[0])
+        self.directions_ = mu
+        self.priors_ = pi
+        self.classes_ = classes
+        self.scales_ = self._strength_scales(maps)
+        self.layers_ = list(maps)
+        self.no_point_label_ = self._no_point_label(classes)
+        if y is not None:
+            self._check_y(y, next(iter(maps.values())).shape[0])
+        return self
+
+    # -- the steps of fit ----------------------------------------------------
+    @staticmethod
+    def _fit_directions(maps, fs, directions):
+        """Unit category directions (argument, else the FeatureSet's)."""
         if directions is None and fs is not None:
             directions = fs.directions
         if directions is None:
@@ -251,14 +301,7 @@ class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
                 "FeatureSet with directions (from a SampleProjector) or "
                 "directions=..."
             )
-        mu = np.asarray(_to_numpy(directions), dtype=np.float64)
-        if mu.ndim != 2 or mu.shape[0] < 2:
-            raise ValueError(
-                f"directions must have shape (C, d') with C >= 2; got {mu.shape}"
-            )
-        norms = np.linalg.norm(mu, axis=1)
-        if not np.isfinite(mu).all() or not (norms > 0).all():
-            raise ValueError("directions must be finite, non-zero vectors")
+        mu = _check_directions(directions)
         dim = mu.shape[1]
         for name, arr in maps.items():
             if arr.shape[2] != dim:
@@ -266,58 +309,50 @@ class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
                     f"layer {name!r} has regions of dimension {arr.shape[2]} but "
                     f"the directions have dimension {dim}"
                 )
+        return mu
 
+    def _fit_priors(self, fs, priors, n_classes):
+        """Category priors (argument, else the FeatureSet's); required by prior."""
         if priors is None and fs is not None:
             priors = fs.priors
-        if priors is not None:
-            pi = np.asarray(_to_numpy(priors), dtype=np.float64)
-            if pi.shape != (mu.shape[0],):
-                raise ValueError(
-                    f"priors must have shape ({mu.shape[0]},); got {pi.shape}"
-                )
-            if not np.isfinite(pi).all() or (pi < 0).any() or pi.sum() <= 0:
-                raise ValueError("priors must be finite, non-negative, not all zero")
-            pi = pi / pi.sum()
-        else:
-            if self.prior:
-                raise ValueError(
-                    "prior=True needs category priors: a FeatureSet with priors "
-                    "or priors=..."
-                )
-            pi = None
+        if priors is None and self.prior:
+            raise ValueError(
+                "prior=True needs category priors: a FeatureSet with priors "
+                "or priors=..."
+            )
+        return _check_priors(priors, n_classes)
 
-        if fs is not None and fs.classes is not None:
-            classes = np.asarray(fs.classes)
-            if classes.shape != (mu.shape[0],):
-                raise ValueError(
-                    f"FeatureSet.classes has shape {classes.shape} but there are "
-                    f"{mu.shape[0]} directions"
-                )
-        else:
-            classes = np.arange(mu.shape[0])
+    @staticmethod
+    def _fit_classes(fs, n_classes):
+        """The FeatureSet's class labels, else ``0 .. C-1``."""
+        if fs is None or fs.classes is None:
+            return np.arange(n_classes)
+        classes = np.asarray(fs.classes)
+        if classes.shape != (n_classes,):
+            raise ValueError(
+                f"FeatureSet.classes has shape {classes.shape} but there are "
+                f"{n_classes} directions"
+            )
+        return classes
 
+    def _strength_scales(self, maps):
+        """Per layer, the mean regional strength (1.0 without normalising)."""
         scales = {}
         for name, arr in maps.items():
             if not self.normalize_strength:
                 scales[name] = 1.0
                 continue
-            mean_strength = float(np.linalg.norm(arr, axis=2).mean())
+            strength = safe_norm(arr, dim=2)
+            top = float(strength.max()) if strength.size else 0.0
+            # the mean of strengths near 1e308 would overflow its sum
+            mean_strength = float((strength / top).mean()) * top if top > 0 else 0.0
             if not mean_strength > 0:
                 raise ValueError(
                     f"layer {name!r}: every embedded region is zero; the strength "
                     "scale is undefined"
                 )
             scales[name] = mean_strength
-
-        self.directions_ = mu / norms[:, None]
-        self.priors_ = pi
-        self.classes_ = classes
-        self.scales_ = scales
-        self.layers_ = list(maps)
-        self.no_point_label_ = self._no_point_label(classes)
-        if y is not None:
-            self._check_y(y, next(iter(maps.values())).shape[0])
-        return self
+        return scales
 
     @staticmethod
     def _no_point_label(classes):
@@ -341,8 +376,10 @@ class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
         return name
 
     def _log_posteriors(self, H, name):
-        strength = np.linalg.norm(H, axis=2)
-        unit = H / np.where(strength > 0, strength, 1.0)[..., None]
+        # safe norms: regions of 1e300 or 1e-200 keep their strength and
+        # direction (the strength is divided by the layer's scale below)
+        strength = safe_norm(H, dim=2)
+        unit = unit_rows(H, dim=2)
         cos = unit @ self.directions_.T
         if isinstance(self.kappa, str):
             from .vmf import revised_kappa
@@ -353,6 +390,9 @@ class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
                 ),
                 dtype=np.float64,
             )
+            # kappa(l) is inf where (l / sigma)^2 overflows (unnormalised
+            # strengths near 1e300); capped so kappa * cos stays finite
+            kappa = np.minimum(kappa, _KAPPA_CAP)
         else:
             kappa = np.full_like(strength, float(self.kappa))
         logits = kappa[..., None] * cos
@@ -514,7 +554,7 @@ class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
         correct = (pred == y).astype(np.float64)
         if sample_weight is None:
             return float(correct.mean())
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = _real_float64(sample_weight, "sample_weight")
         if w.shape != correct.shape:
             raise ValueError(
                 f"sample_weight must have shape {correct.shape}; got {w.shape}"

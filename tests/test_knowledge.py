@@ -352,3 +352,68 @@ def test_pipeline_and_clone():
 )
 def test_sklearn_api_checks(check):
     check("KnowledgePointCounter", KnowledgePointCounter())
+
+
+# --------------------------------------------------------------------------
+# extreme magnitudes and bad values (issue 10)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("factor", [1e300, 1e-200, 1e-300])
+def test_directions_of_any_scale_give_the_same_results(factor):
+    # directions=mu*1e300 used to "succeed" with all-zero directions
+    fs, y = _synthetic(n=12)
+    ref = KnowledgePointCounter(tau=0.5).fit(fs, y)
+    got = KnowledgePointCounter(tau=0.5).fit(fs, y, directions=2.5 * MU * factor)
+    np.testing.assert_allclose(got.directions_, MU, rtol=1e-15)
+    np.testing.assert_allclose(
+        got.region_posteriors(fs), ref.region_posteriors(fs), rtol=1e-12, atol=1e-300
+    )
+    assert got.count(fs, y) == ref.count(fs, y)
+
+
+@pytest.mark.parametrize("factor", [1e300, 1e-200])
+def test_regions_of_any_scale_with_normalised_strength(factor):
+    fs, y = _synthetic(n=12)
+    ref = KnowledgePointCounter(tau=0.5).fit(fs, y)
+    h = {k: v * factor for k, v in fs.h.items()}
+    got = KnowledgePointCounter(tau=0.5).fit(h, y, directions=MU)
+    for layer in fs.h:
+        post = got.region_posteriors(h, layer=layer)
+        assert np.all(np.isfinite(post))
+        np.testing.assert_allclose(
+            post, ref.region_posteriors(fs, layer=layer), rtol=1e-10, atol=1e-300
+        )
+        assert got.scales_[layer] == pytest.approx(ref.scales_[layer] * factor)
+
+
+def test_huge_unnormalised_strengths_give_hard_finite_posteriors():
+    h = np.array([[[1e300, -1e299, 0.0], [-1e300, 0.0, 1e299]]])
+    kpc = KnowledgePointCounter(normalize_strength=False).fit(h, directions=MU)
+    post = kpc.region_posteriors(h)
+    assert np.all(np.isfinite(post))
+    np.testing.assert_allclose(post.sum(axis=-1), 1.0)
+    assert post[0, 0, 0] == 1.0
+
+
+def test_complex_and_non_finite_inputs_are_refused_by_name():
+    fs, y = _synthetic(n=6)
+    with pytest.raises(ValueError, match="directions must be real"):
+        KnowledgePointCounter().fit(fs, y, directions=MU + 0j)
+    with pytest.raises(ValueError, match="priors must be real"):
+        KnowledgePointCounter().fit(fs, y, priors=np.ones(3) + 1j)
+    with pytest.raises(ValueError, match="layer 'h' must be real"):
+        KnowledgePointCounter().fit(fs.h["late"] + 0j, directions=MU)
+    with pytest.raises(ValueError, match="directions must be finite"):
+        KnowledgePointCounter().fit(fs, y, directions=np.where(MU > 0, np.inf, 0.0))
+    with pytest.raises(ValueError, match="directions must be finite, non-zero"):
+        KnowledgePointCounter().fit(fs, y, directions=np.zeros((3, 3)))
+
+
+def test_read_only_inputs_are_not_written():
+    fs, y = _synthetic(n=6)
+    h = fs.h["late"].copy()
+    mu = 3.0 * MU
+    for arr in (h, mu, y):
+        arr.setflags(write=False)
+    kpc = KnowledgePointCounter().fit(h, y, directions=mu)
+    assert kpc.predict(h).shape == (6,)
+    np.testing.assert_array_equal(mu, 3.0 * MU)
