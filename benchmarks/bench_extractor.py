@@ -16,9 +16,14 @@ Two measurements:
 
 Usage::
 
-    python benchmarks/bench_extractor.py                 # full run, writes the table
-    python benchmarks/bench_extractor.py --quick         # smaller, for a smoke test
-    python benchmarks/bench_extractor.py   # its section of doc/benchmarks.md
+    python benchmarks/bench_extractor.py            # its section of doc/benchmarks.md
+    python benchmarks/bench_extractor.py --quick    # smaller sizes
+    python benchmarks/bench_extractor.py --smoke    # toy size, seconds, prints only
+
+``--smoke`` (and the test suite) runs both phases at toy size in-process
+(the memory phase's peak is then that of a process that has done other
+work, so only the columns, not the figures, mean anything); a full run
+measures each N of the memory phase in a fresh process.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -92,75 +100,102 @@ def overhead(name, size, n, batch_size, repeats):
 
 
 # -- 2. memory (one N per process) -------------------------------------------
-_MEMORY_CHILD = r"""
-import json, os, sys, tempfile, shutil, threading, time
-import numpy as np, torch
-from torch import nn
-from torch.utils.data import Dataset
-sys.path.insert(0, {repo!r})
-from skvmf.extraction import TorchFeatureExtractor
-
-torch.set_num_threads(1)
-n, memmap = {n}, {memmap}
-page = os.sysconf("SC_PAGE_SIZE")
-
-def rss():
+def _rss():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * page
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-class Sampler(threading.Thread):
-    # ru_maxrss is a high-water mark that the imports already set; sample
-    # the current RSS instead
+
+class _Sampler(threading.Thread):
+    """Samples the current RSS every 2 ms.
+
+    ``ru_maxrss`` is a high-water mark that the imports already set.
+    """
+
     def __init__(self):
         super().__init__(daemon=True)
-        self.peak, self.done = rss(), False
+        self.peak, self.done = _rss(), False
+
     def run(self):
         while not self.done:
-            self.peak = max(self.peak, rss())
+            self.peak = max(self.peak, _rss())
             time.sleep(0.002)
 
-class Generated(Dataset):
-    # image i made on the fly: the input holds no memory
-    def __len__(self):
-        return n
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        return torch.randn(3, 32, 32, generator=g), 0
 
-torch.manual_seed(0)
-model = nn.Sequential(
-    nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
-    nn.Conv2d(64, 32, 1), nn.ReLU(),
-    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
-)
-directory = tempfile.mkdtemp() if memmap else None
-ext = TorchFeatureExtractor(model, ["1", "3"], grid=16, batch_size=64,
-                            memmap_dir=directory).fit()
-ext.transform(torch.zeros(64, 3, 32, 32))  # warm-up: allocator, kernels
-before = rss()
-sampler = Sampler()
-sampler.start()
-fs = ext.transform(Generated())
-sampler.done = True
-sampler.join()
-nbytes = sum(v.nbytes for v in fs.regions.values())
-ok = all(isinstance(v, np.memmap) for v in fs.regions.values()) == memmap
-print(json.dumps({{"before": before, "peak": max(sampler.peak, rss()),
-                  "regions_bytes": nbytes, "ok": ok}}))
-if directory:
-    del fs
-    shutil.rmtree(directory)
-"""
+def _generated(n):
+    """A Dataset that makes image i on the fly: the input holds no memory."""
+    import torch
+    from torch.utils.data import Dataset
+
+    class Generated(Dataset):
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return torch.randn(3, 32, 32, generator=g), 0
+
+    return Generated()
 
 
-def memory(n, memmap):
-    code = _MEMORY_CHILD.format(repo=str(REPO), n=n, memmap=memmap)
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+def measure_memory(n, memmap, workdir=None):
+    """Peak RSS of a (memory-mapped) extraction of n generated images.
+
+    Memory-mapped files go to a fresh folder inside ``workdir`` (the system
+    temp folder when None), removed afterwards.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from skvmf.extraction import TorchFeatureExtractor
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 32, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
     )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr)
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    directory = tempfile.mkdtemp(dir=workdir) if memmap else None
+    try:
+        ext = TorchFeatureExtractor(
+            model, ["1", "3"], grid=16, batch_size=64, memmap_dir=directory
+        ).fit()
+        ext.transform(torch.zeros(64, 3, 32, 32))  # warm-up: allocator, kernels
+        before = _rss()
+        sampler = _Sampler()
+        sampler.start()
+        fs = ext.transform(_generated(n))
+        sampler.done = True
+        sampler.join()
+        regions = list(fs.regions.values())
+        out = {
+            "before": before,
+            "peak": max(sampler.peak, _rss()),
+            "regions_bytes": sum(v.nbytes for v in regions),
+            "ok": all(isinstance(v, np.memmap) for v in regions) == memmap,
+        }
+        del fs, regions
+    finally:
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+    return out
+
+
+def memory(n, memmap, *, in_process=False, workdir=None):
+    """One row of the memory table: in a fresh process unless in_process."""
+    if in_process:
+        out = measure_memory(n, memmap, workdir)
+    else:
+        cmd = [sys.executable, __file__, "--memory-child", str(n)]
+        cmd += ["--threads", "1"] + (["--memmap"] if memmap else [])
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        out = json.loads(done.stdout.strip().splitlines()[-1])
     if not out["ok"]:
         raise RuntimeError(f"unexpected storage for memmap={memmap}: {out}")
     return {
@@ -172,15 +207,75 @@ def memory(n, memmap):
     }
 
 
+# -- phases ---------------------------------------------------------------------
+# (model, input side, N, batch) of the overhead phase; N of the memory phase
+# (memory-mapped) and the N of its in-memory contrast row
+SIZES = {
+    "full": {
+        "cases": [
+            ("resnet18", 112, 64, 32),
+            ("mobilenet_v2", 112, 64, 32),
+            ("vgg16_bn", 64, 64, 32),
+        ],
+        "sizes": [1000, 4000, 16000],
+        "in_memory": 4000,
+    },
+    "quick": {
+        "cases": [("resnet18", 64, 32, 16), ("mobilenet_v2", 64, 32, 16)],
+        "sizes": [256, 1024],
+        "in_memory": 1024,
+    },
+    "toy": {"cases": [("resnet18", 32, 8, 4)], "sizes": [128], "in_memory": 128},
+}
+PHASES = ("overhead", "memory")
+COLUMNS = {
+    "overhead": (
+        "model",
+        "input",
+        "batch",
+        "layers",
+        "grid",
+        "bare_cpu_s",
+        "extract_cpu_s",
+        "overhead_cpu_pct",
+        "bare_wall_s",
+        "extract_wall_s",
+        "overhead_wall_pct",
+    ),
+    "memory": ("n", "storage", "regions_mib", "peak_mib", "growth_mib"),
+}
+
+
+def run_phase(phase, size="toy", workdir=None, *, repeats=None):
+    """The rows of one phase at ``size``; toy size runs in this process.
+
+    Files (memory maps) go only inside ``workdir`` (the system temp folder
+    when None) and are removed.
+    """
+    plan = SIZES[size]
+    toy = size == "toy"
+    rows = []
+    if phase == "overhead":
+        for name, side, n, batch in plan["cases"]:
+            rows.append(overhead(name, side, n, batch, repeats or (2 if toy else 3)))
+            print(json.dumps(rows[-1]), flush=True)
+        return rows
+    for n, memmap in [(n, True) for n in plan["sizes"]] + [(plan["in_memory"], False)]:
+        rows.append(memory(n, memmap, in_process=toy, workdir=workdir))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 # -- report ---------------------------------------------------------------------
 def _markdown(over, mem, args):
     import torch
 
+    flag = " --quick" if args.quick else " --smoke" if args.smoke else ""
     lines = [
         "# TorchFeatureExtractor benchmarks",
         "",
-        f"Run by hand with `python benchmarks/bench_extractor.py"
-        f"{' --quick' if args.quick else ''}` on {platform.processor() or 'CPU'} "
+        f"Run by hand with `python benchmarks/bench_extractor.py{flag}` on "
+        f"{platform.processor() or 'CPU'} "
         f"({os.cpu_count()} cores, shared with other jobs: timings are noisy), "
         f"torch {torch.__version__}, {args.threads} torch thread(s), CPU, "
         "float32, randomly initialised torchvision models.",
@@ -230,47 +325,37 @@ def _markdown(over, mem, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument(
+        "--smoke", action="store_true", help="toy size, seconds; writes nothing"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--out", default=None, help="markdown file (default: doc/benchmarks.md)"
     )
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memmap", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.quick:
-        cases = [("resnet18", 64, 32, 16), ("mobilenet_v2", 64, 32, 16)]
-        sizes = [256, 1024]
-        in_memory = 1024
-    else:
-        cases = [
-            ("resnet18", 112, 64, 32),
-            ("mobilenet_v2", 112, 64, 32),
-            ("vgg16_bn", 64, 64, 32),
-        ]
-        sizes = [1000, 4000, 16000]
-        in_memory = 4000
-    over = []
-    for name, size, n, batch in cases:
-        row = overhead(name, size, n, batch, args.repeats)
-        print(json.dumps(row), flush=True)
-        over.append(row)
-    mem = []
-    for n in sizes:
-        row = memory(n, memmap=True)
-        print(json.dumps(row), flush=True)
-        mem.append(row)
-    row = memory(in_memory, memmap=False)
-    print(json.dumps(row), flush=True)
-    mem.append(row)
+    if args.memory_child is not None:  # one row of the memory table
+        print(json.dumps(measure_memory(args.memory_child, args.memmap)))
+        return None
+    size = "toy" if args.smoke else "quick" if args.quick else "full"
+    with tempfile.TemporaryDirectory() as workdir:
+        over = run_phase("overhead", size, workdir, repeats=args.repeats)
+        mem = run_phase("memory", size, workdir)
     text = _markdown(over, mem, args)
-    if args.out is None:
+    if args.smoke:
+        pass  # toy sizes never overwrite the measured tables
+    elif args.out is None:
         write_section("bench_extractor", text)
     else:
         Path(args.out).write_text(text)
     print(text)
+    return over, mem
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Run by hand (not part of the test suite)::
     python benchmarks/bench_importance_sweep.py                # planted K sweep
     python benchmarks/bench_importance_sweep.py --seeds 0 1 2
     python benchmarks/bench_importance_sweep.py --digits /tmp/demo_fs.npz
+    python benchmarks/bench_importance_sweep.py --smoke    # toy size, seconds
 
 Planted data (SPEC 4 at the demo's size): N = 120 images of C = 10 classes,
 R = 49 regions (7 x 7) of K channels of ReLU noise; in each image one region,
@@ -25,6 +26,11 @@ weight on it), per variant:
 ``--digits FILE`` adds the same table on the layers of the digits network
 (an ``.npz`` with ``soft_labels`` and ``regions_<layer>`` arrays, as written
 by ``--save-digits``, which trains the demo's network and extracts them).
+
+``--smoke`` (and the test suite) runs both tables at toy size: N = 20, R = 9,
+K in (4, 8), 2 steps; the digits table on an *untrained* width-1/8 VGG-16
+of 2 test images per digit, written to a temporary folder (only the columns
+mean anything there).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import warnings
 
@@ -69,7 +76,27 @@ def planted(K, *, N=120, R=49, C=10, seed=0):
     return f, P / P.sum(1, keepdims=True), where
 
 
+SIZES = {
+    "full": {"K": [8, 16, 32, 64, 128, 256, 512], "N": 120, "R": 49, "steps": 20},
+    "toy": {"K": [4, 8], "N": 20, "R": 9, "steps": 2},
+}
+PHASES = ("planted", "digits")
+COLUMNS = {
+    "planted": (
+        "K",
+        "seed",
+        "variant",
+        "loss_start",
+        "loss_end",
+        "recovery",
+        "seconds",
+    ),
+    "digits": ("layer", "R", "K", "variant", "loss_start", "loss_end", "seconds"),
+}
+
+
 def run(f, P, variant, *, n_steps, seed):
+    """One importance fit: (loss curve, weights, seconds)."""
     from skvmf.alignment import fit_importance_weights
 
     with warnings.catch_warnings():
@@ -84,28 +111,100 @@ def run(f, P, variant, *, n_steps, seed):
             return_losses=True,
             **VARIANTS[variant],
         )
-    return losses, w, time.perf_counter() - start
+    return np.asarray(losses), np.asarray(w), time.perf_counter() - start
 
 
-def cell(losses, recovery=None):
-    mark = "" if losses[-1] < losses[0] else " (rose)"
-    text = f"{losses[0]:.3f} -> {losses[-1]:.3f}{mark}"
-    return text if recovery is None else f"{text}; w {recovery:.1f}"
+def cell(row):
+    """A table cell: loss start -> end, and the planted region's weight."""
+    a, b = row["loss_start"], row["loss_end"]
+    text = f"{a:.3f} -> {b:.3f}" + ("" if b < a else " (rose)")
+    return text if row.get("recovery") is None else f"{text}; w {row['recovery']:.1f}"
 
 
-def table(rows, title, first):
-    head = f"| {first} | " + " | ".join(VARIANTS) + " |"
-    lines = [f"### {title}", "", head, "|" + "---|" * (len(VARIANTS) + 1)]
-    for key, cells in rows:
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+def table(rows, title, first, key):
+    """Markdown table: one line per key(row), one column per variant."""
+    lines = [
+        f"### {title}",
+        "",
+        f"| {first} | " + " | ".join(VARIANTS) + " |",
+        "|" + "---|" * (len(VARIANTS) + 1),
+    ]
+    groups = {}
+    for row in rows:
+        groups.setdefault(key(row), {})[row["variant"]] = cell(row)
+    for name, cells in groups.items():
+        lines.append(
+            f"| {name} | " + " | ".join(cells.get(v, "") for v in VARIANTS) + " |"
+        )
     return "\n".join(lines)
+
+
+def planted_rows(size="toy", *, seeds=(0,), variants=tuple(VARIANTS), steps=None):
+    """One row per (K, seed, variant) of the planted sweep."""
+    plan = SIZES[size]
+    steps = steps or plan["steps"]
+    rows = []
+    for K in plan["K"]:
+        for seed in seeds:
+            f, P, where = planted(K, N=plan["N"], R=plan["R"], seed=seed)
+            for v in variants:
+                losses, w, dt = run(f, P, v, n_steps=steps, seed=seed)
+                # weight of the planted region, in units of the uniform 1 / R
+                recovery = float(np.mean(w[np.arange(len(w)), where])) * w.shape[1]
+                rows.append(
+                    {
+                        "K": K,
+                        "seed": seed,
+                        "variant": v,
+                        "loss_start": float(losses[0]),
+                        "loss_end": float(losses[-1]),
+                        "recovery": recovery,
+                        "seconds": dt,
+                    }
+                )
+                print(K, seed, v, cell(rows[-1]), sep=" | ", flush=True)
+    return rows
+
+
+def digits_rows(path, *, variants=tuple(VARIANTS), steps=20):
+    """One row per (layer, variant) on the digits network's saved features."""
+    data = np.load(path)
+    P = data["soft_labels"]
+    rows = []
+    for layer in DIGITS_LAYERS:
+        f = data[f"regions_{layer}"]
+        for v in variants:
+            losses, _, dt = run(f, P, v, n_steps=steps, seed=0)
+            rows.append(
+                {
+                    "layer": layer,
+                    "R": f.shape[1],
+                    "K": f.shape[2],
+                    "variant": v,
+                    "loss_start": float(losses[0]),
+                    "loss_end": float(losses[-1]),
+                    "seconds": dt,
+                }
+            )
+            print(layer, v, cell(rows[-1]), sep=" | ", flush=True)
+    return rows
+
+
+def run_phase(phase, size="toy", workdir=None):
+    """The rows of one table at ``size``.
+
+    The toy digits table writes its features to ``workdir`` (required then).
+    """
+    if phase == "planted":
+        return planted_rows(size)
+    path = os.path.join(workdir, "digits_fs.npz")
+    save_digits(path, toy=size == "toy")
+    return digits_rows(path, steps=SIZES[size]["steps"])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--K", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256, 512]
-    )
+    parser.add_argument("--K", type=int, nargs="+", default=SIZES["full"]["K"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
@@ -114,74 +213,76 @@ def main(argv=None):
         "--save-digits", help="train the demo network, save to this .npz"
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--smoke", action="store_true", help="toy size, seconds; temp files only"
+    )
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as workdir:
+            planted_, digits_ = (run_phase(p, "toy", workdir) for p in PHASES)
+        print(table(planted_, "Planted data (toy)", "K", lambda r: r["K"]))
+        print(table(digits_, "Untrained network (toy)", "layer", _layer_key))
+        return planted_, digits_
+
     variants = [v for v in VARIANTS if v in args.variants]
     if args.save_digits:
         save_digits(args.save_digits)
         args.digits = args.digits or args.save_digits
-
-    rows, seconds = [], dict.fromkeys(variants, 0.0)
-    for K in args.K:
-        for seed in args.seeds:
-            f, P, where = planted(K, seed=seed)
-            cells = []
-            for v in VARIANTS:
-                if v not in variants:
-                    cells.append("")
-                    continue
-                losses, w, dt = run(f, P, v, n_steps=args.steps, seed=seed)
-                seconds[v] += dt
-                # weight of the planted region, in units of the uniform 1 / R
-                recovery = float(np.mean(w[np.arange(len(w)), where])) * w.shape[1]
-                cells.append(cell(losses, recovery))
-            rows.append(
-                (f"{K}" + (f" (seed {seed})" if len(args.seeds) > 1 else ""), cells)
-            )
-            print(rows[-1][0], *cells, sep=" | ", flush=True)
+    SIZES["full"]["K"] = args.K
+    rows = planted_rows("full", seeds=args.seeds, variants=variants, steps=args.steps)
+    many = len(args.seeds) > 1
     print()
     print(
         table(
             rows,
             "Planted data: mean importance loss, start -> end "
-            "(N=120, R=49, C=10, n=119, 20 steps)",
+            f"(N=120, R=49, C=10, n=119, {args.steps} steps)",
             "K",
+            lambda r: f"{r['K']}" + (f" (seed {r['seed']})" if many else ""),
         )
     )
+    seconds = {
+        v: sum(r["seconds"] for r in rows if r["variant"] == v) for v in variants
+    }
     print(
         "\nseconds per variant (all K): "
         + ", ".join(f"{v} {t:.1f}" for v, t in seconds.items())
     )
-
+    digits = None
     if args.digits:
-        data = np.load(args.digits)
-        P = data["soft_labels"]
-        rows = []
-        for layer in DIGITS_LAYERS:
-            f = data[f"regions_{layer}"]
-            cells = []
-            for v in VARIANTS:
-                if v not in variants:
-                    cells.append("")
-                    continue
-                losses, _, _ = run(f, P, v, n_steps=args.steps, seed=0)
-                cells.append(cell(losses))
-            key = f"{layer} (R={f.shape[1]}, K={f.shape[2]})"
-            rows.append((key, cells))
-            print(key, *cells, sep=" | ", flush=True)
+        digits = digits_rows(args.digits, variants=variants, steps=args.steps)
         print()
-        print(table(rows, "Digits network (120 test images)", "layer"))
+        print(table(digits, "Digits network (120 test images)", "layer", _layer_key))
+    return rows, digits
 
 
-def save_digits(path):
+def _layer_key(row):
+    return f"{row['layer']} (R={row['R']}, K={row['K']})"
+
+
+def save_digits(path, toy=False):
+    """Save the digits network's soft labels and regional features to path.
+
+    The demo's trained network on 12 test images per digit; ``toy``: an
+    untrained width-1/8 VGG-16 on 2 per digit (seconds).
+    """
     import skvmf
     from skvmf.datasets import as_arrays, load_digits_images, subset_per_class
 
-    model, _ = skvmf.train_digits_classifier(random_state=0)
-    X, _ = as_arrays(subset_per_class(load_digits_images("test"), 12, random_state=0))
+    if toy:
+        model = skvmf.make_classifier(
+            "vgg16", 10, width=0.125, batch_norm=True, random_state=0
+        ).eval()
+    else:
+        model, _ = skvmf.train_digits_classifier(random_state=0)
+    data = subset_per_class(
+        load_digits_images("test"), 2 if toy else 12, random_state=0
+    )
+    X, _ = as_arrays(data)
     ext = skvmf.TorchFeatureExtractor(model, layers=DIGITS_LAYERS).fit(X[:1])
     fs = ext.transform(X)
     np.savez(

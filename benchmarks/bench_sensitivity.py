@@ -14,6 +14,11 @@ paper's five layers, five checkpoints spread over training, a PGD attack at
 their defaults. The table is a record of what the findings do, not a way to
 choose the defaults: those are the paper's settings or chosen by the
 method's own loss (doc/user_guide/deviations.rst).
+
+``--smoke`` (and the test suite) runs two rows at toy size: a width-1/32
+network trained for one epoch on digits 0-2 (checkpoints in a temporary
+folder), 4 test images per digit, two layers, three checkpoints, a 2-step
+attack, a short projection and a one-epoch aligner, in this process.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ try:  # run from a checkout without installing the package
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
@@ -76,49 +82,77 @@ def _cell(f):
     return f"{f['value']:.3g} [{f['low']:.3g}, {f['high']:.3g}] {mark}"
 
 
-def run(n_repeats, smoke, verbose):
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as ckpt:
-        recipe = {"epochs": 1} if smoke else {}
-        model, _ = skvmf.train_digits_classifier(
-            checkpoint_dir=ckpt, random_state=0, **recipe
-        )
-        from skvmf.cli import _spread
+COLUMNS = ("setting", *SHORT.values(), "stages not falling", "seconds")
+PHASES = ("findings",)
 
-        chosen = _spread(list_checkpoints(ckpt), 3 if smoke else 5)
-        data = subset_per_class(
-            load_digits_images("test"), 4 if smoke else 12, random_state=0
+
+def spread(checkpoints, k):
+    """``k`` of the (iteration, path) pairs, first and last included, evenly
+    spread over the iterations of training (not over the list, which is
+    denser early), as ``skvmf demo`` chooses them."""
+    if k == 0 or not checkpoints:
+        return []
+    if k >= len(checkpoints):
+        return list(checkpoints)
+    its = np.array([it for it, _ in checkpoints], dtype=float)
+    targets = np.linspace(its[0], its[-1], k)
+    idx = np.unique([int(np.argmin(np.abs(its - t))) for t in targets])
+    return [checkpoints[i] for i in idx]
+
+
+def workload(ckpt, smoke):
+    """The trained model, the chosen checkpoints and the images."""
+    if smoke:
+        model, _ = skvmf.train_digits_classifier(
+            checkpoint_dir=ckpt,
+            random_state=0,
+            epochs=1,
+            width=1 / 32,
+            classes=[0, 1, 2],
         )
-        fast = (
-            {
-                "aligner_params": {"max_epochs": 1, "weight_steps": 2},
-                "projector_params": {"max_iter": 50},
-            }
-            if smoke
-            else {}
+        data = load_digits_images("test", classes=[0, 1, 2])
+        return model, spread(list_checkpoints(ckpt), 3), subset_per_class(data, 4)
+    model, _ = skvmf.train_digits_classifier(checkpoint_dir=ckpt, random_state=0)
+    data = subset_per_class(load_digits_images("test"), 12, random_state=0)
+    return model, spread(list_checkpoints(ckpt), 5), data
+
+
+def settings_of(label, kwargs, smoke):
+    """analyze's keyword arguments of one row (toy: shortened fits)."""
+    if not smoke:
+        return {"n_jobs": 2, "attack": True, **kwargs}
+    fast = {
+        "aligner_params": {"max_epochs": 1, "weight_steps": 2},
+        "projector_params": {"max_iter": 50},
+    }
+    merged = {"n_jobs": 1, "attack": {"n_steps": 2}, "layers": ["conv_33", "conv_53"]}
+    merged.update(fast)
+    for key, value in kwargs.items():
+        merged[key] = (
+            {**fast.get(key, {}), **value} if isinstance(value, dict) else value
         )
-        rows = []
+    return merged
+
+
+def run(n_repeats, smoke, verbose, workdir=None):
+    """One row per setting; checkpoints go to a temporary folder in workdir."""
+    torch.manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=workdir) as ckpt:
+        model, chosen, data = workload(ckpt, smoke)
         for label, kwargs in variants():
             if smoke and not label.startswith(("defaults", "align_weight = 0.1")):
                 continue
-            merged = {**fast}
-            for key, value in kwargs.items():
-                merged[key] = (
-                    {**fast.get(key, {}), **value} if isinstance(value, dict) else value
-                )
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 result = skvmf.analyze(
                     model,
                     data,
-                    layers=["conv_33", "conv_53"] if smoke else None,
                     checkpoints=chosen,
-                    attack={"n_steps": 2} if smoke else True,
                     n_repeats=n_repeats,
-                    n_jobs=2,
                     random_state=0,
-                    **merged,
+                    **settings_of(label, kwargs, smoke),
                 )
             seconds = time.perf_counter() - t
             found = {f["name"]: f for f in result.findings}
@@ -128,12 +162,22 @@ def run(n_repeats, smoke, verbose):
                     "setting": label,
                     **{SHORT[k]: _cell(found[k]) for k in SHORT if k in found},
                     "stages not falling": f"{bad}/{len(result.diagnostics)}",
-                    "seconds": f"{seconds:.0f}",
+                    "seconds": seconds,
                 }
             )
             if verbose:
                 print(label, rows[-1], flush=True)
     return rows
+
+
+def run_phase(phase="findings", size="toy", workdir=None, *, n_repeats=None):
+    """The table's rows at ``size`` ("toy": two rows, one repeat, seconds)."""
+    toy = size == "toy"
+    return run(n_repeats or (1 if toy else 3), toy, verbose=False, workdir=workdir)
+
+
+def _text(value):
+    return f"{value:.0f}" if isinstance(value, float) else str(value)
 
 
 def markdown(rows, n_repeats):
@@ -155,7 +199,7 @@ def markdown(rows, n_repeats):
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
     ]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_text(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -165,7 +209,7 @@ def main(argv=None):
     parser.add_argument("--markdown", metavar="DOC_DIR")
     parser.add_argument("--smoke", action="store_true", help="toy size")
     args = parser.parse_args(argv)
-    rows = run(args.repeats, args.smoke, verbose=True)
+    rows = run(1 if args.smoke else args.repeats, args.smoke, verbose=True)
     text = markdown(rows, args.repeats)
     print(text)
     if args.markdown:
