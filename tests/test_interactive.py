@@ -12,7 +12,7 @@ from skvmf.plotting import (
     plot_sample_evolution_interactive,
     plot_sample_space_interactive,
 )
-from skvmf.plotting._analysis import _class_colors
+from skvmf.plotting._common import class_colors as _class_colors
 from skvmf.plotting._interactive import _figure_script
 
 go = pytest.importorskip("plotly.graph_objects")

@@ -2,29 +2,45 @@
 emergence over training, adversarial change and distillation.
 
 Every function returns a :class:`matplotlib.figure.Figure`. Tables are the
-records (lists of dict rows) produced by :func:`skvmf.analyze`.
+records (lists of dict rows) produced by :func:`skvmf.analyze`. Data is
+checked before drawing (see :mod:`skvmf.plotting._common`): NaN, inf, complex
+values, wrong shapes and class indices out of range are a ``ValueError``
+naming the argument, never a figure with points silently missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-_CMAP = "tab10"
+from ._common import (
+    channel_stats,
+    check_frames,
+    check_records,
+    class_colors,
+    class_names,
+    directions_for,
+    finite_number,
+    images_nchw,
+    int_array,
+    points,
+    reach,
+    real_array,
+    region_sample,
+    rescale_unit,
+    xyz,
+)
 
-
-def _class_colors(n_classes: int):
-    cmap = plt.get_cmap(_CMAP if n_classes <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n_classes)]
-
-
-def _names(classes, n):
-    if classes is None:
-        return [str(i) for i in range(n)]
-    return [str(c) for c in classes]
+_TITLE = [None, str]
+_TABLE = [list, tuple]
+_POSITIVE = [Interval(Integral, 1, None, closed="left")]
+_SEED = [None, Interval(Integral, 0, None, closed="left"), np.random.Generator]
 
 
 def _new_fig(ax, figsize, projection=None):
@@ -53,9 +69,10 @@ def _errors(rows, key):
         for row in rows
     ):
         return None
-    value = np.array([row[key] for row in rows], dtype=float)
-    low = np.array([row[f"{key}_low"] for row in rows], dtype=float)
-    high = np.array([row[f"{key}_high"] for row in rows], dtype=float)
+    value, low, high = (
+        np.array([finite_number(row[k], k) for row in rows])
+        for k in (key, f"{key}_low", f"{key}_high")
+    )
     return np.vstack([np.maximum(value - low, 0), np.maximum(high - value, 0)])
 
 
@@ -70,11 +87,80 @@ def _line(ax, x, y, err, fmt, **kwargs):
 
 def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Principal axes of ``points`` (about the origin, which is meaningful
-    here: strength is the distance from it)."""
-    _, _, vt = np.linalg.svd(points, full_matrices=False)
-    return vt[:2].T, points @ vt[:2].T
+    here: strength is the distance from it), and the points on them.
+
+    The points are divided by their largest magnitude for the products (a
+    sum of squares of 1e200 overflows) and the coordinates scaled back.
+    """
+    scale = float(np.max(np.abs(points))) or 1.0
+    _, _, vt = np.linalg.svd(points / scale, full_matrices=False)
+    axes = vt[:2].T
+    return axes, ((points / scale) @ axes) * scale
 
 
+# ---------------------------------------------------------------------------
+# the projected sample space
+# ---------------------------------------------------------------------------
+def _space_data(g, labels, directions, max_points):
+    """Checked points g, labels (in [0, C)) and unit directions, with the
+    fixed random subsample of at most ``max_points`` points."""
+    g = points(g, "g")
+    mu = directions_for(directions, g.shape[1])
+    labels = int_array(labels, "labels", len(g), low=0, high=len(mu))
+    if len(g) > max_points:
+        keep = np.random.default_rng(0).choice(len(g), max_points, replace=False)
+        g, labels = g[keep], labels[keep]
+    return g, labels, mu
+
+
+def _draw_space_3d(ax, g, labels, mu, colors, names, radius):
+    """The first three coordinates on a reference sphere, one arrow per
+    category as long as the largest g."""
+    _draw_sphere(ax, radius)
+    for c in range(len(mu)):
+        sel = labels == c
+        ax.scatter(*g[sel, :3].T, s=6, color=colors[c], alpha=0.6, label=names[c])
+        end = mu[c, :3] * radius * 1.1
+        ax.plot(*np.stack([np.zeros(3), end]).T, color=colors[c], linewidth=2.5)
+        ax.text(*end, names[c], color=colors[c], fontsize=9, weight="bold")
+    ax.set_box_aspect((1, 1, 1))
+
+
+def _draw_space_2d(ax, g, labels, mu, colors, names, radius):
+    """The projection on the two principal axes of g, each category's
+    in-plane part as an arrow."""
+    axes, g2 = _pca_2d(g)
+    mu2 = mu @ axes
+    for c in range(len(mu)):
+        sel = labels == c
+        ax.scatter(*g2[sel].T, s=6, color=colors[c], alpha=0.6, label=names[c])
+        # in-plane part of mu_c: shorter when mu_c points out of the plane
+        end = mu2[c] * radius * 1.1
+        ax.annotate(
+            "",
+            xy=end,
+            xytext=(0, 0),
+            arrowprops={"arrowstyle": "->", "color": colors[c], "lw": 2},
+        )
+        ax.text(*end, names[c], color=colors[c], fontsize=9, weight="bold")
+    ax.axhline(0, color="0.8", lw=0.5)
+    ax.axvline(0, color="0.8", lw=0.5)
+    ax.set_aspect("equal")
+
+
+@validate_params(
+    {
+        "g": ["array-like"],
+        "labels": ["array-like"],
+        "directions": ["array-like"],
+        "classes": [None, "array-like"],
+        "view": [StrOptions({"3d", "2d"})],
+        "ax": [None, Axes],
+        "title": _TITLE,
+        "max_points": _POSITIVE,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_sample_space(
     g,
     labels,
@@ -91,67 +177,53 @@ def plot_sample_space(
     Parameters
     ----------
     g : array-like of shape (N, d')
+        Finite, real, N >= 1, d' >= 2.
     labels : array-like of shape (N,)
-        Integer class index of each point (colour).
+        Integer class index of each point (colour), in ``[0, C)``.
     directions : array-like of shape (C, d')
-        Unit category directions, drawn as arrows as long as the largest g.
+        Category directions, drawn (as unit vectors) as arrows as long as
+        the largest g.
     classes : sequence of str, optional
         Class names for the legend.
     view : {"3d", "2d"}
         ``"3d"``: the first three coordinates with a reference sphere;
         ``"2d"``: projection on the two principal axes of g (about the
         origin, so strength stays visible as distance from the centre).
+    ax : matplotlib Axes, optional
+        Axes to draw on (3-D axes for the 3-D view).
+    title : str or None
+    max_points : int, default=2000
+        Points drawn at most (a fixed random subsample beyond).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
-    g = np.asarray(g, dtype=float)
-    labels = np.asarray(labels)
-    mu = np.asarray(directions, dtype=float)
-    if g.ndim != 2 or g.shape[1] < 2:
-        raise ValueError(f"g must have shape (N, d') with d' >= 2; got {g.shape}")
-    if view not in ("3d", "2d"):
-        raise ValueError(f"view must be '3d' or '2d'; got {view!r}")
-    if view == "3d" and g.shape[1] < 3:
-        view = "2d"
-    if len(g) > max_points:
-        keep = np.random.default_rng(0).choice(len(g), max_points, replace=False)
-        g, labels = g[keep], labels[keep]
-    colors = _class_colors(len(mu))
-    names = _names(classes, len(mu))
-    radius = float(np.linalg.norm(g, axis=1).max()) if len(g) else 1.0
-    if view == "3d":
+    g, labels, mu = _space_data(g, labels, directions, max_points)
+    colors = class_colors(len(mu))
+    names = class_names(classes, len(mu))
+    radius = reach(g)
+    if view == "3d" and g.shape[1] >= 3:
         fig, ax = _new_fig(ax, (6.5, 6), projection="3d")
-        _draw_sphere(ax, radius)
-        for c in range(len(mu)):
-            sel = labels == c
-            ax.scatter(*g[sel, :3].T, s=6, color=colors[c], alpha=0.6, label=names[c])
-            end = mu[c, :3] * radius * 1.1
-            ax.plot(*np.stack([np.zeros(3), end]).T, color=colors[c], linewidth=2.5)
-            ax.text(*end, names[c], color=colors[c], fontsize=9, weight="bold")
-        ax.set_box_aspect((1, 1, 1))
+        _draw_space_3d(ax, g, labels, mu, colors, names, radius)
     else:
         fig, ax = _new_fig(ax, (6, 6))
-        axes, g2 = _pca_2d(g)
-        mu2 = mu @ axes
-        for c in range(len(mu)):
-            sel = labels == c
-            ax.scatter(*g2[sel].T, s=6, color=colors[c], alpha=0.6, label=names[c])
-            # in-plane part of mu_c: shorter when mu_c points out of the plane
-            end = mu2[c] * radius * 1.1
-            ax.annotate(
-                "",
-                xy=end,
-                xytext=(0, 0),
-                arrowprops={"arrowstyle": "->", "color": colors[c], "lw": 2},
-            )
-            ax.text(*end, names[c], color=colors[c], fontsize=9, weight="bold")
-        ax.axhline(0, color="0.8", lw=0.5)
-        ax.axvline(0, color="0.8", lw=0.5)
-        ax.set_aspect("equal")
+        _draw_space_2d(ax, g, labels, mu, colors, names, radius)
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left", fontsize=7, markerscale=2, ncol=2, frameon=False)
     return fig
 
 
+@validate_params(
+    {
+        "frames": _TABLE,
+        "labels": ["array-like"],
+        "classes": [None, "array-like"],
+        "max_points": _POSITIVE,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_sample_evolution(
     frames: Sequence[dict], labels, *, classes=None, max_points: int = 800
 ) -> Figure:
@@ -161,25 +233,23 @@ def plot_sample_evolution(
     (C, d'), all in one coordinate system (as produced by
     :meth:`skvmf.SampleProjector.fit_sequence`), so the panels show the
     categories separating as training goes on. Every panel shares the axis
-    limits of the last one.
+    limits of the widest one.
     """
-    if not frames:
-        raise ValueError("frames is empty")
-    n = len(frames)
+    checked = check_frames(frames)
+    n = len(checked)
     fig = plt.figure(figsize=(3.3 * n, 3.6))
-    reach = max(float(np.linalg.norm(np.asarray(f["g"]), axis=1).max()) for f in frames)
-    for i, frame in enumerate(frames):
+    lim = max(reach(g) for _, g, _ in checked) * 1.1
+    for i, (iteration, g, mu) in enumerate(checked):
         ax = fig.add_subplot(1, n, i + 1, projection="3d")
         plot_sample_space(
-            frame["g"],
+            g,
             labels,
-            frame["directions"],
+            mu,
             classes=classes,
             ax=ax,
-            title=f"iteration {frame['iteration']}",
+            title=f"iteration {iteration}",
             max_points=max_points,
         )
-        lim = reach * 1.1
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_zlim(-lim, lim)
@@ -190,6 +260,53 @@ def plot_sample_evolution(
     return fig
 
 
+# ---------------------------------------------------------------------------
+# regions per layer
+# ---------------------------------------------------------------------------
+def _draw_layer_panel(ax, pts, lab, mu, colors, lim):
+    """One layer: grey regions, coloured knowledge points, one line per
+    category direction, in a cube of half-width ``lim``."""
+    grey = lab < 0
+    ax.scatter(*pts[grey].T, s=2, color="0.7", alpha=0.3)
+    for c in range(len(mu)):
+        sel = lab == c
+        if sel.any():
+            ax.scatter(*pts[sel].T, s=3, color=colors[c], alpha=0.7)
+        end = mu[c, :3] * lim
+        ax.plot(*np.stack([np.zeros(3), end]).T, color=colors[c], lw=1.5)
+    ax.set_xlim(-lim * 1.05, lim * 1.05)
+    ax.set_ylim(-lim * 1.05, lim * 1.05)
+    ax.set_zlim(-lim * 1.05, lim * 1.05)
+    ax.set_box_aspect((1, 1, 1))
+    ax.tick_params(labelsize=6)
+
+
+def _class_legend(fig, colors, names):
+    """One legend entry per category under the panels."""
+    handles = [
+        plt.Line2D([], [], color=color, marker="o", ls="", label=name)
+        for color, name in zip(colors, names)
+    ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(len(names), 10),
+        fontsize=7,
+        frameon=False,
+    )
+
+
+@validate_params(
+    {
+        "h": [Mapping],
+        "directions": ["array-like"],
+        "region_labels": [None, Mapping],
+        "classes": [None, "array-like"],
+        "max_points": _POSITIVE,
+        "random_state": _SEED,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_layer_regions(
     h: Mapping[str, np.ndarray],
     directions,
@@ -212,62 +329,132 @@ def plot_layer_regions(
         (mean strength 1) so the panels share one scale.
     directions : array-like of shape (C, d')
     region_labels : dict of layer -> ndarray (N, R), optional
-        Colour of each region (e.g. its argmax category, -1 for "not a
-        knowledge point", drawn grey). Default: grey.
+        Colour of each region (its category index in ``[0, C)``, or -1 for
+        "not a knowledge point", drawn grey). Default: grey.
+    classes : sequence of str, optional
+    max_points : int, default=1500
+        Regions drawn per layer (the same ones at every layer).
+    random_state : int, default=0
+        Seed of that subsample.
     """
-    layers = list(h)
-    if not layers:
-        raise ValueError("h has no layers to plot")
-    mu = np.asarray(directions, dtype=float)
-    colors = _class_colors(len(mu))
-    names = _names(classes, len(mu))
-    rng = np.random.default_rng(random_state)
-    n, r = next(iter(h.values())).shape[:2]
-    keep = rng.choice(n * r, min(max_points, n * r), replace=False)
-    reach = max(
-        float(
-            np.linalg.norm(np.asarray(v).reshape(-1, v.shape[-1])[keep], axis=1).max()
-        )
-        for v in h.values()
+    layers, _, drawn, labels, _, mu = region_sample(
+        h, directions, region_labels, max_points, random_state
     )
+    colors = class_colors(len(mu))
+    names = class_names(classes, len(mu))
+    lim = max(reach(v) for v in drawn.values())
     fig = plt.figure(figsize=(3.4 * len(layers), 3.8))
     for i, layer in enumerate(layers):
-        pts = np.asarray(h[layer], dtype=float).reshape(n * r, -1)[keep]
         ax = fig.add_subplot(1, len(layers), i + 1, projection="3d")
-        if region_labels is not None and layer in region_labels:
-            lab = np.asarray(region_labels[layer]).reshape(-1)[keep]
-        else:
-            lab = np.full(len(pts), -1)
-        grey = lab < 0
-        ax.scatter(*pts[grey, :3].T, s=2, color="0.7", alpha=0.3)
-        for c in range(len(mu)):
-            sel = lab == c
-            if sel.any():
-                ax.scatter(*pts[sel, :3].T, s=3, color=colors[c], alpha=0.7)
-            end = mu[c, :3] * reach
-            ax.plot(*np.stack([np.zeros(3), end]).T, color=colors[c], lw=1.5)
-        lim = reach * 1.05
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_zlim(-lim, lim)
-        ax.set_box_aspect((1, 1, 1))
+        _draw_layer_panel(ax, xyz(drawn[layer]), labels[layer], mu, colors, lim)
         ax.set_title(layer, fontsize=10)
-        ax.tick_params(labelsize=6)
-    handles = [
-        plt.Line2D([], [], color=colors[c], marker="o", ls="", label=names[c])
-        for c in range(len(mu))
-    ]
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncol=min(len(mu), 10),
-        fontsize=7,
-        frameon=False,
-    )
+    _class_legend(fig, colors, names)
     fig.suptitle("Regional features h per layer (coloured: knowledge points)")
     return fig
 
 
+# ---------------------------------------------------------------------------
+# knowledge points over the images
+# ---------------------------------------------------------------------------
+def _check_grid(grid) -> tuple[int, int]:
+    """The region grid (h, w): two positive integers."""
+    try:
+        gh, gw = (int(v) for v in grid)
+        ok = gh == float(grid[0]) and gw == float(grid[1]) and gh > 0 and gw > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"grid must be two positive integers (h, w); got {grid!r}")
+    return gh, gw
+
+
+def _mask_inputs(images, masks, region_classes, grid, labels, classes):
+    """Checked images (N, C, H, W), masks (N, R), region classes, labels and
+    the number of categories coloured."""
+    images = images_nchw(images)
+    gh, gw = _check_grid(grid)
+    n = len(images)
+    masks = real_array(masks, "masks", allow_empty=True)
+    if masks.shape != (n, gh * gw):
+        raise ValueError(
+            f"masks must have shape (N, {gh * gw}) for grid {(gh, gw)}; "
+            f"got {masks.shape}"
+        )
+    if not np.all((masks == 0) | (masks == 1)):
+        raise ValueError("masks must be boolean (True at a knowledge point)")
+    masks = masks.astype(bool)
+    region_classes = int_array(region_classes, "region_classes")
+    if region_classes.shape != masks.shape:
+        raise ValueError(
+            f"region_classes must have shape {masks.shape} like masks; "
+            f"got {region_classes.shape}"
+        )
+    if np.any(region_classes[masks] < 0):
+        raise ValueError("region_classes must be a class index >= 0 at every point")
+    if labels is not None:
+        labels = int_array(labels, "labels", n, low=0)
+    n_classes = int(region_classes.max()) + 1 if region_classes.size else 1
+    if labels is not None and len(labels):
+        n_classes = max(n_classes, int(labels.max()) + 1)
+    if classes is not None:
+        n_classes = max(n_classes, len(classes))
+    return images, masks, region_classes, (gh, gw), labels, n_classes
+
+
+def _pixels(images, mean, std) -> np.ndarray:
+    """(N, H, W, C) in [0, 1]: the normalisation undone, then one min-max
+    scaling over all images (overflow-safe) so they stay comparable."""
+    c = images.shape[1]
+    pix = images
+    std = channel_stats(std, c, "std")
+    mean = channel_stats(mean, c, "mean")
+    if std is not None:
+        pix = pix * std.reshape(1, -1, 1, 1)
+    if mean is not None:
+        pix = pix + mean.reshape(1, -1, 1, 1)
+    if not np.all(np.isfinite(pix)):
+        raise ValueError("images * std + mean overflows: check mean and std")
+    return rescale_unit(pix.transpose(0, 2, 3, 1))
+
+
+def _draw_masks(ax, mask, cls, label, grid, cell, colors):
+    """One image's knowledge points: its grid cells coloured by category,
+    solid border when the category is the image's label."""
+    from matplotlib.patches import Rectangle
+
+    gw = grid[1]
+    ch, cw = cell
+    for r in np.flatnonzero(mask):
+        c = int(cls[r])
+        reliable = label is not None and c == int(label)
+        ax.add_patch(
+            Rectangle(
+                ((r % gw) * cw - 0.5, (r // gw) * ch - 0.5),
+                cw,
+                ch,
+                facecolor=(*colors[c][:3], 0.35),
+                edgecolor=colors[c],
+                linestyle="-" if reliable else "--",
+                linewidth=1.2,
+            )
+        )
+
+
+@validate_params(
+    {
+        "images": ["array-like"],
+        "masks": ["array-like"],
+        "region_classes": ["array-like"],
+        "grid": ["array-like"],
+        "labels": [None, "array-like"],
+        "classes": [None, "array-like"],
+        "mean": [None, "array-like", Real],
+        "std": [None, "array-like", Real],
+        "n_cols": _POSITIVE,
+        "title": _TITLE,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_knowledge_masks(
     images,
     masks,
@@ -290,74 +477,49 @@ def plot_knowledge_masks(
     Parameters
     ----------
     images : array-like of shape (N, C, H, W)
-        Inputs (normalised: give ``mean``/``std`` to restore pixels).
+        Inputs, C = 1 or 3 (normalised: give ``mean``/``std`` to restore
+        pixels). Channels-last arrays are refused.
     masks : array-like of bool of shape (N, R)
     region_classes : array-like of int of shape (N, R)
     grid : tuple (h, w)
+        The region grid, ``h * w = R``.
     labels : array-like of shape (N,), optional
     """
-    from matplotlib.patches import Rectangle
-
-    images = np.asarray(images, dtype=float)
-    masks = np.asarray(masks, dtype=bool)
-    region_classes = np.asarray(region_classes)
-    gh, gw = grid
-    if masks.shape != (len(images), gh * gw):
-        raise ValueError(
-            f"masks must have shape (N, {gh * gw}) for grid {tuple(grid)}; "
-            f"got {masks.shape}"
-        )
-    pix = images
-    if std is not None:
-        pix = pix * np.asarray(std).reshape(1, -1, 1, 1)
-    if mean is not None:
-        pix = pix + np.asarray(mean).reshape(1, -1, 1, 1)
-    pix = pix.transpose(0, 2, 3, 1)
-    lo, hi = pix.min(), pix.max()
-    pix = (pix - lo) / (hi - lo) if hi > lo else np.zeros_like(pix)
+    images, masks, region_classes, grid, labels, n_classes = _mask_inputs(
+        images, masks, region_classes, grid, labels, classes
+    )
+    pix = _pixels(images, mean, std)
+    colors = class_colors(n_classes)
+    names = class_names(classes, n_classes)
     n = len(images)
     n_cols = min(n_cols, n)
     n_rows = int(np.ceil(n / n_cols))
-    n_classes = int(region_classes.max()) + 1 if region_classes.size else 1
-    if labels is not None and len(labels):
-        n_classes = max(n_classes, int(np.max(labels)) + 1)
-    if classes is not None:
-        n_classes = max(n_classes, len(classes))
-    colors = _class_colors(n_classes)
-    names = _names(classes, n_classes)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(2.0 * n_cols, 2.2 * n_rows), squeeze=False
     )
-    height, width = pix.shape[1:3]
-    ch, cw = height / gh, width / gw
+    cell = (pix.shape[1] / grid[0], pix.shape[2] / grid[1])
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= n:
             continue
-        img = pix[k]
-        ax.imshow(img if img.shape[2] == 3 else img[..., 0], cmap="gray")
-        for r in np.flatnonzero(masks[k]):
-            c = int(region_classes[k, r])
-            reliable = labels is not None and c == int(np.asarray(labels)[k])
-            ax.add_patch(
-                Rectangle(
-                    ((r % gw) * cw - 0.5, (r // gw) * ch - 0.5),
-                    cw,
-                    ch,
-                    facecolor=(*colors[c][:3], 0.35),
-                    edgecolor=colors[c],
-                    linestyle="-" if reliable else "--",
-                    linewidth=1.2,
-                )
-            )
+        ax.imshow(pix[k] if pix.shape[3] == 3 else pix[k, ..., 0], cmap="gray")
+        label = None if labels is None else labels[k]
+        _draw_masks(ax, masks[k], region_classes[k], label, grid, cell, colors)
         if labels is not None:
-            ax.set_title(f"label {names[int(np.asarray(labels)[k])]}", fontsize=8)
+            ax.set_title(f"label {names[label]}", fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+# ---------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------
+@validate_params(
+    {"table": _TABLE, "ax": [None, Axes], "title": _TITLE},
+    prefer_skip_nested_validation=True,
+)
 def plot_knowledge_counts(
     table: Sequence[dict], *, ax=None, title: str | None = "Knowledge points per layer"
 ) -> Figure:
@@ -367,36 +529,32 @@ def plot_knowledge_counts(
     ``reliable_ratio``; ``*_low``/``*_high`` columns become error bars (the
     intervals of :func:`skvmf.analyze`).
     """
+    numeric = ("mean_count", "mean_reliable")
+    table = check_records(table, "table", ("layer", *numeric), numeric)
     fig, ax = _new_fig(ax, (6.5, 4))
     layers = [row["layer"] for row in table]
-    total = np.array([row["mean_count"] for row in table], dtype=float)
-    reliable = np.array([row["mean_reliable"] for row in table], dtype=float)
     x = np.arange(len(layers))
-    ax.bar(
-        x - 0.2,
-        total,
-        0.4,
-        yerr=_errors(table, "mean_count"),
-        capsize=3,
-        label="all knowledge points",
-        color="#4C72B0",
-    )
-    ax.bar(
-        x + 0.2,
-        reliable,
-        0.4,
-        yerr=_errors(table, "mean_reliable"),
-        capsize=3,
-        label="reliable",
-        color="#55A868",
-    )
+    for shift, key, label, color in (
+        (-0.2, "mean_count", "all knowledge points", "#4C72B0"),
+        (0.2, "mean_reliable", "reliable", "#55A868"),
+    ):
+        ax.bar(
+            x + shift,
+            np.array([row[key] for row in table], dtype=float),
+            0.4,
+            yerr=_errors(table, key),
+            capsize=3,
+            label=label,
+            color=color,
+        )
     for xi, row in zip(x, table):
         if row.get("reliable_ratio") is None:
             continue  # no knowledge point: no ratio
+        ratio = finite_number(row["reliable_ratio"], "reliable_ratio")
         ax.text(
             xi + 0.2,
             row["mean_reliable"],
-            f"{100 * row['reliable_ratio']:.0f}%",
+            f"{100 * ratio:.0f}%",
             ha="center",
             va="bottom",
             fontsize=8,
@@ -410,6 +568,10 @@ def plot_knowledge_counts(
     return fig
 
 
+@validate_params(
+    {"table": _TABLE, "metric": [str], "title": _TITLE},
+    prefer_skip_nested_validation=True,
+)
 def plot_emergence(
     table: Sequence[dict], *, metric: str = "mean_count", title: str | None = None
 ) -> Figure:
@@ -419,6 +581,8 @@ def plot_emergence(
     ``mean_reliable`` for the right panel); ``*_low``/``*_high`` columns
     become error bars.
     """
+    numeric = ("iteration", metric, "mean_reliable")
+    table = check_records(table, "table", ("layer", *numeric), numeric)
     layers = list(dict.fromkeys(row["layer"] for row in table))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     cmap = plt.get_cmap("viridis")
@@ -429,15 +593,9 @@ def plot_emergence(
         it = [r["iteration"] for r in rows]
         color = cmap(i / max(len(layers) - 1, 1))
         for ax, key in ((axes[0], metric), (axes[1], "mean_reliable")):
-            _line(
-                ax,
-                it,
-                [r[key] for r in rows],
-                _errors(rows, key),
-                "o-",
-                color=color,
-                label=layer,
-            )
+            values = [r[key] for r in rows]
+            err = _errors(rows, key)
+            _line(ax, it, values, err, "o-", color=color, label=layer)
     axes[0].set_ylabel("knowledge points per image")
     axes[1].set_ylabel("reliable knowledge points per image")
     for ax in axes:
@@ -448,6 +606,30 @@ def plot_emergence(
     return fig
 
 
+def _points_before_after(ax, table, x, layers):
+    """Bars of knowledge points per image, clean and adversarial."""
+    for shift, key, label in (
+        (-0.2, "points_clean", "clean"),
+        (0.2, "points_adversarial", "adversarial"),
+    ):
+        ax.bar(
+            x + shift,
+            [r[key] for r in table],
+            0.4,
+            yerr=_errors(table, key),
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks(x, layers)
+    ax.set_ylabel("knowledge points per image")
+    ax.legend(frameon=False)
+    ax.set_title("Knowledge points before and after")
+
+
+@validate_params(
+    {"table": _TABLE, "title": _TITLE},
+    prefer_skip_nested_validation=True,
+)
 def plot_adversarial_change(table: Sequence[dict], title: str | None = None) -> Figure:
     """Per layer: how far adversarial regions moved, and knowledge points
     before and after the attack.
@@ -456,9 +638,14 @@ def plot_adversarial_change(table: Sequence[dict], title: str | None = None) -> 
     ``mean_strength_change``, and optionally ``points_clean`` /
     ``points_adversarial``.
     """
+    numeric = ("mean_one_minus_cos", "mean_strength_change")
+    table = check_records(table, "table", ("layer", *numeric), numeric)
+    has_points = all("points_clean" in row for row in table)
+    if has_points:
+        both = ("points_clean", "points_adversarial")
+        check_records(table, "table", both, both)
     layers = [row["layer"] for row in table]
     x = np.arange(len(layers))
-    has_points = all("points_clean" in row for row in table)
     fig, axes = plt.subplots(
         1, 2 if has_points else 1, figsize=(11 if has_points else 6, 4), squeeze=False
     )
@@ -473,35 +660,25 @@ def plot_adversarial_change(table: Sequence[dict], title: str | None = None) -> 
     ax.legend(frameon=False)
     ax.set_title("Adversarial change per layer")
     if has_points:
-        ax = axes[0, 1]
-        for shift, key, label in (
-            (-0.2, "points_clean", "clean"),
-            (0.2, "points_adversarial", "adversarial"),
-        ):
-            ax.bar(
-                x + shift,
-                [r[key] for r in table],
-                0.4,
-                yerr=_errors(table, key),
-                capsize=3,
-                label=label,
-            )
-        ax.set_xticks(x, layers)
-        ax.set_ylabel("knowledge points per image")
-        ax.legend(frameon=False)
-        ax.set_title("Knowledge points before and after")
+        _points_before_after(axes[0, 1], table, x, layers)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+@validate_params(
+    {"table": _TABLE, "title": _TITLE},
+    prefer_skip_nested_validation=True,
+)
 def plot_distillation(table: Sequence[dict], title: str | None = None) -> Figure:
     """Knowledge points of teacher and students per layer.
 
     ``table`` rows need ``model``, ``layer``, ``mean_count``,
     ``mean_reliable``.
     """
+    numeric = ("mean_count", "mean_reliable")
+    table = check_records(table, "table", ("model", "layer", *numeric), numeric)
     models = list(dict.fromkeys(row["model"] for row in table))
     layers = list(dict.fromkeys(row["layer"] for row in table))
     width = 0.8 / len(models)
@@ -513,6 +690,7 @@ def plot_distillation(table: Sequence[dict], title: str | None = None) -> Figure
         for ax, key in zip(axes, ("mean_count", "mean_reliable")):
             ax.bar(
                 x - 0.4 + width * (i + 0.5),
+                # a layer the model lacks: no bar (NaN is how matplotlib skips)
                 [rows[layer][key] if layer in rows else np.nan for layer in layers],
                 width,
                 yerr=_errors(present, key) if len(present) == len(layers) else None,
@@ -529,44 +707,67 @@ def plot_distillation(table: Sequence[dict], title: str | None = None) -> Figure
     return fig
 
 
+# ---------------------------------------------------------------------------
+# findings and loss curves
+# ---------------------------------------------------------------------------
+def _check_findings(findings) -> list[dict]:
+    """The evaluated findings (value not None), their value and bounds
+    finite; a missing bound becomes the value."""
+    rows = []
+    for i, f in enumerate(findings):
+        if not isinstance(f, Mapping) or "name" not in f:
+            raise ValueError(f"findings[{i}] must be a dict with a 'name'")
+        if f.get("value") is None:
+            continue
+        value = finite_number(f["value"], f"findings[{i}]['value']")
+        low, high = (
+            value if f.get(k) is None else finite_number(f[k], f"findings[{i}][{k!r}]")
+            for k in ("low", "high")
+        )
+        rows.append({**f, "value": value, "low": low, "high": high})
+    return rows
+
+
+def _draw_finding(ax, f, colors):
+    """One finding: its value with its interval, and the threshold line."""
+    low, high, value = f["low"], f["high"], f["value"]
+    color = colors[f.get("holds")]
+    xerr = [[value - low], [high - value]]
+    ax.errorbar([value], [0], xerr=xerr, fmt="o", capsize=4, color=color)
+    ref = 0.9 if f["name"] == "projection_mimics_network" else 0.0
+    ax.axvline(ref, color="k", lw=0.8, ls="--")
+    lo, hi = min(low, ref), max(high, ref)
+    pad = 0.15 * (hi - lo or 1.0)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_yticks([])
+    verdict = {True: "holds", False: "does not hold", None: "not evaluated"}
+    ax.set_title(
+        f"{f['name']}: {value:.3g} [{low:.3g}, {high:.3g}] ({verdict[f.get('holds')]})",
+        fontsize=9,
+        loc="left",
+    )
+
+
+@validate_params(
+    {"findings": _TABLE, "title": _TITLE},
+    prefer_skip_nested_validation=True,
+)
 def plot_findings(findings: Sequence[dict], title: str | None = None) -> Figure:
     """Each finding's value and interval, coloured by whether it holds.
 
     ``findings`` are the records of :attr:`skvmf.AnalysisResult.findings`:
     ``name``, ``value``, ``low``, ``high``, ``holds``. Findings on different
     scales get their own row; the dashed line is each statement's threshold
-    side (0, or 0.9 for the agreement).
+    side (0, or 0.9 for the agreement). Findings without a value are left
+    out; with none at all the figure says so.
     """
-    rows = [f for f in findings if f.get("value") is not None]
+    rows = _check_findings(findings)
     fig, axes = plt.subplots(
         max(len(rows), 1), 1, figsize=(7, 0.9 * max(len(rows), 1) + 0.8), squeeze=False
     )
     colors = {True: "#2a9d8f", False: "#e76f51", None: "#999999"}
     for ax, f in zip(axes[:, 0], rows):
-        low = f["low"] if f["low"] is not None else f["value"]
-        high = f["high"] if f["high"] is not None else f["value"]
-        color = colors[f.get("holds")]
-        ax.errorbar(
-            [f["value"]],
-            [0],
-            xerr=[[f["value"] - low], [high - f["value"]]],
-            fmt="o",
-            capsize=4,
-            color=color,
-        )
-        ref = 0.9 if f["name"] == "projection_mimics_network" else 0.0
-        ax.axvline(ref, color="k", lw=0.8, ls="--")
-        lo, hi = min(low, ref), max(high, ref)
-        pad = 0.15 * (hi - lo or 1.0)
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.set_yticks([])
-        verdict = {True: "holds", False: "does not hold", None: "not evaluated"}
-        ax.set_title(
-            f"{f['name']}: {f['value']:.3g} [{low:.3g}, {high:.3g}] "
-            f"({verdict[f.get('holds')]})",
-            fontsize=9,
-            loc="left",
-        )
+        _draw_finding(ax, f, colors)
     if not rows:
         axes[0, 0].text(0.5, 0.5, "no finding evaluated", ha="center")
         axes[0, 0].set_axis_off()
@@ -575,6 +776,25 @@ def plot_findings(findings: Sequence[dict], title: str | None = None) -> Figure:
     return fig
 
 
+def _check_curves(curves) -> list[dict]:
+    """Curve records with their ``curve`` as a finite 1-D array (a NaN would
+    silently cut the line)."""
+    keys = ("network", "layer", "stage", "curve")
+    rows = []
+    for i, c in enumerate(curves):
+        if not isinstance(c, Mapping) or not set(keys) <= set(c):
+            raise ValueError(f"curves[{i}] must be a dict with {', '.join(keys)}")
+        curve = real_array(
+            c["curve"], f"curves[{i}]['curve']", ndim=1, allow_empty=True
+        )
+        rows.append({**c, "curve": curve})
+    return rows
+
+
+@validate_params(
+    {"curves": _TABLE, "title": _TITLE},
+    prefer_skip_nested_validation=True,
+)
 def plot_loss_curves(curves: Sequence[dict], title: str | None = None) -> Figure:
     """Loss curves of every fitted stage: one panel per stage, one line per
     (network, layer, repeat); the main network's in colour, others grey.
@@ -582,6 +802,7 @@ def plot_loss_curves(curves: Sequence[dict], title: str | None = None) -> Figure
     ``curves`` are the records of :attr:`skvmf.AnalysisResult.loss_curves`:
     ``network``, ``layer``, ``stage``, ``repeat``, ``curve``.
     """
+    curves = _check_curves(curves)
     stages = list(dict.fromkeys(c["stage"] for c in curves)) or ["projection"]
     fig, axes = plt.subplots(
         1, len(stages), figsize=(4.2 * len(stages), 3.6), squeeze=False

@@ -16,11 +16,26 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 
 import numpy as np
 from matplotlib.colors import to_hex
+from sklearn.utils._param_validation import Interval, validate_params
 
-from ._analysis import _class_colors, _names
+from .._torch_utils import safe_norm
+from ._common import (
+    check_frames,
+    class_colors,
+    class_names,
+    directions_for,
+    int_array,
+    per_item,
+    points,
+    reach,
+    region_sample,
+    unit,
+    xyz,
+)
 
 __all__ = [
     "plot_layer_regions_interactive",
@@ -29,6 +44,9 @@ __all__ = [
 ]
 
 _HEIGHT = 600
+_POSITIVE = [Interval(Integral, 1, None, closed="left")]
+# float32 halves the figure's JSON, but only where it keeps the values
+_FLOAT32_RANGE = (1e-30, 1e30)
 
 
 def _go():
@@ -44,16 +62,25 @@ def _go():
 def _labels_text(classes, n):
     # plotly reads tags and entities in labels: escape so that a class name
     # such as "<b>" is shown as written
-    return [html.escape(name, quote=False) for name in _names(classes, n)]
+    return [html.escape(name, quote=False) for name in class_names(classes, n)]
 
 
 def _xyz(points) -> np.ndarray:
-    """First three coordinates (zero-padded when d' = 2), as float32: the
-    figure JSON carries them base64-encoded, half the bytes of float64."""
-    points = np.asarray(points, dtype=float)
-    if points.shape[1] < 3:
-        points = np.hstack([points, np.zeros((len(points), 3 - points.shape[1]))])
-    return points[:, :3].astype(np.float32)
+    """First three coordinates (zero-padded when d' = 2), as float32 where
+    that keeps them (the figure JSON carries them base64-encoded, half the
+    bytes of float64); float64 for magnitudes float32 would turn into inf
+    or 0."""
+    out = xyz(np.asarray(points, dtype=float))
+    top = float(np.max(np.abs(out))) if out.size else 0.0
+    if top == 0 or _FLOAT32_RANGE[0] <= top <= _FLOAT32_RANGE[1]:
+        return out.astype(np.float32)
+    return out
+
+
+def _hover_number(value) -> float:
+    """A strength for the hover text: six significant digits, so that 1e-300
+    is not rounded to 0."""
+    return float(f"{float(value):.6g}")
 
 
 def _scene(reach: float) -> dict:
@@ -102,13 +129,13 @@ def _make_room_for_slider(fig) -> None:
 
 
 def _direction_traces(go, directions, colors, names, length, visible=True):
-    """One line per category from the origin to ``length * mu_c``, named at
-    its end."""
+    """One line per category from the origin to ``length * mu_c`` (unit
+    directions), named at its end."""
     traces = []
     # the WebGL scene writes its text as is: unescape what the svg parts need
     raw = [html.unescape(name) for name in names]
-    for c, mu in enumerate(_xyz(directions)):
-        end = mu * length
+    for c, mu in enumerate(xyz(directions)):
+        end = _xyz((mu * length)[None])[0]
         traces.append(
             go.Scatter3d(
                 x=[0.0, float(end[0])],
@@ -133,16 +160,18 @@ def _sphere_trace(go, radius: float):
     v = np.linspace(0, np.pi, 13)
     xs, ys, zs = [], [], []
     for phi in v[1:-1]:  # parallels
-        xs += [*(radius * np.cos(u) * np.sin(phi)), None]
-        ys += [*(radius * np.sin(u) * np.sin(phi)), None]
-        zs += [*(np.full(len(u), radius * np.cos(phi))), None]
+        xs += [*(np.cos(u) * np.sin(phi)), None]
+        ys += [*(np.sin(u) * np.sin(phi)), None]
+        zs += [*(np.full(len(u), np.cos(phi))), None]
     for theta in u[:-1:2]:  # meridians
-        xs += [*(radius * np.cos(theta) * np.sin(v)), None]
-        ys += [*(radius * np.sin(theta) * np.sin(v)), None]
-        zs += [*(radius * np.cos(v)), None]
-    # 4 digits are plenty for a guide and keep the page small
+        xs += [*(np.cos(theta) * np.sin(v)), None]
+        ys += [*(np.sin(theta) * np.sin(v)), None]
+        zs += [*(np.cos(v)), None]
+    # 4 digits of the unit sphere are plenty for a guide and keep the page
+    # small; scaled afterwards so that no radius rounds to 0
     xs, ys, zs = (
-        [None if v is None else round(float(v), 4) for v in a] for a in (xs, ys, zs)
+        [None if v is None else radius * round(float(v), 4) for v in a]
+        for a in (xs, ys, zs)
     )
     return go.Scatter3d(
         x=xs,
@@ -162,22 +191,59 @@ def _subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).choice(n, max_points, replace=False)
 
 
-def _per_image(value, n, default, name):
-    if value is None:
-        return default
-    value = np.asarray(value)
-    if len(value) != n:
-        raise ValueError(
-            f"{name} must have one entry per image ({n}); got {len(value)}"
-        )
-    return value
+def _class_of(values, names, i) -> str:
+    """Name of the class index ``values[i]``, "-" when none was given."""
+    return "-" if values is None else names[int(values[i])]
 
 
-def _class_name(names, index) -> str:
-    index = int(index)
-    return names[index] if 0 <= index < len(names) else "?"
+def _points_trace(go, xyz, sel, *, name, group, color, custom, hover, **kwargs):
+    """The markers of the points ``sel`` with their hover data."""
+    style = {"size": 3, "opacity": 0.75}
+    style.update(kwargs.pop("marker", {}))
+    return go.Scatter3d(
+        x=xyz[sel, 0],
+        y=xyz[sel, 1],
+        z=xyz[sel, 2],
+        mode="markers",
+        name=name,
+        legendgroup=group,
+        marker={"color": color, **style},
+        customdata=custom,
+        hovertemplate=hover,
+        **kwargs,
+    )
 
 
+# ---------------------------------------------------------------------------
+# the sample space
+# ---------------------------------------------------------------------------
+def _space_inputs(g, labels, directions, predicted, image_ids):
+    """Checked g, labels and predictions (class indices in [0, C)), image
+    ids and unit directions."""
+    g = points(g, "g")
+    n = len(g)
+    mu = directions_for(directions, g.shape[1])
+    c = len(mu)
+    labels = int_array(labels, "labels", n, low=0, high=c)
+    if predicted is not None:
+        predicted = int_array(predicted, "predicted", n, low=0, high=c)
+    ids = per_item(image_ids, n, np.arange(n), "image_ids")
+    return g, labels, predicted, ids, mu
+
+
+@validate_params(
+    {
+        "g": ["array-like"],
+        "labels": ["array-like"],
+        "directions": ["array-like"],
+        "classes": [None, "array-like"],
+        "predicted": [None, "array-like"],
+        "image_ids": [None, "array-like"],
+        "title": [str],
+        "max_points": _POSITIVE,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_sample_space_interactive(
     g,
     labels,
@@ -196,9 +262,9 @@ def plot_sample_space_interactive(
     g : array-like of shape (N, d')
         Projected sample features; the first three coordinates are drawn.
     labels : array-like of shape (N,)
-        Integer class index of each image (colour).
+        Integer class index of each image (colour), in ``[0, C)``.
     directions : array-like of shape (C, d')
-        Unit category directions, drawn as lines as long as the largest g.
+        Category directions, drawn (as unit vectors) as long as the largest g.
     classes : sequence of str, optional
         Class names.
     predicted : array-like of shape (N,), optional
@@ -216,47 +282,37 @@ def plot_sample_space_interactive(
         predicted class and the strength ``||g||``.
     """
     go = _go()
-    g = np.asarray(g, dtype=float)
-    if g.ndim != 2 or g.shape[1] < 2:
-        raise ValueError(f"g must have shape (N, d') with d' >= 2; got {g.shape}")
-    n = len(g)
-    labels = _per_image(np.asarray(labels), n, None, "labels").astype(int)
-    predicted = _per_image(predicted, n, None, "predicted")
-    ids = _per_image(image_ids, n, np.arange(n), "image_ids")
-    mu = np.asarray(directions, dtype=float)
-    colors = [to_hex(c) for c in _class_colors(len(mu))]
+    g, labels, predicted, ids, mu = _space_inputs(
+        g, labels, directions, predicted, image_ids
+    )
+    colors = [to_hex(c) for c in class_colors(len(mu))]
     names = _labels_text(classes, len(mu))
-    keep = _subsample(n, max_points)
-    strength = np.linalg.norm(g, axis=1)
-    radius = float(strength[keep].max()) if n else 1.0
+    keep = _subsample(len(g), max_points)
+    strength = safe_norm(g, dim=1)
+    radius = reach(g[keep])
     xyz = _xyz(g)
     traces = [_sphere_trace(go, radius)]
     for c in range(len(mu)):
         sel = keep[labels[keep] == c]
         custom = [
-            [
-                str(ids[i]),
-                "-" if predicted is None else _class_name(names, predicted[i]),
-                round(float(strength[i]), 4),
-            ]
+            [str(ids[i]), _class_of(predicted, names, i), _hover_number(strength[i])]
             for i in sel
         ]
+        hover = (
+            f"image %{{customdata[0]}}<br>class: {names[c]}<br>"
+            "predicted: %{customdata[1]}<br>"
+            "strength ||g||: %{customdata[2]:.4g}<extra></extra>"
+        )
         traces.append(
-            go.Scatter3d(
-                x=xyz[sel, 0],
-                y=xyz[sel, 1],
-                z=xyz[sel, 2],
-                mode="markers",
+            _points_trace(
+                go,
+                xyz,
+                sel,
                 name=names[c],
-                legendgroup=f"class{c}",
-                marker={"size": 3, "color": colors[c], "opacity": 0.75},
-                customdata=custom,
-                hovertemplate=(
-                    "image %{customdata[0]}<br>"
-                    f"class: {names[c]}<br>"
-                    "predicted: %{customdata[1]}<br>"
-                    "strength ||g||: %{customdata[2]:.3f}<extra></extra>"
-                ),
+                group=f"class{c}",
+                color=colors[c],
+                custom=custom,
+                hover=hover,
             )
         )
     traces += _direction_traces(go, mu, colors, names, radius * 1.1)
@@ -265,6 +321,99 @@ def plot_sample_space_interactive(
     return fig
 
 
+# ---------------------------------------------------------------------------
+# regions per layer
+# ---------------------------------------------------------------------------
+def _region_about(keep, r, ids, labels, predicted, names, grid):
+    """Hover text of each drawn region that does not change with the layer:
+    image id, region (grid cell when ``grid`` is given), class, prediction."""
+    image, region = keep // r, keep % r
+    if grid is not None:
+        width = int(grid[1])
+        where = [f"({k // width}, {k % width})" for k in region]
+    else:
+        where = [str(k) for k in region]
+    return [
+        [
+            str(ids[i]),
+            where[j],
+            _class_of(labels, names, i),
+            _class_of(predicted, names, i),
+        ]
+        for j, i in enumerate(image)
+    ]
+
+
+def _layer_traces(go, pts, lab, about, names, colors, visible):
+    """One layer's regions: a grey trace for the regions that are not
+    knowledge points, one trace per category for the others."""
+    strength = safe_norm(pts, dim=1)
+    xyz = _xyz(pts)
+    head = (
+        "image %{customdata[0]}, region %{customdata[1]}<br>"
+        "class: %{customdata[2]}<br>predicted: %{customdata[3]}<br>"
+        "strength ||h||: %{customdata[4]:.4g}<br>"
+    )
+    groups = [(-1, "not a knowledge point", "#b3b3b3", 2, 0.35)]
+    groups += [(c, names[c], colors[c], 3, 0.8) for c in range(len(names))]
+    traces = []
+    for c, name, color, size, opacity in groups:
+        sel = np.flatnonzero(lab == c if c >= 0 else lab < 0)
+        point = "no" if c < 0 else f"yes, points to {names[c]}"
+        custom = [[*about[j], _hover_number(strength[j])] for j in sel]
+        traces.append(
+            _points_trace(
+                go,
+                xyz,
+                sel,
+                name=name,
+                group="none" if c < 0 else f"class{c}",
+                color=color,
+                custom=custom,
+                hover=head + f"knowledge point: {point}<extra></extra>",
+                marker={"size": size, "opacity": opacity},
+                visible=visible,
+            )
+        )
+    return traces
+
+
+def _slider_steps(labels, owner, n_traces, title, texts):
+    """One slider step per label: shows the traces whose owner is that step
+    (and every trace past ``owner``: the shared ones) and retitles."""
+    shared = [True] * (n_traces - len(owner))
+    return [
+        {
+            "label": label,
+            "method": "update",
+            "args": [
+                {"visible": [o == k for o in owner] + shared},
+                {"title.text": title + text},
+            ],
+        }
+        for k, (label, text) in enumerate(zip(labels, texts))
+    ]
+
+
+@validate_params(
+    {
+        "h": [Mapping],
+        "directions": ["array-like"],
+        "region_labels": [None, Mapping],
+        "classes": [None, "array-like"],
+        "labels": [None, "array-like"],
+        "predicted": [None, "array-like"],
+        "image_ids": [None, "array-like"],
+        "grid": [None, "array-like"],
+        "max_points": _POSITIVE,
+        "random_state": [
+            None,
+            Interval(Integral, 0, None, closed="left"),
+            np.random.Generator,
+        ],
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_layer_regions_interactive(
     h: Mapping[str, np.ndarray],
     directions,
@@ -296,7 +445,7 @@ def plot_layer_regions_interactive(
     image_ids : array-like of shape (N,), optional
         Identifier of each image (default: its row).
     grid : tuple (H, W), optional
-        The region grid, to show a region as (row, column).
+        The region grid (``H * W = R``), to show a region as (row, column).
     max_points : int, default=1500
         Regions drawn per layer: the same ones at every layer, and the same
         as :func:`skvmf.plotting.plot_layer_regions` draws.
@@ -311,98 +460,88 @@ def plot_layer_regions_interactive(
         point (and of which category).
     """
     go = _go()
-    layers = list(h)
-    if not layers:
-        raise ValueError("h has no layers to plot")
-    mu = np.asarray(directions, dtype=float)
-    colors = [to_hex(c) for c in _class_colors(len(mu))]
-    names = _labels_text(classes, len(mu))
-    n, r = np.asarray(h[layers[0]]).shape[:2]
-    rng = np.random.default_rng(random_state)
-    keep = rng.choice(n * r, min(max_points, n * r), replace=False)
-    image, region = keep // r, keep % r
-    labels = _per_image(labels, n, None, "labels")
-    predicted = _per_image(predicted, n, None, "predicted")
-    ids = _per_image(image_ids, n, np.arange(n), "image_ids")
-    if grid is not None:
-        width = int(grid[1])
-        where = [f"({k // width}, {k % width})" for k in region]
-    else:
-        where = [str(k) for k in region]
-    # the per-region text that does not change with the layer
-    about = [
-        [
-            str(ids[i]),
-            where[j],
-            "-" if labels is None else _class_name(names, labels[i]),
-            "-" if predicted is None else _class_name(names, predicted[i]),
-        ]
-        for j, i in enumerate(image)
-    ]
-    drawn = {
-        layer: np.asarray(h[layer], dtype=float).reshape(n * r, -1)[keep]
-        for layer in layers
-    }
-    reach = max(float(np.linalg.norm(v, axis=1).max()) for v in drawn.values())
-    head = (
-        "image %{customdata[0]}, region %{customdata[1]}<br>"
-        "class: %{customdata[2]}<br>predicted: %{customdata[3]}<br>"
-        "strength ||h||: %{customdata[4]:.3f}<br>"
+    layers, keep, drawn, region_of, (n, r), mu = region_sample(
+        h, directions, region_labels, max_points, random_state
     )
+    if grid is not None and int(np.prod(np.asarray(grid, dtype=float))) != r:
+        raise ValueError(f"grid {tuple(grid)} does not have the {r} regions of h")
+    colors = [to_hex(c) for c in class_colors(len(mu))]
+    names = _labels_text(classes, len(mu))
+    labels, predicted = (
+        None if v is None else int_array(v, name, n, low=0, high=len(mu))
+        for v, name in ((labels, "labels"), (predicted, "predicted"))
+    )
+    ids = per_item(image_ids, n, np.arange(n), "image_ids")
+    about = _region_about(keep, r, ids, labels, predicted, names, grid)
+    lim = max(reach(v) for v in drawn.values())
     traces, owner = [], []
     for li, layer in enumerate(layers):
-        pts = drawn[layer]
-        strength = np.linalg.norm(pts, axis=1)
-        xyz = _xyz(pts)
-        if region_labels is not None and layer in region_labels:
-            lab = np.asarray(region_labels[layer]).reshape(-1)[keep].astype(int)
-        else:
-            lab = np.full(len(pts), -1)
-        groups = [(-1, "not a knowledge point", "#b3b3b3", 2, 0.35)]
-        groups += [(c, names[c], colors[c], 3, 0.8) for c in range(len(mu))]
-        for c, name, color, size, opacity in groups:
-            sel = np.flatnonzero(lab == c if c >= 0 else lab < 0)
-            point = "no" if c < 0 else f"yes, points to {names[c]}"
-            traces.append(
-                go.Scatter3d(
-                    x=xyz[sel, 0],
-                    y=xyz[sel, 1],
-                    z=xyz[sel, 2],
-                    mode="markers",
-                    name=name,
-                    legendgroup="none" if c < 0 else f"class{c}",
-                    marker={"size": size, "color": color, "opacity": opacity},
-                    customdata=[[*about[j], round(float(strength[j]), 4)] for j in sel],
-                    hovertemplate=head + f"knowledge point: {point}<extra></extra>",
-                    visible=li == 0,
-                )
-            )
-            owner.append(li)
-    n_points = len(traces)
-    traces += _direction_traces(go, mu, colors, names, reach)
+        layer_traces = _layer_traces(
+            go, drawn[layer], region_of[layer], about, names, colors, li == 0
+        )
+        traces += layer_traces
+        owner += [li] * len(layer_traces)
+    traces += _direction_traces(go, mu, colors, names, lim)
     fig = go.Figure(data=traces)
     title = "Regional features h (coloured: knowledge points) at "
-    steps = [
-        {
-            "label": html.escape(layer, quote=False),
-            "method": "update",
-            "args": [
-                {
-                    "visible": [o == li for o in owner]
-                    + [True] * (len(traces) - n_points)
-                },
-                {"title.text": title + html.escape(layer, quote=False)},
-            ],
-        }
-        for li, layer in enumerate(layers)
-    ]
+    escaped = [html.escape(layer, quote=False) for layer in layers]
+    steps = _slider_steps(escaped, owner, len(traces), title, escaped)
     fig.update_layout(
-        **_layout(title + layers[0], reach * 1.05), sliders=[_slider(steps, "layer: ")]
+        **_layout(title + layers[0], lim * 1.05), sliders=[_slider(steps, "layer: ")]
     )
     _make_room_for_slider(fig)
     return fig
 
 
+# ---------------------------------------------------------------------------
+# sample features over training
+# ---------------------------------------------------------------------------
+def _frame_traces(go, g, mu, keep, labels, ids, names, colors, length, visible):
+    """One checkpoint: one trace per class (hover: the closest direction by
+    cosine) and the direction lines."""
+    strength = safe_norm(g, dim=1)
+    # largest cosine: the category model's choice under equal priors, and
+    # overflow-free for any magnitude of g
+    closest = (unit(g) @ mu.T).argmax(1)
+    xyz = _xyz(g)
+    traces = []
+    for c in range(len(mu)):
+        sel = keep[labels[keep] == c]
+        custom = [
+            [str(ids[i]), names[closest[i]], _hover_number(strength[i])] for i in sel
+        ]
+        hover = (
+            f"image %{{customdata[0]}}<br>class: {names[c]}<br>"
+            "closest direction: %{customdata[1]}<br>"
+            "strength ||g||: %{customdata[2]:.4g}<extra></extra>"
+        )
+        traces.append(
+            _points_trace(
+                go,
+                xyz,
+                sel,
+                name=names[c],
+                group=f"class{c}",
+                color=colors[c],
+                custom=custom,
+                hover=hover,
+                visible=visible,
+            )
+        )
+    traces += _direction_traces(go, mu, colors, names, length, visible)
+    return traces
+
+
+@validate_params(
+    {
+        "frames": [list, tuple],
+        "labels": ["array-like"],
+        "classes": [None, "array-like"],
+        "image_ids": [None, "array-like"],
+        "max_points": _POSITIVE,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_sample_evolution_interactive(
     frames: Sequence[dict],
     labels,
@@ -420,7 +559,7 @@ def plot_sample_evolution_interactive(
         ``iteration``, ``g`` (N, d') and ``directions`` (C, d') per checkpoint,
         in one coordinate system (:meth:`skvmf.SampleProjector.fit_sequence`).
     labels : array-like of shape (N,)
-        True class index of each image.
+        True class index of each image, in ``[0, C)``.
     classes : sequence of str, optional
     image_ids : array-like of shape (N,), optional
         Identifier of each image (default: its row).
@@ -431,75 +570,33 @@ def plot_sample_evolution_interactive(
     -------
     plotly.graph_objects.Figure
         Hover shows the image, its class, the closest category direction at
-        that checkpoint (the category model's choice under equal priors; the
-        network's prediction at each checkpoint is not kept) and the
-        strength ``||g||``. Every checkpoint shares the axis range of the
-        widest one.
+        that checkpoint (largest cosine: the category model's choice under
+        equal priors; the network's prediction at each checkpoint is not
+        kept) and the strength ``||g||``. Every checkpoint shares the axis
+        range of the widest one.
     """
     go = _go()
-    if not frames:
-        raise ValueError("frames is empty")
-    first = np.asarray(frames[0]["g"])
-    n = len(first)
-    labels = _per_image(np.asarray(labels), n, None, "labels").astype(int)
-    ids = _per_image(image_ids, n, np.arange(n), "image_ids")
-    mu0 = np.asarray(frames[0]["directions"], dtype=float)
-    colors = [to_hex(c) for c in _class_colors(len(mu0))]
-    names = _labels_text(classes, len(mu0))
+    checked = check_frames(frames)
+    n, n_classes = len(checked[0][1]), len(checked[0][2])
+    labels = int_array(labels, "labels", n, low=0, high=n_classes)
+    ids = per_item(image_ids, n, np.arange(n), "image_ids")
+    colors = [to_hex(c) for c in class_colors(n_classes)]
+    names = _labels_text(classes, n_classes)
     keep = _subsample(n, max_points)
-    reach = max(float(np.linalg.norm(np.asarray(f["g"]), axis=1).max()) for f in frames)
+    lim = max(reach(g) for _, g, _ in checked)
     traces, owner = [], []
-    for fi, frame in enumerate(frames):
-        g = np.asarray(frame["g"], dtype=float)
-        mu = np.asarray(frame["directions"], dtype=float)
-        if len(g) != n:
-            raise ValueError("every frame needs the same images")
-        strength = np.linalg.norm(g, axis=1)
-        closest = (g @ mu.T).argmax(1)
-        xyz = _xyz(g)
-        for c in range(len(mu)):
-            sel = keep[labels[keep] == c]
-            traces.append(
-                go.Scatter3d(
-                    x=xyz[sel, 0],
-                    y=xyz[sel, 1],
-                    z=xyz[sel, 2],
-                    mode="markers",
-                    name=names[c],
-                    legendgroup=f"class{c}",
-                    marker={"size": 3, "color": colors[c], "opacity": 0.75},
-                    customdata=[
-                        [str(ids[i]), names[closest[i]], round(float(strength[i]), 4)]
-                        for i in sel
-                    ],
-                    hovertemplate=(
-                        "image %{customdata[0]}<br>"
-                        f"class: {names[c]}<br>"
-                        "closest direction: %{customdata[1]}<br>"
-                        "strength ||g||: %{customdata[2]:.3f}<extra></extra>"
-                    ),
-                    visible=fi == 0,
-                )
-            )
-            owner.append(fi)
-        for trace in _direction_traces(go, mu, colors, names, reach * 1.1, fi == 0):
-            traces.append(trace)
-            owner.append(fi)
+    for fi, (_, g, mu) in enumerate(checked):
+        frame_traces = _frame_traces(
+            go, g, mu, keep, labels, ids, names, colors, lim * 1.1, fi == 0
+        )
+        traces += frame_traces
+        owner += [fi] * len(frame_traces)
     fig = go.Figure(data=traces)
     title = "Sample features during training (one shared frame), iteration "
-    steps = [
-        {
-            "label": str(frame["iteration"]),
-            "method": "update",
-            "args": [
-                {"visible": [o == fi for o in owner]},
-                {"title.text": f"{title}{frame['iteration']}"},
-            ],
-        }
-        for fi, frame in enumerate(frames)
-    ]
+    iterations = [str(it) for it, _, _ in checked]
+    steps = _slider_steps(iterations, owner, len(traces), title, iterations)
     fig.update_layout(
-        **_layout(f"{title}{frames[0]['iteration']}", reach * 1.2),
+        **_layout(f"{title}{iterations[0]}", lim * 1.2),
         sliders=[_slider(steps, "iteration: ")],
     )
     _make_room_for_slider(fig)
