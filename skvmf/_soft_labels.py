@@ -1,7 +1,10 @@
 """Validation of a network's soft labels P(y|x) (or its logits).
 
 Shared by every estimator that learns from the DNN's soft labels
-(:class:`skvmf.projection.SampleProjector`, :mod:`skvmf.alignment`).
+(:class:`skvmf.projection.SampleProjector`, :mod:`skvmf.alignment`) and by
+:class:`skvmf.features.FeatureSet`. Complex, non-numeric and non-finite
+input is a ``ValueError`` naming the argument; softmax of logits never
+overflows (see :func:`softmax_of_logits`).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def check_soft_labels(
     Raises
     ------
     ValueError
-        If ``P`` is not a finite numeric 2-D array with at least two columns,
+        If ``P`` is not a finite real numeric 2-D array with at least two
+        columns (an inf logit, a complex entry),
         if its number of rows differs from ``n_samples``, if an entry lies
         outside [0, 1] (tolerance 1e-6) or a row does not sum to 1
         (tolerance 1e-4) when ``from_logits=False``, or if ``temperature``
@@ -67,16 +71,29 @@ def check_soft_labels(
     >>> check_soft_labels([[0.0, np.log(3.0)]], from_logits=True, temperature=1.0)
     array([[0.25, 0.75]])
     """
+    arr = _as_real_matrix(P, name, n_samples)
+    _check_finite(arr, name)
+    if from_logits:
+        return softmax_of_logits(arr, _check_temperature(temperature))
+    return _checked_probabilities(arr, name)
+
+
+def _as_real_matrix(P, name, n_samples):
+    """``P`` as a float64 (N, C) array: real, numeric, 2-D, C >= 2, N rows."""
+    if hasattr(P, "detach") and hasattr(P, "is_complex"):  # a torch tensor
+        if P.is_complex():
+            raise ValueError(f"{name} must be real; got a tensor of dtype {P.dtype}")
+        P = P.detach().cpu().numpy()
     try:
         arr = np.asarray(P)
     except Exception as exc:  # ragged nested lists and the like
         raise ValueError(f"{name} must be a numeric 2-D array; got {P!r}") from exc
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real; got an array of dtype {arr.dtype}")
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
     ):
         raise ValueError(f"{name} must be numeric; got an array of dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise ValueError(f"{name} must be real; got an array of dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_samples, n_classes); "
@@ -92,25 +109,57 @@ def check_soft_labels(
         )
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty; got shape {arr.shape}")
-    arr = arr.astype(np.float64)
+    return arr.astype(np.float64)  # a copy: the caller's array is never written
+
+
+def _check_finite(arr, name):
+    """Refuse NaN and infinite entries (an inf logit has no softmax)."""
     finite = np.isfinite(arr)
     if not finite.all():
         row = int(np.flatnonzero(~finite.all(axis=1))[0])
         raise ValueError(
             f"{name} must be finite; row {row} contains {arr[row][~finite[row]][0]}"
         )
-    if from_logits:
-        if (
-            not isinstance(temperature, numbers.Real)
-            or isinstance(temperature, bool)
-            or not np.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise ValueError(
-                f"temperature must be a positive number; got {temperature!r}"
-            )
-        return np.exp(log_softmax(arr / float(temperature), axis=1))
 
+
+def _check_temperature(temperature):
+    if (
+        not isinstance(temperature, numbers.Real)
+        or isinstance(temperature, bool)
+        or not np.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(f"temperature must be a positive number; got {temperature!r}")
+    return float(temperature)
+
+
+def softmax_of_logits(logits, temperature):
+    """``softmax(logits / temperature)`` row-wise, for any finite logits.
+
+    The row maximum is subtracted *before* dividing by the temperature, so
+    every scaled logit is ``<= 0``: a tiny temperature or logits of 1e308 can
+    only underflow (to probability 0), never overflow to ``inf - inf = NaN``.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (N, C)
+        Finite float64 logits.
+    temperature : float
+        Positive, finite.
+
+    Returns
+    -------
+    ndarray of shape (N, C)
+        Probabilities; each row sums to 1.
+    """
+    with np.errstate(over="ignore"):  # differences of +-1e308: -inf, exp 0
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        scaled = shifted / temperature
+    return np.exp(log_softmax(scaled, axis=1))
+
+
+def _checked_probabilities(arr, name):
+    """Entries in [0, 1] and rows summing to 1 (tolerances), then exact."""
     bad = (arr < -_RANGE_TOL) | (arr > 1 + _RANGE_TOL)
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=1))[0])

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from skvmf._soft_labels import softmax_of_logits
+
 # Fields indexed by image (first axis is N). The others describe the model
 # (category directions, class names, grid) and are shared by every subset.
 _PER_IMAGE = ("sample", "logits", "soft_labels", "g", "image_ids")
@@ -45,12 +47,57 @@ def _n_rows(array) -> int:
     return int(array.shape[0])
 
 
-def _softmax(z: np.ndarray, temperature: float) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
+# Fields whose finiteness is checked on construction: (N, C) or (N, D) rows,
+# cheap next to the regional maps, which can be large memmaps; the extractor
+# and the aligner check the maps' finiteness batch by batch instead.
+_CHECK_FINITE = ("sample", "logits", "soft_labels", "g", "directions", "priors")
+
+
+def _is_complex(value) -> bool:
+    if hasattr(value, "is_complex") and hasattr(value, "detach"):  # torch
+        return bool(value.is_complex())
+    try:
+        return np.iscomplexobj(value)
+    except (TypeError, ValueError):  # ragged: refused as non-numeric below
+        return False
+
+
+def _check_field(name: str, value) -> None:
+    """A FeatureSet field must be a real numeric array; some must be finite.
+
+    Raises a ``ValueError`` that names the field: complex values are never
+    cast to their real part, object arrays never guessed at.
+    """
+    if _is_complex(value):
+        raise ValueError(
+            f"FeatureSet.{name} must be real; got complex values ({value.dtype})"
+        )
+    if hasattr(value, "detach"):
+        if name in _CHECK_FINITE and value.is_floating_point():
+            import torch
+
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"FeatureSet.{name} contains NaN or infinite values")
+        return
+    try:
+        arr = np.asarray(value)  # a view for arrays and memmaps: nothing read
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise ValueError(f"FeatureSet.{name} must be a numeric array") from exc
+    if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, bool)):
+        raise ValueError(f"FeatureSet.{name} must be numeric; got dtype {arr.dtype}")
+    floating = np.issubdtype(arr.dtype, np.floating)
+    if name in _CHECK_FINITE and floating and not np.isfinite(arr).all():
+        raise ValueError(f"FeatureSet.{name} contains NaN or infinite values")
+
+
+def _softmax(z, temperature: float) -> np.ndarray:
+    """Tempered soft labels of finite logits (validated by _check_field)."""
+    z = np.asarray(z.detach().cpu() if hasattr(z, "detach") else z, np.float64)
+    if z.ndim != 2:
+        raise ValueError(
+            f"FeatureSet.logits must have shape (N, C); got {tuple(z.shape)}"
+        )
+    return softmax_of_logits(z, float(temperature))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -124,17 +171,33 @@ class FeatureSet:
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.soft_labels is None and self.logits is not None:
-            if not self.temperature > 0:
-                raise ValueError(
-                    f"temperature must be positive; got {self.temperature!r}"
-                )
-            object.__setattr__(
-                self, "soft_labels", _softmax(self.logits, self.temperature)
-            )
         object.__setattr__(self, "regions", dict(self.regions or {}))
         object.__setattr__(self, "h", dict(self.h or {}))
         object.__setattr__(self, "meta", dict(self.meta or {}))
+        self._check_values()
+        if self.soft_labels is None and self.logits is not None:
+            object.__setattr__(
+                self, "soft_labels", _softmax(self.logits, self.temperature)
+            )
+        self._check_shapes()
+
+    def _check_values(self):
+        """Every array field real and numeric; the small ones finite."""
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.number)):
+            raise ValueError(f"temperature must be a positive number; got {t!r}")
+        if not (np.isfinite(t) and t > 0):
+            raise ValueError(f"temperature must be positive; got {t!r}")
+        for name in _PER_IMAGE + ("directions", "priors", "classes"):
+            value = getattr(self, name)
+            if value is not None and name not in ("image_ids", "classes"):
+                _check_field(name, value)
+        for name in _PER_IMAGE_MAPS:
+            for layer, value in getattr(self, name).items():
+                _check_field(f"{name}[{layer!r}]", value)
+
+    def _check_shapes(self):
+        """The same number of images everywhere, and maps on the grid."""
         counts = {}
         for name in _PER_IMAGE:
             value = getattr(self, name)

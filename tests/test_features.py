@@ -85,3 +85,76 @@ def test_string_index_and_unknown_layer_are_clear_errors():
         fs["a"]
     with pytest.raises(ValueError, match="available"):
         fs.region_rows("zzz")
+
+
+# --------------------------------------------------------------------------
+# bad values (issue 10)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_logits_are_an_error_not_nan_soft_labels(bad):
+    logits = np.zeros((3, 4))
+    logits[1, 2] = bad
+    with pytest.raises(ValueError, match="FeatureSet.logits contains NaN or inf"):
+        FeatureSet(logits=logits)
+    from skvmf._soft_labels import check_soft_labels
+
+    with pytest.raises(ValueError, match="logits must be finite; row 1"):
+        check_soft_labels(logits, from_logits=True, name="logits")
+
+
+def test_extreme_finite_logits_and_temperatures_give_exact_soft_labels():
+    from skvmf._soft_labels import check_soft_labels
+
+    logits = np.array([[1e308, -1e308, 0.0], [1.0, 2.0, 3.0], [-5e307, -5e307, 0.0]])
+    for temperature in (1e-300, 1.0, 1e300):
+        fs = FeatureSet(logits=logits, temperature=temperature)
+        P = check_soft_labels(logits, from_logits=True, temperature=temperature)
+        np.testing.assert_array_equal(fs.soft_labels, P)
+        assert np.all(np.isfinite(P))
+        np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(
+        check_soft_labels(logits, from_logits=True, temperature=1e-300),
+        [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]],
+    )
+    # the moderate row against scipy's softmax
+    np.testing.assert_allclose(
+        FeatureSet(logits=logits, temperature=1.0).soft_labels[1],
+        softmax(logits[1]),
+        rtol=1e-15,
+    )
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["sample", "logits", "soft_labels", "g", "directions", "priors"],
+)
+def test_complex_and_non_finite_fields_are_refused_by_name(field):
+    shapes = {"priors": (3,), "directions": (3, 2)}
+    value = np.ones(shapes.get(field, (4, 3))) / 3
+    with pytest.raises(ValueError, match=f"FeatureSet.{field} must be real"):
+        FeatureSet(**{field: value + 1j})
+    value[0] = np.nan
+    with pytest.raises(ValueError, match=f"FeatureSet.{field} contains NaN"):
+        FeatureSet(**{field: value})
+    with pytest.raises(ValueError, match=f"FeatureSet.{field} must be numeric"):
+        FeatureSet(**{field: value.astype(str)})
+
+
+def test_complex_regions_and_bad_temperature():
+    with pytest.raises(ValueError, match=r"FeatureSet.regions\['a'\] must be real"):
+        FeatureSet(regions={"a": np.ones((2, 4, 3)) + 0j}, grid=(2, 2))
+    for t in (0.0, -1.0, np.nan, np.inf, "4"):
+        with pytest.raises(ValueError, match="temperature"):
+            FeatureSet(logits=np.zeros((2, 3)), temperature=t)
+
+
+def test_read_only_fields_round_trip():
+    fs = _fs()
+    arrays = [fs.sample, fs.logits, *fs.regions.values()]
+    for arr in arrays:
+        arr.setflags(write=False)
+    again = FeatureSet(
+        sample=fs.sample, logits=fs.logits, regions=fs.regions, grid=fs.grid
+    )
+    np.testing.assert_array_equal(again.soft_labels, fs.soft_labels)
+    np.testing.assert_array_equal(again[[1, 3]].sample, fs.sample[[1, 3]])
