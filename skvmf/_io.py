@@ -30,9 +30,24 @@ _NUMPY_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"): ("numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"): ("numeric", "_frombuffer"),
 }
-# containers that protocols 2-5 may name as globals (dict, list, tuple, str
+# containers that protocols 0-5 may name as globals (dict, list, tuple, str
 # and numbers have their own opcodes and need none)
-_BUILTINS = frozenset({"set", "frozenset", "bytearray"})
+_BUILTINS = frozenset({"set", "frozenset", "bytes", "bytearray"})
+
+
+def _from_content(kind):
+    """``bytes``/``bytearray`` of given content only: ``bytes(10**12)`` would
+    allocate whatever size a crafted file names."""
+
+    def build(*args):
+        if args and not isinstance(args[0], (bytes, bytearray, str, list)):
+            raise pickle.UnpicklingError(
+                f"it calls {kind.__name__} with {type(args[0]).__name__}; "
+                "refused without running it"
+            )
+        return kind(*args)
+
+    return build
 
 
 def _numpy_internal(module: str, name: str):
@@ -47,6 +62,24 @@ def _numpy_internal(module: str, name: str):
     return getattr(found, name)
 
 
+def _empty_array(reconstruct):
+    """numpy's ``_reconstruct`` for the empty array every pickle starts from
+    (its content comes next, bounded by the file); a crafted shape would
+    allocate whatever size it names."""
+
+    def build(subtype, shape, dtype):
+        import numpy as np
+
+        if subtype is not np.ndarray or np.prod(shape, dtype=float) > 1:
+            raise pickle.UnpicklingError(
+                f"it asks numpy for a {shape} array before its data; refused "
+                "without running it"
+            )
+        return reconstruct(subtype, shape, dtype)
+
+    return build
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that builds numpy arrays and plain containers, nothing else.
 
@@ -58,7 +91,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) in _NUMPY_GLOBALS:
-            return _numpy_internal(*_NUMPY_GLOBALS[module, name])
+            found = _numpy_internal(*_NUMPY_GLOBALS[module, name])
+            return _empty_array(found) if name == "_reconstruct" else found
         if module == "_codecs" and name == "encode":
             import _codecs
 
@@ -66,6 +100,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module in ("builtins", "__builtin__") and name in _BUILTINS:
             import builtins
 
+            if name in ("bytes", "bytearray"):
+                return _from_content(getattr(builtins, name))
             return getattr(builtins, name)
         raise pickle.UnpicklingError(
             f"it names the global {module}.{name}, which a data file never "
