@@ -15,6 +15,7 @@ Forward hooks (not graph tracing) capture the layers, so any
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import os
@@ -30,8 +31,9 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from skvmf._hooks import Capture, check_finite, evaluating, finite_logits
+from skvmf._images import check_batch, image_batches
 from skvmf._layers import (
     detect_architecture,
     first_conv_channels,
@@ -40,7 +42,7 @@ from skvmf._layers import (
     resolve_layer,
     set_conv5_stride1,
 )
-from skvmf._layout import check_reshape, output_error, resolve_layout, to_maps
+from skvmf._layout import check_grid, check_reshape, resolve_layout, to_maps
 from skvmf._progress import message, progress
 from skvmf._torch_utils import resolve_device, resolve_dtype
 from skvmf.features import FeatureSet
@@ -51,166 +53,17 @@ _OUTPUTS = ("features", "sample", "logits", "soft_labels", "regions")
 _SAME_AS_MODEL = "__skvmf_model_is_model__"
 
 
-# -- input ------------------------------------------------------------------
-def _check_numeric_dtype(dtype, what: str) -> None:
-    if isinstance(dtype, torch.dtype):
-        ok = dtype != torch.bool and not dtype.is_complex
-    else:
-        ok = np.dtype(dtype).kind in "iuf"
-    if not ok:
-        raise ValueError(
-            f"{what} must hold real numbers (integer or floating point); got dtype "
-            f"{dtype}"
-        )
+# -- one forward pass ---------------------------------------------------------
+class _Pass:
+    """One batch's features, captured with the shared hooks of
+    :mod:`skvmf._hooks`.
 
-
-def _check_images(shape, channels: int | None, what: str) -> None:
-    if len(shape) != 4:
-        hint = " (add a batch axis: X[None])" if len(shape) == 3 else ""
-        raise ValueError(
-            f"{what} must be images of shape (N, C, H, W); got {len(shape)} "
-            f"dimensions, shape {tuple(shape)}{hint}"
-        )
-    if shape[0] == 0:
-        raise ValueError(
-            f"{what} is empty: shape {tuple(shape)}; need at least one image"
-        )
-    if channels is not None and shape[1] != channels:
-        raise ValueError(
-            f"{what} has {shape[1]} channels (shape {tuple(shape)}) but the model's "
-            f"first convolution expects in_channels={channels}"
-        )
-
-
-def _item_image(item):
-    if isinstance(item, (tuple, list)):
-        if not item:
-            raise ValueError("a dataset item is an empty sequence; expected an image")
-        item = item[0]
-    if isinstance(item, torch.Tensor):
-        return item
-    if isinstance(item, np.ndarray):
-        _check_numeric_dtype(item.dtype, "dataset images")
-        return torch.as_tensor(item)
-    raise ValueError(
-        "dataset items must be an image tensor/array or (image, label); got "
-        f"{type(item).__name__} (add a transform that makes tensors, e.g. ToTensor)"
-    )
-
-
-def _loader_length(loader: DataLoader) -> int | None:
-    if isinstance(loader.dataset, IterableDataset) or loader.batch_size is None:
-        return None
-    try:
-        n = len(loader.sampler)
-    except TypeError:
-        return None
-    if loader.drop_last:
-        n = (n // loader.batch_size) * loader.batch_size
-    return n
-
-
-def _input_batches(X, batch_size: int, channels: int | None):
-    """Validate ``X``; return (number of images or None, number of batches or
-    None, iterator of CPU tensors (n, C, H, W))."""
-    if isinstance(X, FeatureSet):
-        raise ValueError(
-            "X is a FeatureSet (features already extracted); the extractor needs "
-            "images (N, C, H, W)"
-        )
-    if isinstance(X, DataLoader):
-        n = _loader_length(X)
-        try:
-            n_batches = len(X)
-        except TypeError:
-            n_batches = None
-
-        def loader_batches():
-            for batch in X:
-                if isinstance(batch, (tuple, list)):
-                    batch = batch[0] if batch else batch
-                if isinstance(batch, np.ndarray):
-                    _check_numeric_dtype(batch.dtype, "DataLoader batches")
-                if not isinstance(batch, (torch.Tensor, np.ndarray)):
-                    raise ValueError(
-                        "DataLoader batches must be image tensors or (images, "
-                        f"labels); got {type(batch).__name__}"
-                    )
-                yield torch.as_tensor(batch)
-
-        return n, n_batches, loader_batches()
-    if isinstance(X, IterableDataset):
-
-        def iterable_batches():
-            chunk = []
-            for item in X:
-                chunk.append(_item_image(item))
-                if len(chunk) == batch_size:
-                    yield _stack(chunk)
-                    chunk = []
-            if chunk:
-                yield _stack(chunk)
-
-        return None, None, iterable_batches()
-    if isinstance(X, Dataset):
-        n = len(X)
-        if n == 0:
-            raise ValueError("X is an empty Dataset; need at least one image")
-
-        def dataset_batches():
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                yield _stack([_item_image(X[i]) for i in range(start, stop)])
-
-        return n, -(-n // batch_size), dataset_batches()
-    if isinstance(X, torch.Tensor):
-        _check_numeric_dtype(X.dtype, "X")
-        _check_images(X.shape, channels, "X")
-        n = int(X.shape[0])
-        return (
-            n,
-            -(-n // batch_size),
-            (X[s : s + batch_size] for s in range(0, n, batch_size)),
-        )
-    if not isinstance(X, np.ndarray):
-        try:
-            X = np.asarray(X)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"X could not be read as an image array: {exc}") from exc
-    _check_numeric_dtype(X.dtype, "X")
-    _check_images(X.shape, channels, "X")
-    n = int(X.shape[0])
-
-    def array_batches():
-        for start in range(0, n, batch_size):
-            block = X[start : start + batch_size]
-            if (
-                not block.flags.writeable
-                or not block.flags.c_contiguous
-                or not block.dtype.isnative
-            ):
-                # torch wants writeable, contiguous, native-endian memory
-                block = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("="))
-                block = block if block.flags.writeable else block.copy()
-            yield torch.from_numpy(block)
-
-    return n, -(-n // batch_size), array_batches()
-
-
-def _stack(images):
-    shapes = {tuple(im.shape) for im in images}
-    if len(shapes) > 1:
-        raise ValueError(f"images of one batch differ in shape: {sorted(shapes)}")
-    return torch.stack(images)
-
-
-# -- hooks ------------------------------------------------------------------
-class _Hooks:
-    """Forward hooks capturing one batch's features.
-
-    On enter the model goes to eval mode and hooks are registered; on exit
-    (also after an exception) every hook is removed and every submodule's
-    ``training`` flag is restored.
+    Each regional layer's output is read by its layout, pooled to the grid
+    and checked finite inside its hook (so full maps never pile up, and a
+    layer producing NaN is named with the batch at once); the sample feature
+    is the input or the (pooled) output of its module. Hooks are removed on
+    exit, also after an exception; evaluation mode is the caller's
+    :func:`~skvmf._hooks.evaluating`.
     """
 
     def __init__(self, model, regions, sample, grid, reshapes=None):
@@ -218,47 +71,39 @@ class _Hooks:
         self.regions = regions  # [(key, module name)]
         self.sample = sample  # (module name, "input" | "output") or None
         self.grid = grid
-        self.reshapes = reshapes or {}  # key -> reshape argument
-        self._handles = []
-        self._modes = []
-        self._maps = [None] * len(regions)
-        self._sample = None
-        self._image_size = None
+        self.reshapes = reshapes or {}
         self.raw_shapes = {}  # layer -> (K, H, W) before pooling
         self.layouts = {}  # layer -> (output shape, image size, Layout)
+        self._image_size = None
+        self._where = ""
+        layers = {
+            key: (key if key == name else f"{key} ({name})", model.get_submodule(name))
+            for key, name in regions
+        }
+        self._maps = Capture(model, layers, detach=True, transform=self._region)
+        self._sample = None
+        if sample is not None:
+            name, mode = sample
+            self._sample = Capture(
+                model,
+                {"sample": (name, model.get_submodule(name))},
+                detach=True,
+                on=mode,
+                transform=self._sample_feature,
+                what="sample layer",
+            )
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self):
-        # only modules in training mode need a change (and a restore): setting
-        # ``training`` goes through nn.Module.__setattr__, slow on big models
-        self._modes = [m for m in self.model.modules() if m.training]
-        if self._modes:
-            self.model.eval()
-        try:
-            for i, (key, name) in enumerate(self.regions):
-                module = self.model.get_submodule(name)
-                self._handles.append(
-                    module.register_forward_hook(self._region_hook(i, key, name))
-                )
-            if self.sample is not None:
-                name, mode = self.sample
-                module = self.model.get_submodule(name)
-                if mode == "input":
-                    handle = module.register_forward_pre_hook(self._sample_pre_hook)
-                else:
-                    handle = module.register_forward_hook(self._sample_hook)
-                self._handles.append(handle)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._maps)
+            if self._sample is not None:
+                stack.enter_context(self._sample)
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for module in self._modes:
-            module.training = True
-        self._modes = []
+        self._stack.close()
         return False
 
     def _pool(self, out):
@@ -268,10 +113,8 @@ class _Hooks:
             return out.clone(memory_format=torch.contiguous_format)
         return F.adaptive_avg_pool2d(out, self.grid)
 
-    def _as_maps(self, key, name, module, output):
-        """The output as (N, K, H, W): tokens and channels-last maps read by
-        their layout (resolved once per output shape and image size)."""
-        shape = tuple(output.shape)
+    def _layout(self, key, name, module, shape):
+        """The layer's layout, resolved once per output shape and image size."""
         known = self.layouts.get(key)
         if known is None or known[:2] != (shape[1:], self._image_size):
             layout = resolve_layout(
@@ -280,106 +123,73 @@ class _Hooks:
                 model=self.model,
                 module=module,
                 reshape=self.reshapes.get(key),
-                name=f"{key} ({name})" if key != name else key,
+                name=name,
             )
             known = (shape[1:], self._image_size, layout)
             self.layouts[key] = known
-        maps = to_maps(output, known[2], name)
+        return known[2]
+
+    def _region(self, key, module, output):
+        """Hook transform: the output as (N, K, H, W) maps (tokens and
+        channels-last maps read by their layout), pooled and checked."""
+        name = self._maps.layers[key][0]
+        shape = tuple(output.shape)
+        if output.ndim < 2:
+            raise ValueError(
+                f"layer {name!r} must output a 4-D map (N, K, H, W) for regional "
+                f"features; got shape {shape}"
+            )
+        maps = to_maps(output, self._layout(key, name, module, shape), name)
         if maps.ndim != 4:
             raise ValueError(
-                f"layer {key!r} ({name}) must output a 4-D map (N, K, H, W), "
-                f"tokens (N, T, K) or a channels-last map for regional features; "
-                f"got shape {shape}"
+                f"layer {name!r} must output a 4-D map (N, K, H, W), tokens "
+                "(N, T, K) or a channels-last map for regional features; got "
+                f"shape {shape}"
             )
-        return maps
+        self.raw_shapes[key] = tuple(int(v) for v in maps.shape[1:])
+        pooled = self._pool(maps)
+        check_finite(pooled, f"layer {name!r}", self._where)
+        return pooled
 
-    def _region_hook(self, i, key, name):
-        def hook(module, args, output):
-            if self._maps[i] is not None:
-                raise ValueError(
-                    f"layer {key!r} ({name}) ran more than once in one forward "
-                    "pass, so its output is ambiguous; choose a module that runs "
-                    "once (e.g. the enclosing block)"
-                )
-            if not isinstance(output, torch.Tensor):
-                raise output_error(f"{key} ({name})", output)
-            if output.ndim < 2:
-                raise ValueError(
-                    f"layer {key!r} ({name}) must output a 4-D map (N, K, H, W) "
-                    f"for regional features; got shape {tuple(output.shape)}"
-                )
-            maps = self._as_maps(key, name, module, output)
-            self.raw_shapes[key] = tuple(int(v) for v in maps.shape[1:])
-            self._maps[i] = self._pool(maps)
-
-        return hook
-
-    def _check_sample_once(self):
-        if self._sample is not None:
-            raise ValueError(
-                f"sample layer {self.sample[0]!r} ran more than once in one "
-                "forward pass; set sample_layer to a module that runs once"
-            )
-
-    def _sample_pre_hook(self, module, args):
-        self._check_sample_once()
-        if not args or not isinstance(args[0], torch.Tensor):
-            raise ValueError(
-                f"the input of sample layer {self.sample[0]!r} is not a tensor "
-                "passed positionally"
-            )
-        x = args[0]
-        self._sample = x.reshape(x.shape[0], -1).clone()
-
-    def _sample_hook(self, module, args, output):
-        self._check_sample_once()
-        if not isinstance(output, torch.Tensor):
-            raise ValueError(
-                f"sample layer {self.sample[0]!r} returned "
-                f"{type(output).__name__}, not a tensor"
-            )
-        if output.ndim == 4:  # a map: global average pooling
-            # over the spatial axes, wherever they are (Swin: channels-last)
+    def _sample_feature(self, key, module, value):
+        """Hook transform: the sample feature, flattened; a 4-D output is
+        averaged over its spatial axes, wherever they are (Swin:
+        channels-last)."""
+        name = self.sample[0]
+        if self.sample[1] == "output" and value.ndim == 4:
             layout = resolve_layout(
-                output.shape,
+                value.shape,
                 self._image_size,
                 model=self.model,
                 module=module,
-                name=f"sample layer {self.sample[0]}",
+                name=f"sample layer {name}",
             )
-            self._sample = to_maps(output, layout).mean(dim=(2, 3))
+            feature = to_maps(value, layout).mean(dim=(2, 3))
         else:
-            self._sample = output.reshape(output.shape[0], -1).clone()
+            feature = value.reshape(value.shape[0], -1).clone()
+        check_finite(feature, f"sample layer {name!r}", self._where)
+        return feature
 
-    def forward(self, x):
-        self._maps = [None] * len(self.regions)
-        self._sample = None
+    def forward(self, x, start=0):
+        """``(logits, sample features or None, pooled maps)`` of one batch."""
+        self._where = f" in batch starting at image {start}"
         self._image_size = (int(x.shape[-2]), int(x.shape[-1]))
-        logits = self.model(x)
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            got = (
-                f"shape {tuple(logits.shape)}"
-                if isinstance(logits, torch.Tensor)
-                else type(logits).__name__
-            )
-            raise ValueError(f"the model must return logits of shape (N, C); got {got}")
-        for (key, name), value in zip(self.regions, self._maps):
-            if value is None:
-                raise ValueError(
-                    f"layer {key!r} ({name}) did not run during the forward pass"
-                )
-        if self.sample is not None and self._sample is None:
-            raise ValueError(
-                f"sample layer {self.sample[0]!r} did not run during the forward pass"
-            )
-        maps = self._maps
+        self._maps.reset()
+        if self._sample is not None:
+            self._sample.reset()
+        logits = finite_logits(self.model(x), where=self._where)
+        self._maps.require()
+        feats = None
+        if self._sample is not None:
+            self._sample.require()
+            feats = self._sample.outputs["sample"]
+        maps = [self._maps.outputs[key] for key, _ in self.regions]
         if self.grid is None and maps:
             # default grid: the spatial size of the smallest (deepest) layer
             smallest = min(maps, key=lambda m: m.shape[-2] * m.shape[-1])
             self.grid = (int(smallest.shape[-2]), int(smallest.shape[-1]))
             maps = [self._pool(m) if m.shape[-2:] != self.grid else m for m in maps]
-        self._maps = [None] * len(self.regions)
-        return logits, self._sample, maps
+        return logits, feats, maps
 
 
 # -- output sinks -----------------------------------------------------------
@@ -542,22 +352,6 @@ def _needs_move(model: nn.Module, device, dtype) -> bool:
         if t.is_floating_point() and t.dtype != dtype:
             return True
     return False
-
-
-def _check_grid(grid):
-    if grid is None:
-        return None
-    if isinstance(grid, Integral) and not isinstance(grid, bool):
-        values = (int(grid), int(grid))
-    elif isinstance(grid, (tuple, list)) and len(grid) == 2:
-        values = tuple(grid)
-    else:
-        raise ValueError(f"grid must be None, an int or a pair (H, W); got {grid!r}")
-    if not all(
-        isinstance(v, Integral) and not isinstance(v, bool) and v >= 1 for v in values
-    ):
-        raise ValueError(f"grid sizes must be positive integers; got {grid!r}")
-    return (int(values[0]), int(values[1]))
 
 
 class TorchFeatureExtractor(TransformerMixin, BaseEstimator):
@@ -770,15 +564,31 @@ default="features"
         """
         self.device_ = resolve_device(self.device)
         self.dtype_ = resolve_dtype(self.dtype)
-        self.grid_ = _check_grid(self.grid)
+        self.grid_ = check_grid(self.grid)
         if self.return_tensors and self.memmap_dir is not None:
             raise ValueError(
                 "memmap_dir writes numpy memmaps; it cannot be combined with "
                 "return_tensors=True"
             )
-        model = self.model
-        arch = detect_architecture(model)
+        arch = detect_architecture(self.model)
         self.architecture_ = arch.family if arch is not None else None
+        self.model_ = self._model_to_run()
+        self._resolve_layers(arch)
+        self._resolve_sample_layer(arch)
+        self.n_channels_ = first_conv_channels(self.model_)
+        self.layer_layouts_ = None
+        self.input_shape_ = None
+        self.layer_shapes_ = None
+        self.n_sample_features_ = None
+        self.n_classes_ = None
+        if X is not None:
+            self._dry_run(X)
+        return self
+
+    def _model_to_run(self) -> nn.Module:
+        """Fit step 1: ``model`` itself, or a copy with stride 1 in conv5_x
+        or on another device or dtype (the user's model is never changed)."""
+        model = self.model
         if self.stride1_conv5:
             if self.architecture_ != "resnet":
                 raise ValueError(
@@ -791,11 +601,14 @@ default="features"
             if model is self.model:
                 model = copy.deepcopy(model)
             model = model.to(device=self.device_, dtype=self.dtype_)
-        self.model_ = model
+        return model
 
-        names = module_names(model)
+    def _resolve_layers(self, arch) -> None:
+        """Fit step 2: the regional layers as given and as module names, each
+        a different module, and their ``reshape``."""
+        names = module_names(self.model_)
         given = self._given_layers(arch)
-        resolved = [resolve_layer(n, model, arch, names=names) for n in given]
+        resolved = [resolve_layer(n, self.model_, arch, names=names) for n in given]
         seen = {}
         for g, r in zip(given, resolved):
             if r in seen:
@@ -803,10 +616,16 @@ default="features"
                     f"layers {seen[r]!r} and {g!r} are the same module {r!r}"
                 )
             seen[r] = g
+        if self.output == "regions" and not given:
+            raise ValueError("output='regions' needs at least one layer in layers")
         self.layer_names_ = given
         self.layers_ = resolved
         self._reshapes = self._layer_reshapes(given, resolved)
 
+    def _resolve_sample_layer(self, arch) -> None:
+        """Fit step 3: the module of the sample feature and whether its input
+        (``"auto"``: the last ``nn.Linear``) or its output is taken."""
+        model = self.model_
         if self.sample_layer == "auto":
             self.sample_layer_ = last_linear(model)
             self.sample_mode_ = "input"
@@ -821,23 +640,15 @@ default="features"
             self.sample_mode_ = None
         else:
             self.sample_layer_ = resolve_layer(
-                self.sample_layer, model, arch, names=names, what="sample_layer"
+                self.sample_layer,
+                model,
+                arch,
+                names=module_names(model),
+                what="sample_layer",
             )
             self.sample_mode_ = "output"
         if self.output == "sample" and self.sample_layer_ is None:
             raise ValueError("output='sample' needs a sample_layer; got None")
-        if self.output == "regions" and not given:
-            raise ValueError("output='regions' needs at least one layer in layers")
-
-        self.n_channels_ = first_conv_channels(model)
-        self.layer_layouts_ = None
-        self.input_shape_ = None
-        self.layer_shapes_ = None
-        self.n_sample_features_ = None
-        self.n_classes_ = None
-        if X is not None:
-            self._dry_run(X)
-        return self
 
     def _given_layers(self, arch) -> list[str]:
         if self.layers is None:
@@ -876,120 +687,138 @@ default="features"
         return out
 
     def _dry_run(self, X):
-        _, _, batches = _input_batches(X, 1, self.n_channels_)
+        """Run the first image to record shapes, layouts and the grid."""
         try:
-            first = next(iter(batches))
+            _, first = next(iter(self._batches(X, 1)))
         except StopIteration:
             raise ValueError("X yielded no images; need at least one") from None
         x = self._prepare(first[:1], 0)
         regions = list(zip(self.layer_names_, self.layers_))
         sample = (self.sample_layer_, self.sample_mode_) if self.sample_layer_ else None
-        hooks = _Hooks(self.model_, regions, sample, self.grid_, self._reshapes)
-        with hooks, torch.inference_mode():
-            logits, feats, _ = hooks.forward(x)
-        self.layer_layouts_ = {k: v[2].describe() for k, v in hooks.layouts.items()}
+        capture = _Pass(self.model_, regions, sample, self.grid_, self._reshapes)
+        with evaluating(self.model_), capture, torch.inference_mode():
+            logits, feats, _ = capture.forward(x)
+        self.layer_layouts_ = {k: v[2].describe() for k, v in capture.layouts.items()}
         self.input_shape_ = tuple(int(v) for v in x.shape[1:])
-        self.layer_shapes_ = dict(hooks.raw_shapes)
-        self.grid_ = hooks.grid
+        self.layer_shapes_ = dict(capture.raw_shapes)
+        self.grid_ = capture.grid
         self.n_sample_features_ = int(feats.shape[1]) if feats is not None else None
         self.n_classes_ = int(logits.shape[1])
 
-    def _prepare(self, batch, index):
-        if not isinstance(batch, torch.Tensor):
-            batch = torch.as_tensor(batch)
-        _check_numeric_dtype(batch.dtype, "the images")
-        _check_images(batch.shape, self.n_channels_, f"batch {index} of the input")
-        x = batch.to(device=self.device_, dtype=self.dtype_)
-        # a sum is NaN/inf when any element is (cheap); confirm element-wise
-        # so that a sum overflowing on huge finite values is not refused
-        if not (torch.isfinite(x.sum()) or torch.isfinite(x).all()):
-            raise ValueError(f"batch {index} of the input contains NaN or infinity")
-        return x
+    def _batches(self, X, batch_size):
+        """``X`` as batches of CPU tensors (any image source of
+        :mod:`skvmf._images`); a FeatureSet is refused by name."""
+        if isinstance(X, FeatureSet):
+            raise ValueError(
+                "X is a FeatureSet (features already extracted); the extractor "
+                "needs images (N, C, H, W)"
+            )
+        return image_batches(X, batch_size, channels=self.n_channels_, name="X")
+
+    def _prepare(self, batch, start):
+        return check_batch(
+            batch,
+            channels=self.n_channels_,
+            device=self.device_,
+            dtype=self.dtype_,
+            name="X",
+            start=start,
+        )
 
     # -- extraction -----------------------------------------------------------
     def _extract(self, X, *, sample: bool, regions: bool) -> FeatureSet:
+        """The features of ``X``: batches streamed through one :class:`_Pass`
+        into the sinks (files removed when anything fails)."""
         check_is_fitted(self, "layers_")
-        n, n_batches, batches = _input_batches(X, self.batch_size, self.n_channels_)
+        source = self._batches(X, self.batch_size)
         keys = list(zip(self.layer_names_, self.layers_)) if regions else []
-        sample_spec = (
-            (self.sample_layer_, self.sample_mode_)
-            if sample and self.sample_layer_ is not None
-            else None
+        spec = None
+        if sample and self.sample_layer_ is not None:
+            spec = (self.sample_layer_, self.sample_mode_)
+        message(
+            f"TorchFeatureExtractor: {source.n or 'unknown number of'} images, "
+            f"layers {[k for k, _ in keys]}, sample {self.sample_layer_}",
+            verbose=self.verbose,
         )
+        capture = _Pass(
+            self.model_, keys, spec, self.grid_, getattr(self, "_reshapes", {})
+        )
+        sinks = self._open_sinks(source.n, keys, spec is not None)
+        try:
+            with evaluating(self.model_), capture:
+                self._stream(source, capture, sinks)
+            results = {name: sink.result() for name, sink in sinks.items()}
+        except BaseException:
+            for sink in sinks.values():
+                sink.abort()
+            raise
+        return self._feature_set(results, capture, keys, spec)
+
+    def _open_sinks(self, n, keys, sample) -> dict:
+        """Extraction step 1: one sink for the logits, the sample features
+        and each layer (a memmap file per layer with ``memmap_dir``)."""
         common = {
             "tensors": self.return_tensors,
             "device": self.device_,
             "torch_dtype": self.dtype_,
         }
-        logit_sink = _Sink(n, maps=False, **common)
-        sample_sink = _Sink(n, maps=False, **common) if sample_spec else None
-        region_sinks = []
+        sinks = {"logits": _Sink(n, maps=False, **common)}
+        if sample:
+            sinks["sample"] = _Sink(n, maps=False, **common)
         try:
             for key, _ in keys:
-                path = (
-                    None
-                    if self.memmap_dir is None
-                    else _memmap_path(self.memmap_dir, key)
-                )
-                region_sinks.append(_Sink(n, maps=True, path=path, **common))
+                path = None
+                if self.memmap_dir is not None:
+                    path = _memmap_path(self.memmap_dir, key)
+                sinks[("region", key)] = _Sink(n, maps=True, path=path, **common)
         except BaseException:
-            for sink in region_sinks:
+            for sink in sinks.values():
                 sink.abort()
             raise
-        message(
-            f"TorchFeatureExtractor: {n if n is not None else 'unknown number of'} "
-            f"images, layers {[k for k, _ in keys]}, sample {self.sample_layer_}",
+        return sinks
+
+    def _stream(self, source, capture, sinks) -> None:
+        """Extraction step 2: every batch checked, run and stored."""
+        bar = progress(
+            source,
             verbose=self.verbose,
+            total=source.n_batches,
+            desc="extracting",
+            unit="batch",
         )
-        hooks = _Hooks(
-            self.model_, keys, sample_spec, self.grid_, getattr(self, "_reshapes", {})
-        )
-        try:
-            with hooks:
-                bar = progress(
-                    batches,
-                    verbose=self.verbose,
-                    total=n_batches,
-                    desc="extracting",
-                    unit="batch",
-                )
-                for index, batch in enumerate(bar):
-                    x = self._prepare(batch, index)
-                    with torch.inference_mode():
-                        logits, feats, maps = hooks.forward(x)
-                    logit_sink.put(logits)
-                    if sample_sink is not None:
-                        sample_sink.put(feats)
-                    for sink, block in zip(region_sinks, maps):
-                        sink.put(block)
-            if logit_sink.count == 0:
-                raise ValueError("X yielded no images; need at least one")
-            logits = logit_sink.result()
-            sample_values = sample_sink.result() if sample_sink is not None else None
-            region_values = {
-                key: sink.result() for (key, _), sink in zip(keys, region_sinks)
-            }
-        except BaseException:
-            for sink in region_sinks:
-                sink.abort()
-            raise
+        regions = [sink for name, sink in sinks.items() if isinstance(name, tuple)]
+        for start, batch in bar:
+            x = self._prepare(batch, start)
+            with torch.inference_mode():
+                logits, feats, maps = capture.forward(x, start)
+            sinks["logits"].put(logits)
+            if "sample" in sinks:
+                sinks["sample"].put(feats)
+            for sink, block in zip(regions, maps):
+                sink.put(block)
+        if sinks["logits"].count == 0:
+            raise ValueError("X yielded no images; need at least one")
+
+    def _feature_set(self, results, capture, keys, spec) -> FeatureSet:
+        """Extraction step 3: the FeatureSet, soft labels from the logits."""
+        logits = results["logits"]
         soft = None
         if self.return_tensors:
             soft = torch.softmax(logits.double() / self.temperature, dim=1)
         return FeatureSet(
-            sample=sample_values,
+            sample=results.get("sample"),
             logits=logits,
             soft_labels=soft,
             temperature=float(self.temperature),
-            regions=region_values,
-            grid=hooks.grid if keys else None,
-            image_ids=np.arange(logit_sink.count),
+            regions={key: results[("region", key)] for key, _ in keys},
+            grid=capture.grid if keys else None,
+            image_ids=np.arange(len(logits)),
             meta={
                 "layers": dict(keys),
-                "sample_layer": self.sample_layer_ if sample_spec else None,
+                "sample_layer": self.sample_layer_ if spec else None,
                 "architecture": self.architecture_,
                 "model": type(self.model_).__name__,
-                "layouts": {k: v[2].describe() for k, v in hooks.layouts.items()},
+                "layouts": {k: v[2].describe() for k, v in capture.layouts.items()},
             },
         )
 

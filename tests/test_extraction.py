@@ -28,13 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # small models on a shared 2-core machine: a second thread only spins
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- models -------------------------------------------------------------------
@@ -770,7 +764,7 @@ def test_bad_inputs_raise_clear_errors():
         (np.array([[["a"]]], dtype=object), "real numbers"),
         (np.full((1, 3, 8, 8), "x"), "real numbers"),
         (X.astype(bool), "real numbers"),
-        (np.where(np.arange(8) == 3, np.inf, X), "NaN or infinity"),
+        (np.where(np.arange(8) == 3, np.inf, X), "NaN or infinite"),
         (TensorDataset(torch.zeros(0, 3, 8, 8)), "empty"),
         (ImageOnly(list(X[:, :1])), "channels"),
         (ext.extract(X), "FeatureSet"),

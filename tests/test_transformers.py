@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from _helpers import assert_no_hooks
 from torch import nn
 
 from skvmf.extraction import TorchFeatureExtractor
@@ -14,20 +15,7 @@ from skvmf.featuremaps import feature_maps, top_activating
 from skvmf.saliency import grad_cam, guided_backprop, input_gradient
 from skvmf.synthesis import ActivationMaximizer, channel_mean, filter_output
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _no_hooks(model):
-    return all(
-        not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks
-        for m in model.modules()
-    )
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyViT(nn.Module):
@@ -104,7 +92,7 @@ def test_tiny_vit_regions_are_patch_tokens(cls, n_registers, size):
     assert ext.layer_shapes_["mix"] == (5, h, w)
     assert "tokens" in ext.layer_layouts_["mix"]
     assert model.training and all(m.training for m in model.modules())
-    assert _no_hooks(model)
+    assert_no_hooks(model)
     fm = feature_maps(model, x, "mix")
     np.testing.assert_allclose(fm, _patch_maps(model, x), rtol=1e-6, atol=1e-6)
 
@@ -132,7 +120,7 @@ def test_ambiguous_channels_last_is_an_error_naming_reshape():
         TorchFeatureExtractor(model, "mix").fit(x)
     with pytest.raises(ValueError, match="reshape="):
         grad_cam(model, x, layer="mix")
-    assert _no_hooks(model)
+    assert_no_hooks(model)
     fm = feature_maps(model, x, "mix", reshape="nhwc")
     fs = TorchFeatureExtractor(model, "mix", reshape={"mix": "nhwc"}).fit(x).extract(x)
     np.testing.assert_allclose(
@@ -191,7 +179,7 @@ def test_grad_cam_on_tokens_by_hand(cls):
         ref / np.where(ref.max(axis=(1, 2)) > 0, ref.max(axis=(1, 2)), 1)[:, None, None]
     )
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
-    assert _no_hooks(model)
+    assert_no_hooks(model)
 
 
 def test_input_gradient_of_one_patch_token_by_hand():
@@ -249,7 +237,8 @@ def test_tuple_output_and_class_token_only_are_clear_errors():
         grad_cam(model, x, layer="pair")
     with pytest.raises(ValueError, match="class token"):
         grad_cam(model, x, layer="mix")
-    assert _no_hooks(model) and model.training
+    assert_no_hooks(model)
+    assert model.training
 
 
 # -- torchvision ViT-B/16 and Swin-T -----------------------------------------------
@@ -312,7 +301,8 @@ def test_vit_b16_regions_and_grad_cam(vit):
     fs = ext.extract(x[:1])
     assert fs.regions[layer].shape == (1, 196, 768)  # one region per patch token
     assert fs.grid == (14, 14)
-    assert all(m.training for m in vit.modules()) and _no_hooks(vit)
+    assert all(m.training for m in vit.modules())
+    assert_no_hooks(vit)
     target = [3, 7]
     got = grad_cam(vit, x, target, layer=layer, upsample=False)
     module = vit.get_submodule(layer)
@@ -334,7 +324,7 @@ def test_vit_b16_regions_and_grad_cam(vit):
         grad_cam(vit, x[:1], layer="encoder.layers.encoder_layer_11")
     with pytest.raises(ValueError, match="returns a tuple"):
         grad_cam(vit, x[:1], layer="encoder.layers.encoder_layer_11.self_attention")
-    assert _no_hooks(vit)
+    assert_no_hooks(vit)
 
 
 @pytest.mark.slow
@@ -349,7 +339,7 @@ def test_swin_t_regions_and_grad_cam(swin):
     ref = _reference_grad_cam(swin, x, swin.get_submodule(layer), _swin_fold, target)
     np.testing.assert_allclose(got, ref, atol=1e-4)
     assert _corr(got, ref) > 0.9999
-    assert _no_hooks(swin)
+    assert_no_hooks(swin)
 
 
 @pytest.mark.slow
