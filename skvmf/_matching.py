@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from ._torch_utils import safe_norm, unit_rows
+
 # Working-memory budget of the automatic chunk sizes (score blocks, gathered
 # candidates); a GPU gets larger blocks because its matmuls need them.
 _BUDGET_CPU = 256 * 2**20
 _BUDGET_CUDA = 1024 * 2**20
-_MAX_REGIONS = 32767  # region indices are stored as int16
+MAX_REGIONS = 32767  # region indices are stored as int16
 # From this many channels on, the aligner embeds each distinct matched region
 # once; below, gathering the rows is cheaper than finding the distinct ones.
 _DEDUPE_MIN_CHANNELS = 128
@@ -103,9 +105,18 @@ def matching_plan(
 
 
 def normalize_channels(features: torch.Tensor) -> torch.Tensor:
-    """Each regional feature over its channel L2 norm; zero regions stay zero."""
-    norm = torch.linalg.vector_norm(features, dim=-1, keepdim=True)
-    return features / torch.where(norm > 0, norm, torch.ones_like(norm))
+    """Each regional feature over its channel L2 norm; zero regions stay zero.
+
+    The norm is taken after dividing by the largest entry, so float32
+    features of 1e20 or 1e-20 normalise as those of 1 do (squaring them
+    directly overflows to inf or underflows to 0).
+    """
+    return unit_rows(features, dim=-1)
+
+
+def same_sets(n_candidates: int, n_images: int) -> bool:
+    """Whether every candidate set is all the other images (nothing to draw)."""
+    return n_candidates == n_images - 1
 
 
 # ---------------------------------------------------------------------------
@@ -230,11 +241,6 @@ def match_all(
 # ---------------------------------------------------------------------------
 # sample-to-sample distribution and candidates
 # ---------------------------------------------------------------------------
-def unit_rows(P: torch.Tensor) -> torch.Tensor:
-    """p_hat = P / ||P|| (a probability row is never zero)."""
-    return P / torch.linalg.vector_norm(P, dim=1, keepdim=True)
-
-
 def log_sample_distribution(
     phat: torch.Tensor, anchors: torch.Tensor, candidates: torch.Tensor, kappa_p
 ):
@@ -441,19 +447,81 @@ def _distinct_regions(candidates: torch.Tensor, matched: torch.Tensor):
 
 
 def _norm_leading(x: torch.Tensor) -> torch.Tensor:
-    """L2 norm over the first axis, with a zero gradient at zero.
+    """L2 norm over the first axis, rescaled first, with a zero gradient at zero.
 
-    ``sqrt(max(sum x^2, tiny))``: a zero vector gets the norm sqrt(tiny)
-    (its cosines are 0 anyway) instead of the NaN gradient of sqrt at 0;
-    also far faster than ``vector_norm(dim=0)`` on the CPU.
+    Each vector is divided by its largest entry before squaring (held
+    constant, so the gradient is still ``x / ||x||``): float32 embeddings of
+    1e20 would overflow and those of 1e-20 underflow. ``sqrt(max(sum y^2,
+    tiny))`` gives a zero vector the norm sqrt(tiny) (its cosines are 0
+    anyway) instead of the NaN gradient of sqrt at 0. Summing over the short
+    leading axis is far faster than ``vector_norm(dim=0)`` on the CPU.
     """
-    return (x * x).sum(dim=0).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
+    top = x.detach().abs().amax(dim=0)
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    y = x / top
+    return (y * y).sum(dim=0).clamp_min(torch.finfo(x.dtype).tiny).sqrt() * top
 
 
 def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den with 0 where den == 0 (zero vectors have no direction)."""
     ok = den > 0
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), 0.0)
+
+
+def _anchor_rows(anchors: torch.Tensor, n_regions: int) -> torch.Tensor:
+    """Rows ``i * R + r`` of the anchors' regions in the (N * R, K) features."""
+    R = n_regions
+    return (anchors[:, None] * R + torch.arange(R, device=anchors.device)).view(-1)
+
+
+def _matched(matching, anchors, candidates):
+    """``r'_ij(r)`` of each anchor's candidates, (a, n, R) int64."""
+    return matching[anchors[:, None], candidates].long()
+
+
+def _gathered_embeddings(
+    components, feats_flat, n_regions, scale, matching, anchors, candidates, ws
+):
+    """h of the anchors' regions (d', a, 1, R) and of their candidates'
+    matched regions (d', a, n, R), each gathered and embedded.
+
+    Embeddings are kept as (d', rows): Lambda @ rows^T and its backward,
+    grad @ rows, stream the K-wide rows in row-major order, and the norms
+    and dot products reduce over the short leading axis. From
+    ``_DEDUPE_MIN_CHANNELS`` channels on, each distinct matched row is
+    embedded once.
+    """
+    R = n_regions
+    a, n = candidates.shape
+    anchor_feats = feats_flat.index_select(0, _anchor_rows(anchors, R))
+    h_anchor = ((components @ anchor_feats.T) / scale).view(-1, a, 1, R)
+    matched = _matched(matching, anchors, candidates)
+    if feats_flat.shape[1] >= _DEDUPE_MIN_CHANNELS:
+        unique_rows, inverse = _distinct_regions(candidates, matched)
+        cand_feats = gather_rows(feats_flat, unique_rows, ws, "cand")
+        h_unique = (components @ cand_feats.T) / scale
+        h_cand = h_unique[:, inverse].view(-1, a, n, R)
+    else:
+        cand_rows = (candidates[..., None] * R + matched).view(-1)
+        cand_feats = gather_rows(feats_flat, cand_rows, ws, "cand")
+        h_cand = ((components @ cand_feats.T) / scale).view(-1, a, n, R)
+    return h_anchor, h_cand
+
+
+def _log_product_of_experts(logits: torch.Tensor, w_a: torch.Tensor):
+    """Each region's expert ``log q_i^(r)(j)`` (a, n, R) from its logits over
+    the candidates j, and their w-weighted product ``log Q(x_j|x_i)`` (a, n)."""
+    log_q_r = torch.log_softmax(logits, dim=1)
+    log_q = torch.log_softmax(torch.einsum("ar,anr->an", w_a, log_q_r), dim=1)
+    return log_q_r, log_q
+
+
+def _kl_from_network(phat, anchors, candidates, kappa_p, log_q):
+    """The network's P(x_j|x_i) over the candidates (a, n) and
+    ``L_sim = KL(P || Q)`` per anchor (a,)."""
+    log_p = log_sample_distribution(phat, anchors, candidates, kappa_p).to(log_q.dtype)
+    p = log_p.exp()
+    return p, (p * (log_p - log_q)).sum(dim=1)
 
 
 def aligner_loss(
@@ -499,30 +567,11 @@ def aligner_loss(
         the next call with the same workspace.
     """
     ws = workspace if workspace is not None else Workspace()
-    R = n_regions
-    a, n = candidates.shape
-    anchor_rows = (anchors[:, None] * R + torch.arange(R, device=anchors.device)).view(
-        -1
+    h_anchor, h_cand = _gathered_embeddings(
+        components, feats_flat, n_regions, scale, matching, anchors, candidates, ws
     )
-    # Embeddings are kept as (d', rows): Lambda @ rows^T and its backward,
-    # grad @ rows, stream the K-wide rows in row-major order, and the norms
-    # and dot products reduce over the short leading axis.
-    anchor_feats = feats_flat.index_select(0, anchor_rows)
-    h_anchor = ((components @ anchor_feats.T) / scale).view(-1, a, 1, R)
-    matched = matching[anchors[:, None], candidates].long()  # (a, n, R)
-    if feats_flat.shape[1] >= _DEDUPE_MIN_CHANNELS:
-        unique_rows, inverse = _distinct_regions(candidates, matched)
-        cand_feats = gather_rows(feats_flat, unique_rows, ws, "cand")
-        h_unique = (components @ cand_feats.T) / scale
-        h_cand = h_unique[:, inverse].view(-1, a, n, R)
-    else:
-        cand_rows = (candidates[..., None] * R + matched).view(-1)
-        cand_feats = gather_rows(feats_flat, cand_rows, ws, "cand")
-        h_cand = ((components @ cand_feats.T) / scale).view(-1, a, n, R)
-
     norm_anchor = _norm_leading(h_anchor)[:, 0]  # (a, R)
     norm_cand = _norm_leading(h_cand)  # (a, n, R)
-    norm_g = torch.linalg.vector_norm(g[anchors], dim=-1)  # (a,)
     sim_anchor, sim_cand = norm_anchor, norm_cand
     if not exact:  # stop-gradient norms in the experts only (SPEC 5)
         sim_anchor, sim_cand = norm_anchor.detach(), norm_cand.detach()
@@ -530,18 +579,111 @@ def aligner_loss(
 
     dots = (h_anchor * h_cand).sum(dim=0)  # (a, n, R)
     cos = _safe_divide(dots, sim_anchor[:, None, :] * sim_cand)
-    log_q_r = torch.log_softmax(kappa[:, None, :] * cos, dim=1)  # over j
     w_a = w[anchors]
-    log_q = torch.log_softmax(torch.einsum("ar,anr->an", w_a, log_q_r), dim=1)
-    log_p = log_sample_distribution(phat, anchors, candidates, kappa_p).to(log_q.dtype)
-    l_sim = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    _, log_q = _log_product_of_experts(kappa[:, None, :] * cos, w_a)
+    _, l_sim = _kl_from_network(phat, anchors, candidates, kappa_p, log_q)
 
+    norm_g = safe_norm(g[anchors], dim=-1)  # (a,)
     cos_g = _safe_divide(
         torch.einsum("dar,ad->ar", h_anchor[:, :, 0], g[anchors]),
         norm_anchor * norm_g[:, None],
     )
     l_align = -(w_a * cos_g).sum(dim=1)
     return l_sim, l_align
+
+
+def _embedding_source(feats_flat, n_regions, matching, anchors, candidates, ws):
+    """The feature rows to embed for a step, and where the anchors' (a R,)
+    and the candidates' matched rows (a n R,) are among them.
+
+    Every row (one product with the whole feature matrix, no K-wide gather)
+    when the anchors' candidates cover at least half of the images; else
+    the gathered anchor rows and matched rows (each distinct matched row
+    once from ``_DEDUPE_MIN_CHANNELS`` channels on).
+    """
+    R = n_regions
+    a, n = candidates.shape
+    NR, K = feats_flat.shape
+    device = anchors.device
+    anchor_rows = _anchor_rows(anchors, R)
+    matched = _matched(matching, anchors, candidates)
+    cand_rows = (candidates[..., None] * R + matched).view(-1)
+    if 2 * a * n * R >= NR:
+        return feats_flat, anchor_rows, cand_rows
+    if K >= _DEDUPE_MIN_CHANNELS:
+        unique_rows, cand_idx = _distinct_regions(candidates, matched)
+    else:
+        unique_rows, cand_idx = cand_rows, None
+    rows = torch.cat([anchor_rows, unique_rows])
+    source = gather_rows(feats_flat, rows, ws, "cand")
+    anchor_idx = torch.arange(a * R, device=device)
+    cand_idx = (
+        torch.arange(a * R, rows.shape[0], device=device)
+        if cand_idx is None
+        else cand_idx + a * R
+    )
+    return source, anchor_idx, cand_idx
+
+
+class _FaithfulForward:
+    """The faithful loss of one step and the values its gradient reuses.
+
+    ``h_source`` (d', rows) holds the embedded rows; ``h_anchor`` (d', a, 1,
+    R) and ``h_cand`` (d', a, n, R) are the anchors' regions and their
+    candidates' matched regions among them.
+    """
+
+    def __init__(self, h_source, anchor_idx, cand_idx, a, n, R, g_a, w_a, kappa_fn):
+        self.h_source, self.anchor_idx, self.cand_idx = h_source, anchor_idx, cand_idx
+        self.h_anchor = h_source.index_select(1, anchor_idx).view(-1, a, 1, R)
+        self.h_cand = h_source.index_select(1, cand_idx).view(-1, a, n, R)
+        self.w_a, self.a = w_a, a
+        self.norm_anchor = _norm_leading(self.h_anchor)  # (a, 1, R)
+        norm_cand = _norm_leading(self.h_cand)  # (a, n, R)
+        self.kappa = kappa_fn(self.norm_anchor)  # (a, 1, R)
+        dots = (self.h_anchor * self.h_cand).sum(dim=0)
+        # 1 / (||h_i^(r)|| ||h_j^(r')||): the experts' norms, held constant
+        self.inv = _safe_divide(torch.ones_like(dots), self.norm_anchor * norm_cand)
+        self.log_q_r, self.log_q = _log_product_of_experts(
+            self.kappa * (dots * self.inv), w_a
+        )
+        # L_align's cosines with g (normalised exactly)
+        self.inv_ag = _safe_divide(
+            torch.ones_like(self.norm_anchor[:, 0]),
+            self.norm_anchor[:, 0] * safe_norm(g_a, dim=-1)[:, None],
+        )  # (a, R)
+        self.g_cols = g_a.T[:, :, None]  # (d', a, 1)
+        self.cos_g = (self.h_anchor[:, :, 0] * self.g_cols).sum(dim=0) * self.inv_ag
+
+    def loss(self, p, l_sim, sim_weight, align_weight):
+        """``sim_weight L_sim + align_weight L_align`` per anchor (a,)."""
+        self.p = p
+        return sim_weight * l_sim - align_weight * (self.w_a * self.cos_g).sum(dim=1)
+
+    def grad_embeddings(self, sim_weight, align_weight):
+        """d mean(loss) / d h_source, (d', rows): the experts' norms and
+        kappa held constant, L_align differentiated exactly."""
+        a, w_a = self.a, self.w_a
+        h_anchor, h_cand = self.h_anchor, self.h_cand
+        # d mean(loss) / d log_q = sim_weight (q - p) / a; through the product
+        # of experts to each expert's log-softmax, then to its logits kappa cos
+        e = (sim_weight / a) * (self.log_q.exp() - self.p)  # (a, n)
+        d_log_q_r = w_a[:, None, :] * e[:, :, None]  # (a, n, R)
+        d_logits = d_log_q_r - self.log_q_r.exp() * d_log_q_r.sum(dim=1, keepdim=True)
+        d_dots = d_logits * self.kappa * self.inv  # norms held constant
+        d_cand = d_dots * h_anchor  # (d', a, n, R)
+        d_anchor = (d_dots * h_cand).sum(dim=2)  # (d', a, R)
+        # L_align: d cos(h, g) / dh = (g / ||g|| - cos h / ||h||) / ||h||
+        coef = (-align_weight / a) * w_a  # (a, R)
+        # (the norms are at least sqrt(tiny): a zero h gets a finite 0 term)
+        d_anchor += coef * (
+            self.g_cols * self.inv_ag
+            - (self.cos_g / self.norm_anchor[:, 0].square()) * h_anchor[:, :, 0]
+        )
+        d_source = torch.zeros_like(self.h_source)
+        d_source.index_add_(1, self.cand_idx, d_cand.reshape(d_cand.shape[0], -1))
+        d_source.index_add_(1, self.anchor_idx, d_anchor.reshape(d_anchor.shape[0], -1))
+        return d_source
 
 
 def aligner_loss_grad(
@@ -574,78 +716,23 @@ def aligner_loss_grad(
     about half as many tensor operations, which is what bounds the
     aligner's thousands of small steps on the CPU.
 
-    The embedded rows are either all N R rows (one product with the whole
-    feature matrix, when the anchors' candidates cover at least half of the
-    images: no K-wide gather) or the gathered matched rows (each distinct
-    row once from ``_DEDUPE_MIN_CHANNELS`` channels on).
+    Steps: the rows to embed (:func:`_embedding_source`), their embedding,
+    the forward pass (:class:`_FaithfulForward`), the KL to the network's
+    distribution, then the gradient with respect to the embedded rows
+    brought back to Lambda by one product with the rows.
     """
     ws = workspace if workspace is not None else Workspace()
-    R = n_regions
     a, n = candidates.shape
-    NR, K = feats_flat.shape
-    device = anchors.device
-    anchor_rows = (anchors[:, None] * R + torch.arange(R, device=device)).view(-1)
-    matched = matching[anchors[:, None], candidates].long()  # (a, n, R)
-    cand_rows = (candidates[..., None] * R + matched).view(-1)
-    if 2 * a * n * R >= NR:
-        # source rows: every row; anchors and candidates index into them
-        source = feats_flat
-        anchor_idx, cand_idx = anchor_rows, cand_rows
-    else:
-        if K >= _DEDUPE_MIN_CHANNELS:
-            unique_rows, cand_idx = _distinct_regions(candidates, matched)
-        else:
-            unique_rows, cand_idx = cand_rows, None
-        rows = torch.cat([anchor_rows, unique_rows])
-        source = gather_rows(feats_flat, rows, ws, "cand")
-        anchor_idx = torch.arange(a * R, device=device)
-        cand_idx = (
-            torch.arange(a * R, rows.shape[0], device=device)
-            if cand_idx is None
-            else cand_idx + a * R
-        )
+    source, anchor_idx, cand_idx = _embedding_source(
+        feats_flat, n_regions, matching, anchors, candidates, ws
+    )
     h_source = (components @ source.T) / scale  # (d', rows)
-    h_anchor = h_source.index_select(1, anchor_idx).view(-1, a, 1, R)
-    h_cand = h_source.index_select(1, cand_idx).view(-1, a, n, R)
-
-    norm_anchor = _norm_leading(h_anchor)  # (a, 1, R)
-    norm_cand = _norm_leading(h_cand)  # (a, n, R)
-    kappa = kappa_fn(norm_anchor)  # (a, 1, R)
-    dots = (h_anchor * h_cand).sum(dim=0)
-    inv = _safe_divide(torch.ones_like(dots), norm_anchor * norm_cand)
-    log_q_r = torch.log_softmax(kappa * (dots * inv), dim=1)  # over j
-    w_a = w[anchors]  # (a, R)
-    log_q = torch.log_softmax(torch.einsum("ar,anr->an", w_a, log_q_r), dim=1)
-    log_p = log_sample_distribution(phat, anchors, candidates, kappa_p).to(log_q.dtype)
-    p = log_p.exp()
-    l_sim = (p * (log_p - log_q)).sum(dim=1)
-
-    g_a = g[anchors]  # (a, d')
-    inv_ag = _safe_divide(
-        torch.ones_like(norm_anchor[:, 0]),
-        norm_anchor[:, 0] * torch.linalg.vector_norm(g_a, dim=-1)[:, None],
-    )  # (a, R)
-    g_cols = g_a.T[:, :, None]  # (d', a, 1)
-    cos_g = (h_anchor[:, :, 0] * g_cols).sum(dim=0) * inv_ag
-    loss = sim_weight * l_sim - align_weight * (w_a * cos_g).sum(dim=1)
+    fwd = _FaithfulForward(
+        h_source, anchor_idx, cand_idx, a, n, n_regions, g[anchors], w[anchors],
+        kappa_fn,
+    )  # fmt: skip
+    p, l_sim = _kl_from_network(phat, anchors, candidates, kappa_p, fwd.log_q)
+    loss = fwd.loss(p, l_sim, sim_weight, align_weight)
     if not with_grad:
         return loss, None
-
-    # d mean(loss) / d log_q = sim_weight (q - p) / a; through the product of
-    # experts to each expert's log-softmax, then to its logits kappa cos
-    e = (sim_weight / a) * (log_q.exp() - p)  # (a, n)
-    d_log_q_r = w_a[:, None, :] * e[:, :, None]  # (a, n, R)
-    d_logits = d_log_q_r - log_q_r.exp() * d_log_q_r.sum(dim=1, keepdim=True)
-    d_dots = d_logits * kappa * inv  # norms held constant
-    d_cand = d_dots * h_anchor  # (d', a, n, R)
-    d_anchor = (d_dots * h_cand).sum(dim=2)  # (d', a, R)
-    # L_align: d cos(h, g) / dh = (g / ||g|| - cos h / ||h||) / ||h||
-    coef = (-align_weight / a) * w_a  # (a, R)
-    # (the norms are at least sqrt(tiny): a zero h gets a finite 0 term)
-    d_anchor += coef * (
-        g_cols * inv_ag - (cos_g / norm_anchor[:, 0].square()) * h_anchor[:, :, 0]
-    )
-    d_source = torch.zeros_like(h_source)
-    d_source.index_add_(1, cand_idx, d_cand.reshape(d_cand.shape[0], -1))
-    d_source.index_add_(1, anchor_idx, d_anchor.reshape(d_anchor.shape[0], -1))
-    return loss, (d_source @ source) / scale
+    return loss, (fwd.grad_embeddings(sim_weight, align_weight) @ source) / scale

@@ -134,3 +134,60 @@ def unit_rows(x, dim=-1):
     if isinstance(x, torch.Tensor):
         return x / torch.where(norm > 0, norm, torch.ones_like(norm))
     return x / np.where(norm > 0, norm, 1.0)
+
+
+class RowMomentumSGD(MomentumSGD):
+    """:class:`MomentumSGD`'s update for the rows of a matrix of independent
+    problems, each row with its own step size.
+
+    ``step_rows`` moves a block of rows from a given point (which need not be
+    the stored parameter: a refused step restarts from an earlier point) and
+    returns the moved rows without writing them; ``forget`` drops the momentum
+    of chosen rows. The buffer starts at zero, so a row's first step is
+    ``b = grad + weight_decay * point``, as :meth:`MomentumSGD.step`'s.
+    """
+
+    def __init__(self, param: torch.Tensor, *, lr, momentum: float, weight_decay):
+        super().__init__(param, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.buffer = torch.zeros_like(param)
+        # one step size per row, so that step control can shrink a row's alone
+        self.rate = torch.full(
+            (param.shape[0], 1), float(lr), dtype=param.dtype, device=param.device
+        )
+
+    def step_rows(self, rows: slice, point: torch.Tensor, grad: torch.Tensor):
+        """``point - rate * b`` for the rows ``rows`` (a slice), with their
+        momentum buffer ``b <- momentum * b + (grad + weight_decay * point)``."""
+        with torch.no_grad():
+            b = self.buffer[rows]  # a view: the update lands in the buffer
+            step = (
+                grad.add(point, alpha=self.weight_decay) if self.weight_decay else grad
+            )
+            b.mul_(self.momentum).add_(step)
+            return point - self.rate[rows] * b
+
+    def forget(self, rows: slice, mask: torch.Tensor, shrink: float = 1.0) -> None:
+        """Zero the momentum of the rows of ``rows`` where ``mask`` (shape
+        (rows, 1)) holds, and multiply their step size by ``shrink``."""
+        with torch.no_grad():
+            self.buffer[rows].masked_fill_(mask, 0.0)
+            rate = self.rate[rows]
+            rate.copy_(torch.where(mask, shrink * rate, rate))
+
+
+def real_array(x, name: str, dtype=None) -> np.ndarray:
+    """:func:`to_numpy` for the argument ``name``: complex, object and other
+    non-numeric input is a ``ValueError`` naming it (never a cast)."""
+    if isinstance(x, torch.Tensor) and x.is_complex():
+        raise ValueError(f"{name} must be real numbers; got complex dtype {x.dtype}")
+    try:
+        out = to_numpy(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} must be a numeric array; got {type(x).__name__}"
+        ) from exc
+    if np.iscomplexobj(out):
+        raise ValueError(f"{name} must be real numbers; got complex dtype {out.dtype}")
+    if not (np.issubdtype(out.dtype, np.number) or out.dtype == bool):
+        raise ValueError(f"{name} must be a numeric array; got dtype {out.dtype}")
+    return out if dtype is None else out.astype(dtype, copy=False)

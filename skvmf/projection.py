@@ -33,20 +33,32 @@ Psychometrika 31, 1966.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from scipy.special import log_softmax as _np_log_softmax
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+    validate_params,
+)
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._convergence import warn_if_not_falling
 from ._progress import message, progress
 from ._soft_labels import check_soft_labels
 from ._torch_kappa import TorchKappa
-from ._torch_utils import resolve_device, torch_generator
+from ._torch_utils import (
+    MomentumSGD,
+    real_array,
+    resolve_device,
+    safe_norm,
+    torch_generator,
+)
 from .features import FeatureSet
 
 __all__ = ["SampleProjector", "procrustes_rotation"]
@@ -75,7 +87,7 @@ def _normalise_rows(v: torch.Tensor, exact: bool):
     ``exact=False`` divides by the detached norm (the reference's
     ``v / stopgrad(||v||)``).
     """
-    norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    norm = safe_norm(v, dim=1, keepdim=True)  # rescaled: no overflow
     denom = norm if exact else norm.detach()
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))
     return v / denom, norm.squeeze(1)
@@ -135,6 +147,13 @@ def _procrustes(A, B):
     return U @ Vt
 
 
+_TRIM = Interval(Real, 0, 1, closed="left")
+
+
+@validate_params(
+    {"source": ["array-like"], "target": ["array-like"], "trim": [_TRIM]},
+    prefer_skip_nested_validation=True,
+)
 def procrustes_rotation(source, target, *, trim=0.1):
     """Orthogonal matrix that best maps ``source`` onto ``target``.
 
@@ -176,11 +195,9 @@ def procrustes_rotation(source, target, *, trim=0.1):
         raise ValueError(
             f"source and target must have the same shape; got {A.shape} and {B.shape}"
         )
-    if not (isinstance(trim, Real) and 0 <= trim < 1):
-        raise ValueError(f"trim must be in [0, 1); got {trim!r}")
     R = _procrustes(A, B)
-    na = np.linalg.norm(A, axis=1)
-    nb = np.linalg.norm(B, axis=1)
+    na = safe_norm(A, dim=1)
+    nb = safe_norm(B, dim=1)
     ok = (na > 0) & (nb > 0)  # points at the origin have no direction
     if not ok.any():
         return R
@@ -193,7 +210,7 @@ def procrustes_rotation(source, target, *, trim=0.1):
 
 
 def _as_2d_finite(X, name):
-    arr = np.asarray(_to_numpy(X), dtype=np.float64)
+    arr = real_array(X, name, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D array; got shape {arr.shape}")
     if not np.isfinite(arr).all():
@@ -201,10 +218,48 @@ def _as_2d_finite(X, name):
     return arr
 
 
-def _to_numpy(x):
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return x
+# ---------------------------------------------------------------------------
+# the optimisation
+# ---------------------------------------------------------------------------
+@dataclass
+class _Problem:
+    """The fixed tensors and numbers of one fit: the scaled features ``Ft``
+    (N, D), the soft labels ``Pt`` and their log, the teacher's log priors,
+    kappa(l), the gradient mode, and what the divergence message needs."""
+
+    Ft: torch.Tensor
+    Pt: torch.Tensor
+    log_p: torch.Tensor
+    log_pi: torch.Tensor
+    kappa_fn: TorchKappa
+    exact: bool
+    n_samples: int
+    stiffness: float
+    lr: float
+
+
+class _Adam:
+    """``torch.optim.Adam``'s update (no amsgrad, coupled weight decay) for
+    one tensor, written out so that fitting does not import torch's
+    compiler stack; reads and clears ``param.grad`` like
+    :class:`~skvmf._torch_utils.MomentumSGD`."""
+
+    def __init__(self, param, *, lr, weight_decay):
+        self.param, self.lr, self.weight_decay = param, lr, weight_decay
+        self.moment1 = torch.zeros_like(param)
+        self.moment2 = torch.zeros_like(param)
+        self.t = 0
+
+    def step(self):
+        p, (beta1, beta2) = self.param, _ADAM_BETAS
+        self.t += 1
+        with torch.no_grad():
+            grad = p.grad + self.weight_decay * p
+            self.moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
+            self.moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (self.moment2 / (1 - beta2**self.t)).sqrt_().add_(_ADAM_EPS)
+            p -= (self.lr / (1 - beta1**self.t)) * self.moment1 / denom
+        p.grad = None
 
 
 # ---------------------------------------------------------------------------
@@ -447,7 +502,7 @@ default="random"
                 raise ValueError(
                     "this FeatureSet has no sample features (FeatureSet.sample is None)"
                 )
-            F = np.asarray(_to_numpy(X.sample), dtype=np.float64)
+            F = real_array(X.sample, "FeatureSet.sample", dtype=np.float64)
             if F.ndim != 2:
                 raise ValueError(
                     f"FeatureSet.sample must have shape (N, D); got {F.shape}"
@@ -464,23 +519,33 @@ default="random"
                     f"expecting {self.n_features_in_} features as input"
                 )
             return F
-        return validate_data(
-            self, X, reset=reset, dtype=np.float64, ensure_min_samples=1
-        )
+        try:
+            return validate_data(
+                self, X, reset=reset, dtype=np.float64, ensure_min_samples=1
+            )
+        except ValueError as exc:
+            if str(exc).startswith("Complex data not supported"):
+                # check_array's words, naming the argument
+                raise ValueError(
+                    "Complex data not supported: X must be real numbers"
+                ) from exc
+            raise
 
     def _targets(self, X, y, soft_labels, n_samples):
         """Soft labels (N, C) float64 and the class labels."""
         fs = X if isinstance(X, FeatureSet) else None
         if soft_labels is not None:
             P = check_soft_labels(
-                _to_numpy(soft_labels),
+                real_array(soft_labels, "soft_labels"),
                 n_samples=n_samples,
                 from_logits=self.from_logits,
                 temperature=self.temperature,
             )
         elif fs is not None and fs.soft_labels is not None:
             P = check_soft_labels(
-                _to_numpy(fs.soft_labels), n_samples=n_samples, name="X.soft_labels"
+                real_array(fs.soft_labels, "X.soft_labels"),
+                n_samples=n_samples,
+                name="X.soft_labels",
             )
         elif y is not None:
             y = np.asarray(y)
@@ -522,7 +587,7 @@ default="random"
                 device=generator.device,
             )
             return (self.init_std * M).to(device)
-        M = np.asarray(_to_numpy(self.init), dtype=np.float64)
+        M = real_array(self.init, "init", dtype=np.float64)
         if M.shape != (self.n_components, n_features):
             raise ValueError(
                 f"init must have shape (n_components, n_features) = "
@@ -564,60 +629,59 @@ default="random"
         return self
 
     def _fit(self, X, y=None, soft_labels=None, stage="projection"):
-        """:meth:`fit` without the parameter validation and the warning."""
+        """:meth:`fit` without the parameter validation and the warning:
+        the problem, ``n_init`` descents, then the category model at the
+        kept M."""
         F = self._features(X, reset=True)
         P, classes = self._targets(X, y, soft_labels, F.shape[0])
         device = resolve_device(self.device)
-        exact = self.gradient == "exact"
-        kappa_fn = TorchKappa(self.kappa, self.n_components, self.sigma, device)
-
-        Ft = torch.as_tensor(F / self.scale, dtype=_DTYPE, device=device)
-        Pt = torch.as_tensor(P, dtype=_DTYPE, device=device)
-        log_p = torch.log(Pt)
-        log_pi = torch.log(Pt.mean(dim=0))
+        problem = self._problem(F, P, device)
         gen = torch_generator(self.random_state)
-        use_em = self.em_steps > 0
-        n_samples = F.shape[0]
-        stiffness = float(np.sum(F * F)) / self.scale**2
-        l1 = float(np.mean(np.sum(np.abs(F), axis=1))) / self.scale
-        lr = self._learning_rate(l1)
         best = None
         for run in range(self.n_init):
             M0 = self._initial_components(F.shape[1], gen, device, first=run == 0)
-            found = self._descend(
-                M0,
-                Ft,
-                Pt,
-                log_p,
-                log_pi,
-                kappa_fn,
-                exact,
-                use_em,
-                n_samples,
-                stiffness,
-                lr,
-                run,
-            )
+            found = self._descend(M0, problem, run)
             if best is None or found[1] < best[1]:
                 best = found
         M, _, curve = best
-        log_pi_em, mu_em = log_pi, None
-
-        with torch.no_grad():
-            if use_em:
-                mu_em, log_pi_em = self._em(M, Ft, Pt, log_pi, kappa_fn)
-            loss, mu = _objective(
-                M, Ft, Pt, log_p, log_pi_em, kappa_fn, exact=True, mu=mu_em
-            )
-        self.components_ = M.detach().cpu().numpy().copy()
-        self.directions_ = mu.cpu().numpy().copy()
-        self.priors_ = torch.exp(log_pi_em).cpu().numpy().copy()
+        self._set_model(M, problem)
         self.classes_ = classes
         self.loss_curve_ = curve
-        self.loss_ = float(loss)
         self.n_iter_ = self.max_iter
         message(f"{stage}: final loss {self.loss_:.6g}", verbose=self.verbose)
         return self
+
+    def _problem(self, F, P, device):
+        """The fixed tensors and numbers of one fit (:class:`_Problem`)."""
+        Pt = torch.as_tensor(P, dtype=_DTYPE, device=device)
+        stiffness = float(np.sum(F * F)) / self.scale**2
+        l1 = float(np.mean(np.sum(np.abs(F), axis=1))) / self.scale
+        return _Problem(
+            Ft=torch.as_tensor(F / self.scale, dtype=_DTYPE, device=device),
+            Pt=Pt,
+            log_p=torch.log(Pt),
+            log_pi=torch.log(Pt.mean(dim=0)),
+            kappa_fn=TorchKappa(self.kappa, self.n_components, self.sigma, device),
+            exact=self.gradient == "exact",
+            n_samples=F.shape[0],
+            stiffness=stiffness,
+            lr=self._learning_rate(l1),
+        )
+
+    def _set_model(self, M, problem):
+        """``components_``, the category model at M and ``loss_``."""
+        log_pi_em, mu_em = problem.log_pi, None
+        with torch.no_grad():
+            if self.em_steps > 0:
+                mu_em, log_pi_em = self._em(M, problem)
+            loss, mu = _objective(
+                M, problem.Ft, problem.Pt, problem.log_p, log_pi_em,
+                problem.kappa_fn, exact=True, mu=mu_em,
+            )  # fmt: skip
+        self.components_ = M.detach().cpu().numpy().copy()
+        self.directions_ = mu.cpu().numpy().copy()
+        self.priors_ = torch.exp(log_pi_em).cpu().numpy().copy()
+        self.loss_ = float(loss)
 
     def _learning_rate(self, l1):
         """The step size; ``l1`` is the mean ||f_i / scale||_1."""
@@ -627,21 +691,43 @@ default="random"
             return _SGD_LR
         return _ADAM_MOVE / l1 if l1 > 0 else 1.0
 
-    def _descend(
-        self,
-        M,
-        Ft,
-        Pt,
-        log_p,
-        log_pi,
-        kappa_fn,
-        exact,
-        use_em,
-        n_samples,
-        stiffness,
-        lr,
-        run,
-    ):
+    def _optimizer(self, M, lr):
+        """The full-batch step of ``solver`` on M (reads and clears M.grad)."""
+        if self.solver == "sgd":
+            return MomentumSGD(
+                M, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        return _Adam(M, lr=lr, weight_decay=self.weight_decay)
+
+    def _loss(self, M, problem):
+        """SPEC 3's loss at M (after ``em_steps`` EM iterations on the
+        detached g when asked)."""
+        mu_em, log_pi_em = None, problem.log_pi
+        if self.em_steps > 0:
+            mu_em, log_pi_em = self._em(M, problem)
+        loss, _ = _objective(
+            M, problem.Ft, problem.Pt, problem.log_p, log_pi_em, problem.kappa_fn,
+            exact=problem.exact, mu=mu_em,
+        )  # fmt: skip
+        return loss
+
+    def _check_diverged(self, value, step, problem):
+        """A ``ValueError`` with the remedy when the loss blew up."""
+        if math.isfinite(value) and value <= _DIVERGED * problem.n_samples:
+            return
+        lr = problem.lr
+        hint = (
+            f"the loss is a sum over samples, so lower lr (now {lr}); a "
+            "stable SGD step needs lr * N * mean ||f / scale||^2 of about "
+            f"3 or less (now {lr * problem.stiffness:.3g})"
+            if self.solver == "sgd"
+            else f"lower lr (now {lr})"
+        )
+        raise ValueError(
+            f"the projection diverged at step {step} (loss = {value:.3g}); " + hint
+        )
+
+    def _descend(self, M, problem, run):
         """Descent from ``M``: (the iterate of lowest loss, that loss, the
         curve of max_iter + 1 losses).
 
@@ -650,9 +736,7 @@ default="random"
         rises again; the lowest-loss iterate is what the run found.
         """
         M = M.requires_grad_(True)
-        velocity = None
-        moment1 = moment2 = None
-        mu_em, log_pi_em = None, log_pi
+        opt = self._optimizer(M, problem.lr)
         curve, best_value, best_M = [], math.inf, M.detach().clone()
         desc = "SampleProjector" if self.n_init == 1 else f"SampleProjector {run + 1}"
         # max_iter updates; the loss is evaluated before each and after the
@@ -664,58 +748,25 @@ default="random"
             desc=desc,
             unit="step",
         ):
-            if use_em:
-                mu_em, log_pi_em = self._em(M, Ft, Pt, log_pi, kappa_fn)
-            loss, _ = _objective(
-                M, Ft, Pt, log_p, log_pi_em, kappa_fn, exact=exact, mu=mu_em
-            )
+            loss = self._loss(M, problem)
             value = float(loss.detach())
-            if not math.isfinite(value) or value > _DIVERGED * n_samples:
-                hint = (
-                    f"the loss is a sum over samples, so lower lr (now {lr}); a "
-                    "stable SGD step needs lr * N * mean ||f / scale||^2 of about "
-                    f"3 or less (now {lr * stiffness:.3g})"
-                    if self.solver == "sgd"
-                    else f"lower lr (now {lr})"
-                )
-                raise ValueError(
-                    f"the projection diverged at step {step} (loss = {value:.3g}); "
-                    + hint
-                )
+            self._check_diverged(value, step, problem)
             if value < best_value:
                 best_value, best_M = value, M.detach().clone()
             curve.append(value)
             if step == self.max_iter:
                 break
-            (grad,) = torch.autograd.grad(loss, M)
-            with torch.no_grad():
-                # the updates of torch.optim.SGD (dampening 0, no Nesterov)
-                # and torch.optim.Adam (no amsgrad), written out so that
-                # fitting does not import torch's compiler stack
-                grad = grad + self.weight_decay * M
-                if self.solver == "sgd":
-                    velocity = (
-                        grad if velocity is None else self.momentum * velocity + grad
-                    )
-                    M -= lr * velocity
-                else:
-                    beta1, beta2 = _ADAM_BETAS
-                    if moment1 is None:
-                        moment1, moment2 = torch.zeros_like(M), torch.zeros_like(M)
-                    moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
-                    moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                    t = step + 1
-                    denom = (moment2 / (1 - beta2**t)).sqrt_().add_(_ADAM_EPS)
-                    M -= (lr / (1 - beta1**t)) * moment1 / denom
+            (M.grad,) = torch.autograd.grad(loss, M)
+            opt.step()
         return best_M, best_value, curve
 
-    def _em(self, M, Ft, Pt, log_pi, kappa_fn):
+    def _em(self, M, problem):
         """EM on the detached g, started from the teacher's category model."""
         with torch.no_grad():
-            unit, strength = _normalise_rows(Ft @ M.T, exact=True)
-            kappa = kappa_fn(strength)
-            mu = _category_model(unit, kappa, Pt, exact=True)
-            return _em_update(unit, kappa, mu, log_pi, self.em_steps)
+            unit, strength = _normalise_rows(problem.Ft @ M.T, exact=True)
+            kappa = problem.kappa_fn(strength)
+            mu = _category_model(unit, kappa, problem.Pt, exact=True)
+            return _em_update(unit, kappa, mu, problem.log_pi, self.em_steps)
 
     # -- using the projection ------------------------------------------------
     def _project(self, X):
@@ -756,7 +807,7 @@ default="random"
             ``log_softmax_y(log pi_y + kappa(||g||) cos(g, mu_y))``.
         """
         G = self._project(X)
-        strength = np.linalg.norm(G, axis=1)
+        strength = safe_norm(G, dim=1)
         unit = G / np.where(strength > 0, strength, 1.0)[:, None]
         if isinstance(self.kappa, str):
             from .vmf import revised_kappa
@@ -827,7 +878,8 @@ default="random"
                     "score needs y, or a FeatureSet with soft labels to measure "
                     "the agreement with the network"
                 )
-            y = self.classes_[np.argmax(_to_numpy(X.soft_labels), axis=1)]
+            labels = real_array(X.soft_labels, "X.soft_labels")
+            y = self.classes_[np.argmax(labels, axis=1)]
         y = np.asarray(y)
         if y.shape != pred.shape:
             raise ValueError(
@@ -887,6 +939,36 @@ default="random"
         >>> [p.rotation_.shape for p in fits]
         [(3, 3), (3, 3), (3, 3)]
         """
+        feature_sets = self._checkpoints(feature_sets, n_average, trim)
+        self._validate_params()
+        fitted, previous_g = [], None
+        for k, fs in enumerate(
+            progress(
+                feature_sets,
+                verbose=self.verbose,
+                total=len(feature_sets),
+                desc="checkpoints",
+                unit="ckpt",
+            )
+        ):
+            est = self._fit_checkpoint(
+                fs, f"projection (checkpoint {k})", fitted, n_average
+            )
+            previous_g = est._rotate_onto(fs, previous_g, trim)
+            fitted.append(est)
+        return fitted
+
+    @staticmethod
+    def _checkpoints(feature_sets, n_average, trim):
+        """The checkpoints' FeatureSets as a list, and the settings, checked."""
+        validate_parameter_constraints(
+            {
+                "n_average": [Interval(Integral, 1, None, closed="left")],
+                "trim": [_TRIM],
+            },
+            {"n_average": n_average, "trim": trim},
+            caller_name="fit_sequence",
+        )
         feature_sets = list(feature_sets)
         if not feature_sets:
             raise ValueError("feature_sets is empty")
@@ -900,50 +982,42 @@ default="random"
                     "every checkpoint must hold the same images; feature_sets[0] "
                     f"has {len(feature_sets[0])} and feature_sets[{k}] {len(fs)}"
                 )
-        if not (isinstance(n_average, Integral) and n_average >= 1):
-            raise ValueError(f"n_average must be a positive integer; got {n_average!r}")
-        if not (isinstance(trim, Real) and 0 <= trim < 1):
-            raise ValueError(f"trim must be in [0, 1); got {trim!r}")
+        return feature_sets
 
-        self._validate_params()
+    def _fit_checkpoint(self, fs, stage, fitted, n_average):
+        """A fitted clone for one checkpoint: from this estimator's own start
+        and, after the first checkpoint, from the mean of the last
+        ``n_average`` fitted M; the lower loss wins."""
+        est = clone(self)._fit(fs, stage=stage)
+        est.warm_started_ = False
+        if fitted:
+            # the warm start is the reference's; after a collapsed early
+            # checkpoint it can also trap the fit in a worse optimum (on
+            # the digits workload: KL 38.7 vs 17.5 from a fresh start),
+            # so the lower loss of the two starts wins
+            recent = [p.components_ for p in fitted[-n_average:]]
+            warm = clone(self).set_params(init=np.mean(recent, axis=0))
+            warm._fit(fs, stage=stage)
+            if warm.loss_ <= est.loss_:
+                est = warm
+                est.warm_started_ = True
+        # judged on the kept start only: the other one is discarded
+        warn_if_not_falling(est.loss_curve_, stage)
+        return est
 
-        fitted, previous_g = [], None
-        for k, fs in enumerate(
-            progress(
-                feature_sets,
-                verbose=self.verbose,
-                total=len(feature_sets),
-                desc="checkpoints",
-                unit="ckpt",
-            )
-        ):
-            stage = f"projection (checkpoint {k})"
-            est = clone(self)._fit(fs, stage=stage)
-            est.warm_started_ = False
-            if fitted:
-                # the warm start is the reference's; after a collapsed early
-                # checkpoint it can also trap the fit in a worse optimum (on
-                # the digits workload: KL 38.7 vs 17.5 from a fresh start),
-                # so the lower loss of the two starts wins
-                recent = [p.components_ for p in fitted[-n_average:]]
-                warm = clone(self).set_params(init=np.mean(recent, axis=0))
-                warm._fit(fs, stage=stage)
-                if warm.loss_ <= est.loss_:
-                    est = warm
-                    est.warm_started_ = True
-            # judged on the kept start only: the other one is discarded
-            warn_if_not_falling(est.loss_curve_, stage)
-            g = est._project(fs)
-            if previous_g is None:
-                R = np.eye(self.n_components)
-            else:
-                R = procrustes_rotation(g, previous_g, trim=trim)
-            est.components_ = R.T @ est.components_
-            est.directions_ = est.directions_ @ R
-            est.rotation_ = R
-            previous_g = g @ R
-            fitted.append(est)
-        return fitted
+    def _rotate_onto(self, fs, previous_g, trim):
+        """Rotate this fit (M, directions) so that its embedding of ``fs``
+        lies on ``previous_g`` (the identity for the first checkpoint);
+        returns the rotated embedding."""
+        g = self._project(fs)
+        if previous_g is None:
+            R = np.eye(self.n_components)
+        else:
+            R = procrustes_rotation(g, previous_g, trim=trim)
+        self.components_ = R.T @ self.components_
+        self.directions_ = self.directions_ @ R
+        self.rotation_ = R
+        return g @ R
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -27,15 +27,9 @@ from skvmf.alignment import (
 from skvmf.features import FeatureSet
 from skvmf.vmf import revised_kappa
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # many small torch ops: on a shared two-core machine a second OpenMP
-    # thread makes them tens of times slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# many small torch ops: on a shared two-core machine a second OpenMP thread
+# makes them tens of times slower
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------
@@ -470,7 +464,7 @@ def test_importance_same_sets_shortcut(step_control, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         w, v, curve = fit_importance_weights(f, P, **kw)
-        monkeypatch.setattr(alignment, "_same_sets", lambda n, N: False)
+        monkeypatch.setattr(mk, "same_sets", lambda n, N: False)
         w_d, v_d, curve_d = fit_importance_weights(f, P, **kw)
     np.testing.assert_allclose(curve, curve_d, rtol=1e-4)
     np.testing.assert_allclose(w, w_d, rtol=1e-3, atol=1e-6)
