@@ -25,8 +25,11 @@ from sklearn.base import (
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE, trustworthiness
 from sklearn.utils._available_if import available_if
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from skvmf._arrays import power_of_two_scale, refuse_complex
+from skvmf._torch_utils import safe_norm
 
 __all__ = ["FeatureEmbedding", "embed_features", "trustworthiness_report"]
 
@@ -38,8 +41,9 @@ _UMAP_HINT = (
 )
 
 
-def _flatten(X):
-    """Validate features as (N, D) float rows; (N, ...) maps are flattened."""
+def _flatten(X, name="X"):
+    """Features as (N, D) rows; (N, ...) maps are flattened, complex refused."""
+    refuse_complex(X, name)
     if not hasattr(X, "shape") or getattr(X, "ndim", 2) > 2:
         arr = np.asarray(X)
         if arr.ndim > 2:
@@ -47,30 +51,9 @@ def _flatten(X):
     return X
 
 
-def _check_options(method, n_components, perplexity, metric):
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}; got {metric!r}")
-    if (
-        not isinstance(n_components, Integral)
-        or isinstance(n_components, bool)
-        or n_components < 1
-    ):
-        raise ValueError(
-            f"n_components must be a positive integer; got {n_components!r}"
-        )
-    if (
-        not isinstance(perplexity, Real)
-        or isinstance(perplexity, bool)
-        or not np.isfinite(perplexity)
-        or perplexity <= 0
-    ):
-        raise ValueError(f"perplexity must be a positive number; got {perplexity!r}")
-
-
 def _unit_rows(X):
-    norms = np.linalg.norm(X, axis=1)
+    """Rows divided by their (overflow- and underflow-safe) norms."""
+    norms = safe_norm(X, dim=1)
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise ValueError(
@@ -78,6 +61,30 @@ def _unit_rows(X):
             "for a zero vector"
         )
     return X / norms[:, None]
+
+
+def _refuse_coincident_rows(X, metric, method):
+    """Refuse data whose pairwise distances are all zero, before scikit-learn.
+
+    t-SNE's neighbour probabilities are undefined when every distance is 0
+    (scikit-learn's t-SNE then crashes the Python process), and UMAP's
+    neighbour graph is degenerate. Rows equal to the first row (for the
+    cosine metric: unit rows within a few ulps of the first one) are
+    detected on the rescaled features, in O(N D).
+    """
+    if metric == "cosine":
+        # unit rows of one direction can differ by rounding in the last bit
+        unit = _unit_rows(X)
+        coincident = np.all(np.abs(unit - unit[0]) <= 8 * np.finfo(float).eps)
+    else:
+        coincident = np.all(X[0] == X)
+    if coincident:
+        what = "point the same way" if metric == "cosine" else "are identical"
+        raise ValueError(
+            f"all {X.shape[0]} rows of X {what}: every pairwise {metric} distance "
+            f"is zero, so a {method} embedding is undefined (t-SNE and UMAP need "
+            "distinct points)"
+        )
 
 
 def _make_estimator(X, method, n_components, perplexity, metric, random_state, kwargs):
@@ -94,6 +101,7 @@ def _make_estimator(X, method, n_components, perplexity, metric, random_state, k
         return X, PCA(n_components=n_components, random_state=random_state, **kwargs)
     if metric == "cosine":
         _unit_rows(X)  # cosine distances to a zero row are NaN: reject it
+    _refuse_coincident_rows(X, metric, method)
     if method == "tsne":
         if perplexity >= n:
             raise ValueError(
@@ -125,6 +133,36 @@ def _make_estimator(X, method, n_components, perplexity, metric, random_state, k
     )
 
 
+_OPTIONS = {
+    "method": [StrOptions(set(_METHODS))],
+    "n_components": [Interval(Integral, 1, None, closed="left")],
+    "perplexity": [Interval(Real, 0, None, closed="neither")],
+    "metric": [StrOptions(set(_METRICS))],
+    "random_state": ["random_state"],
+}
+
+
+def _scaled(X):
+    """``X`` divided by one exact power of two, and that power.
+
+    Embeddings of features of 1e300 or 1e-200 then see features of about 1:
+    no squared distance overflows or underflows. PCA coordinates are
+    multiplied back (they are linear in the features); t-SNE and UMAP
+    coordinates carry no unit.
+    """
+    scale = power_of_two_scale(X)
+    return X / scale, scale
+
+
+def _unscaled(Z, method, metric, scale):
+    """PCA coordinates of Euclidean features back in the features' units."""
+    return Z * scale if method == "pca" and metric == "euclidean" else Z
+
+
+@validate_params(
+    {"X": ["array-like"], **_OPTIONS},
+    prefer_skip_nested_validation=True,
+)
 def embed_features(
     X,
     *,
@@ -170,8 +208,11 @@ def embed_features(
     Raises
     ------
     ValueError
-        For non-finite input, ``perplexity >= N``, an unknown method or
-        metric, too many PCA components, or a zero row with ``"cosine"``.
+        For non-finite or complex input, ``perplexity >= N``, an unknown
+        method or metric, too many PCA components, a zero row with
+        ``"cosine"``, or (t-SNE, UMAP) rows whose pairwise distances are all
+        zero. Features of any finite scale (1e-300 to 1e300) are rescaled
+        exactly first.
     ImportError
         For ``method="umap"`` without ``umap-learn`` (the message gives the
         pip command).
@@ -193,14 +234,24 @@ def embed_features(
     >>> Z.shape
     (100, 2)
     """
-    _check_options(method, n_components, perplexity, metric)
-    X = check_array(_flatten(X), dtype=np.float64, ensure_min_samples=2)
+    X = check_array(_flatten(X), dtype=np.float64, ensure_min_samples=2, input_name="X")
+    X, scale = _scaled(X)
     X, estimator = _make_estimator(
         X, method, n_components, perplexity, metric, random_state, kwargs
     )
-    return np.asarray(estimator.fit_transform(X), dtype=np.float64)
+    Z = np.asarray(estimator.fit_transform(X), dtype=np.float64)
+    return _unscaled(Z, method, metric, scale)
 
 
+@validate_params(
+    {
+        "X": ["array-like"],
+        "Z": ["array-like"],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left"), "array-like"],
+        "metric": [StrOptions(set(_METRICS))],
+    },
+    prefer_skip_nested_validation=True,
+)
 def trustworthiness_report(X, Z, *, n_neighbors=(5, 10, 20), metric="euclidean"):
     """Trustworthiness and continuity of an embedding at several scales.
 
@@ -239,10 +290,12 @@ def trustworthiness_report(X, Z, *, n_neighbors=(5, 10, 20), metric="euclidean")
     >>> trustworthiness_report(X, X @ np.eye(3)[::-1], n_neighbors=5)["continuity"]
     [1.0]
     """
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}; got {metric!r}")
-    X = check_array(_flatten(X), dtype=np.float64)
-    Z = check_array(Z, dtype=np.float64)
+    X = check_array(_flatten(X), dtype=np.float64, input_name="X")
+    refuse_complex(Z, "Z")
+    Z = check_array(Z, dtype=np.float64, input_name="Z")
+    # ranks do not change under one exact rescale; distances then cannot
+    # overflow (1e300) or underflow (1e-200)
+    X, Z = _scaled(X)[0], _scaled(Z)[0]
     if X.shape[0] != Z.shape[0]:
         raise ValueError(
             f"X and Z need the same number of rows; got {X.shape[0]} and {Z.shape[0]}"
@@ -310,6 +363,9 @@ class FeatureEmbedding(
         The fitted underlying estimator.
     n_features_in_ : int
         Number of features per sample after flattening.
+    scale_ : float
+        The power of two the training features were divided by (exactly)
+        before embedding; new features are divided by it too.
 
     See Also
     --------
@@ -371,6 +427,7 @@ class FeatureEmbedding(
             The fitted estimator.
         """
         X = validate_data(self, _flatten(X), dtype=np.float64, ensure_min_samples=2)
+        X, self.scale_ = _scaled(X)
         X, est = _make_estimator(
             X,
             self.method,
@@ -380,7 +437,8 @@ class FeatureEmbedding(
             self.random_state,
             dict(self.estimator_params or {}),
         )
-        self.embedding_ = np.asarray(est.fit_transform(X), dtype=np.float64)
+        Z = np.asarray(est.fit_transform(X), dtype=np.float64)
+        self.embedding_ = _unscaled(Z, self.method, self.metric, self.scale_)
         self.estimator_ = est
         return self
 
@@ -417,9 +475,11 @@ class FeatureEmbedding(
         """
         check_is_fitted(self, "estimator_")
         X = validate_data(self, _flatten(X), dtype=np.float64, reset=False)
+        X = X / self.scale_  # as in fit (exact)
         if self.method == "pca" and self.metric == "cosine":
             X = _unit_rows(X)  # as in fit
-        return np.asarray(self.estimator_.transform(X), dtype=np.float64)
+        Z = np.asarray(self.estimator_.transform(X), dtype=np.float64)
+        return _unscaled(Z, self.method, self.metric, self.scale_)
 
     @property
     def _n_features_out(self):

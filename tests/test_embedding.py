@@ -107,17 +107,17 @@ def test_embed_bad_input(rng):
     X = rng.normal(size=(20, 4))
     with pytest.raises(ValueError, match="perplexity=30.0 for 20 samples"):
         embed_features(X)
-    with pytest.raises(ValueError, match="perplexity must be a positive"):
+    with pytest.raises(ValueError, match="perplexity"):
         embed_features(X, perplexity=0)
     Xn = X.copy()
     Xn[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         embed_features(Xn, perplexity=5)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="'method' parameter"):
         embed_features(X, method="isomap")
-    with pytest.raises(ValueError, match="metric must be one of"):
+    with pytest.raises(ValueError, match="'metric' parameter"):
         embed_features(X, metric="manhattan")
-    with pytest.raises(ValueError, match="n_components must be a positive integer"):
+    with pytest.raises(ValueError, match="'n_components' parameter"):
         embed_features(X, n_components=0)
     with pytest.raises(ValueError, match=r"min\(n_samples, n_features\) = 4"):
         embed_features(X, method="pca", n_components=5)
@@ -149,7 +149,9 @@ def test_umap_wiring_with_stand_in_module(rng, monkeypatch):
     Z = embed_features(
         X, method="umap", metric="cosine", random_state=7, n_neighbors=8, min_dist=0.2
     )
-    np.testing.assert_allclose(Z, 2.0 * X[:, :2])
+    # UMAP sees the features divided by the power of two just above max|X|
+    scale = 2.0 ** np.frexp(np.abs(X).max())[1]
+    np.testing.assert_allclose(Z, 2.0 * X[:, :2] / scale, rtol=1e-15)
     assert calls == {
         "n_components": 2,
         "metric": "cosine",
@@ -236,3 +238,72 @@ def test_feature_embedding_estimator(digits):
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+# --------------------------------------------------------------------------
+# degenerate data, extreme magnitudes and bad values (issue 10)
+# --------------------------------------------------------------------------
+class _MustNotBeReached:
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("scikit-learn was reached with degenerate data")
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e300, 1e-300])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_identical_rows_are_refused_before_scikit_learn(monkeypatch, factor, metric):
+    # scikit-learn's t-SNE crashed the Python process on identical rows; the
+    # check must fire before TSNE is even constructed
+    import skvmf.embedding as embedding
+
+    monkeypatch.setattr(embedding, "TSNE", _MustNotBeReached)
+    X = np.tile([1.0, -2.0, 0.5], (12, 1)) * factor
+    if metric == "cosine":
+        X = X * np.arange(1, 13)[:, None]  # same direction, other lengths
+    with pytest.raises(ValueError, match="pairwise .* distance is zero"):
+        embed_features(X, perplexity=3, metric=metric)
+    with pytest.raises(ValueError, match="pairwise .* distance is zero"):
+        FeatureEmbedding(perplexity=3, metric=metric).fit(X)
+
+
+@pytest.mark.parametrize("factor", [1e300, 1e-200])
+def test_embeddings_are_scale_invariant(rng, factor):
+    X = rng.normal(size=(25, 4))
+    # t-SNE is chaotic: only an exact rescale (a power of two) can give the
+    # same embedding, and it must; 1e300 itself must give a finite one
+    exact = 2.0 ** (1000 if factor > 1 else -660)
+    ref = embed_features(X, perplexity=5, random_state=0, max_iter=250)
+    got = embed_features(X * exact, perplexity=5, random_state=0, max_iter=250)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    Z = embed_features(X * factor, perplexity=5, random_state=0, max_iter=250)
+    assert np.all(np.isfinite(Z)) and Z.std() > 0
+    # PCA coordinates are linear in the features
+    Zp = embed_features(X, method="pca", svd_solver="full")
+    est = FeatureEmbedding(method="pca", estimator_params={"svd_solver": "full"})
+    got_p = est.fit_transform(X * factor)
+    np.testing.assert_allclose(got_p / factor, Zp, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(est.transform(X * factor) / factor, Zp, atol=1e-12)
+    r1 = trustworthiness_report(X, X[:, :2], n_neighbors=5)
+    r2 = trustworthiness_report(X * factor, X[:, :2] * factor, n_neighbors=5)
+    assert r1 == r2
+
+
+def test_complex_and_non_finite_features_are_refused_by_name(rng):
+    X = rng.normal(size=(12, 3))
+    with pytest.raises(ValueError, match="X must be real"):
+        embed_features(X + 1j, method="pca")
+    with pytest.raises(ValueError, match="X must be real"):
+        FeatureEmbedding(method="pca").fit(X + 1j)
+    with pytest.raises(ValueError, match="Z must be real"):
+        trustworthiness_report(X, X[:, :2] + 1j, n_neighbors=2)
+    with pytest.raises(ValueError, match="X contains infinity"):
+        embed_features(np.where(X > 1, np.inf, X), method="pca")
+
+
+def test_read_only_features_are_embedded(rng):
+    X = rng.normal(size=(12, 3))
+    X.setflags(write=False)
+    assert embed_features(X, perplexity=3, random_state=0, max_iter=250).shape == (
+        12,
+        2,
+    )
+    assert FeatureEmbedding(method="pca").fit_transform(X).shape == (12, 2)
