@@ -75,6 +75,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ._images import first_conv_channels  # noqa: F401 (one definition)
+
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 
 # Convolutions per block of the four VGG configurations (Simonyan & Zisserman
@@ -369,14 +371,6 @@ def last_linear(model: nn.Module) -> str | None:
         if isinstance(module, nn.Linear):
             found = name
     return found
-
-
-def first_conv_channels(model: nn.Module) -> int | None:
-    """``in_channels`` of the first ``nn.Conv2d`` (the input's channels)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return int(module.in_channels)
-    return None
 
 
 def set_conv5_stride1(model: nn.Module) -> None:

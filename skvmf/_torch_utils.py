@@ -136,6 +136,25 @@ def unit_rows(x, dim=-1):
     return x / np.where(norm > 0, norm, 1.0)
 
 
+def seed_of(random_state) -> int | None:
+    """An integer seed for ``torch.manual_seed`` from a ``random_state``.
+
+    None stays None (no seeding); a non-negative int is its own seed; a
+    ``RandomState`` instance draws one.
+    """
+    if random_state is None:
+        return None
+    if isinstance(random_state, (int, np.integer)) and not isinstance(
+        random_state, bool
+    ):
+        if random_state < 0:
+            raise ValueError(f"random_state must be non-negative; got {random_state}")
+        return int(random_state)
+    from sklearn.utils import check_random_state
+
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
 class RowMomentumSGD(MomentumSGD):
     """:class:`MomentumSGD`'s update for the rows of a matrix of independent
     problems, each row with its own step size.

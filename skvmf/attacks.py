@@ -14,13 +14,23 @@ Resistant to Adversarial Attacks", ICLR 2018 (PGD under an L-inf ball).
 from __future__ import annotations
 
 import dataclasses
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval, validate_params
 
+from ._hooks import as_logits, evaluating
+from ._images import as_images
 from ._progress import progress
-from ._torch_utils import resolve_device, torch_generator
+from ._torch_utils import (
+    resolve_device,
+    safe_norm,
+    to_numpy,
+    torch_generator,
+    unit_rows,
+)
 
 
 @dataclasses.dataclass
@@ -75,8 +85,12 @@ class AttackResult:
         return float(self.success[correct].mean())
 
 
-def _channel_tensor(value, n_channels, name, device):
-    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+def _channel_tensor(value, n_channels, name, dtype, device):
+    """A (1, C, 1, 1) tensor from a scalar or one finite value per channel."""
+    arr = to_numpy(value).reshape(-1)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
     if arr.size == 1:
         arr = np.repeat(arr, n_channels)
     if arr.size != n_channels:
@@ -84,11 +98,133 @@ def _channel_tensor(value, n_channels, name, device):
             f"{name} must be a scalar or have one value per channel "
             f"({n_channels}); got {arr.size} values"
         )
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite; got {arr.tolist()}")
     if name == "std" and np.any(arr <= 0):
         raise ValueError(f"std must be positive; got {arr.tolist()}")
-    return torch.as_tensor(arr, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return torch.as_tensor(arr, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
+def _as_labels(labels, n_images: int) -> np.ndarray:
+    """One integer label per image, as int64."""
+    y = to_numpy(labels)
+    if y.shape != (n_images,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"labels must be {n_images} integers, one per image; got "
+            f"shape {y.shape} and dtype {y.dtype}"
+        )
+    return y.astype(np.int64)
+
+
+def _check_label_range(y: np.ndarray, n_classes: int, targeted: bool) -> None:
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        what = "target" if targeted else "true"
+        bad = int(y.min() if y.min() < 0 else y.max())
+        raise ValueError(
+            f"labels must be {what} class indices in [0, {n_classes}) for a "
+            f"model with {n_classes} outputs; got label {bad}"
+        )
+
+
+@dataclasses.dataclass
+class _Ball:
+    """The L-inf ball in input space: radius and step per channel, and the
+    valid input range (None without normalisation)."""
+
+    radius: torch.Tensor
+    step: torch.Tensor
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+
+    def clip(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """Into the valid input range, if there is one."""
+        if self.low is None:
+            return x_adv
+        return torch.maximum(torch.minimum(x_adv, self.high), self.low)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Onto ``||x_adv - x||_inf <= radius``, then the valid range."""
+        x_adv = torch.maximum(torch.minimum(x_adv, x + self.radius), x - self.radius)
+        return self.clip(x_adv)
+
+
+def _make_ball(epsilon, step_size, mean, std, n_channels, dtype, device) -> _Ball:
+    """Radius and step in input units: divided by ``std`` when given, with
+    the pixel range [0, 1] mapped through the normalisation."""
+    if std is None:
+        return _Ball(
+            radius=torch.full((1, n_channels, 1, 1), float(epsilon), device=device),
+            step=torch.full((1, n_channels, 1, 1), float(step_size), device=device),
+        )
+    std_t = _channel_tensor(std, n_channels, "std", dtype, device)
+    mean_t = _channel_tensor(
+        0.0 if mean is None else mean, n_channels, "mean", dtype, device
+    )
+    return _Ball(
+        radius=epsilon / std_t,
+        step=step_size / std_t,
+        low=(0.0 - mean_t) / std_t,
+        high=(1.0 - mean_t) / std_t,
+    )
+
+
+@torch.no_grad()
+def _predict(model, x_all, batch_size, device) -> tuple[np.ndarray, int]:
+    """Predicted classes of every image, and the number of classes."""
+    pred = np.empty(len(x_all), dtype=np.int64)
+    n_classes = 0
+    for start in range(0, len(x_all), batch_size):
+        logits = as_logits(model(x_all[start : start + batch_size].to(device)))
+        pred[start : start + batch_size] = logits.argmax(1).cpu().numpy()
+        n_classes = logits.shape[1]
+    return pred, n_classes
+
+
+def _pgd_batch(model, x, y, ball: _Ball, *, sign, n_steps, random_start, gen):
+    """``n_steps`` signed-gradient steps from the clean or a random start."""
+    if random_start:
+        noise = torch.rand(x.shape, generator=gen).to(x.device) * 2 - 1
+        x_adv = x + noise * ball.radius
+    else:
+        x_adv = x.clone()
+    x_adv = ball.clip(x_adv)
+    for _ in range(n_steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            x_adv = ball.project(x_adv + sign * ball.step * grad.sign(), x)
+    x_adv = x_adv.detach()
+    if not torch.isfinite(x_adv).all():
+        raise ValueError(
+            "the attack produced NaN or infinite images: the model's loss or "
+            "its gradient is not finite on these inputs"
+        )
+    return x_adv
+
+
+_FINITE = float(np.finfo(np.float64).max)
+
+
+@validate_params(
+    {
+        "model": [torch.nn.Module],
+        "images": ["array-like"],
+        "labels": ["array-like"],
+        "epsilon": [Interval(Real, 0, _FINITE, closed="both")],
+        "step_size": [Interval(Real, 0, _FINITE, closed="both"), None],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "random_start": ["boolean"],
+        "targeted": ["boolean"],
+        "mean": [Real, "array-like", None],
+        "std": [Real, "array-like", None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def pgd_attack(
     model: torch.nn.Module,
     images,
@@ -111,7 +247,9 @@ def pgd_attack(
     Each step moves every pixel by ``step_size * sign(grad)`` of the
     cross-entropy (ascending it for an untargeted attack, descending towards
     ``labels`` for a targeted one) and projects back onto
-    ``||x_adv - x||_inf <= epsilon`` and onto the valid pixel range.
+    ``||x_adv - x||_inf <= epsilon`` and onto the valid pixel range. The
+    model runs in eval mode on ``device``; every submodule's mode and the
+    model's device are restored afterwards, also when the model raises.
 
     Parameters
     ----------
@@ -119,16 +257,18 @@ def pgd_attack(
         Classifier returning logits.
     images : array-like of shape (N, C, H, W)
         Clean inputs in the model's input space (normalised when the model
-        expects normalised images).
+        expects normalised images); real and finite.
     labels : array-like of int of shape (N,)
-        True labels (untargeted) or target labels (``targeted=True``).
+        True labels (untargeted) or target labels (``targeted=True``), class
+        indices of the model's outputs.
     epsilon : float, default=0.1
-        Radius of the L-inf ball. When ``std`` is given, in raw pixel units
-        (images in [0, 1] before normalisation): the radius in input space is
-        ``epsilon / std`` per channel and results are clipped to the valid
-        pixel range [0, 1]. Otherwise in input units, without clipping.
+        Radius of the L-inf ball, finite and >= 0. When ``std`` is given, in
+        raw pixel units (images in [0, 1] before normalisation): the radius
+        in input space is ``epsilon / std`` per channel and results are
+        clipped to the valid pixel range [0, 1]. Otherwise in input units,
+        without clipping.
     step_size : float, optional
-        Step per iteration, default ``2.5 * epsilon / n_steps``.
+        Step per iteration (finite, >= 0), default ``2.5 * epsilon / n_steps``.
     n_steps : int, default=10
     random_start : bool, default=True
         Start from a uniform random point of the ball.
@@ -158,98 +298,66 @@ def pgd_attack(
     True
     """
     dev = resolve_device(device)
-    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    if x_all.ndim != 4:
-        raise ValueError(
-            f"images must have shape (N, C, H, W); got shape {tuple(x_all.shape)}"
-        )
-    if x_all.shape[0] == 0:
-        raise ValueError("images is empty: nothing to attack")
-    if not torch.isfinite(x_all).all():
-        raise ValueError("images contain NaN or inf")
-    y_all = np.asarray(labels)
-    if y_all.shape != (x_all.shape[0],) or not np.issubdtype(y_all.dtype, np.integer):
-        raise ValueError(
-            f"labels must be {x_all.shape[0]} integers, one per image; got "
-            f"shape {y_all.shape} and dtype {y_all.dtype}"
-        )
-    if not (np.isfinite(epsilon) and epsilon >= 0):
-        raise ValueError(f"epsilon must be finite and >= 0; got {epsilon!r}")
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1; got {n_steps!r}")
+    x_all = as_images(images, model, torch.device("cpu"))
+    y_all = _as_labels(labels, len(x_all))
     if step_size is None:
         step_size = 2.5 * epsilon / n_steps
-    n_channels = x_all.shape[1]
-    if std is not None:
-        std_t = _channel_tensor(std, n_channels, "std", dev)
-        mean_t = _channel_tensor(0.0 if mean is None else mean, n_channels, "mean", dev)
-        radius = epsilon / std_t
-        step = step_size / std_t
-        low, high = (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
-    else:
-        radius = torch.full((1, n_channels, 1, 1), float(epsilon), device=dev)
-        step = torch.full((1, n_channels, 1, 1), float(step_size), device=dev)
-        low = high = None
+    ball = _make_ball(epsilon, step_size, mean, std, x_all.shape[1], x_all.dtype, dev)
     gen = torch_generator(random_state, "cpu")
-
-    was_training = model.training
-    model.eval()
     out = torch.empty_like(x_all)
-    clean_pred = np.empty(len(y_all), dtype=np.int64)
-    adv_pred = np.empty(len(y_all), dtype=np.int64)
     sign = -1.0 if targeted else 1.0
-    starts = range(0, x_all.shape[0], batch_size)
-    try:
+    starts = range(0, len(x_all), batch_size)
+    with evaluating(model, dev):
+        clean_pred, n_classes = _predict(model, x_all, batch_size, dev)
+        _check_label_range(y_all, n_classes, targeted)
         for start in progress(starts, verbose=verbose, desc="PGD", unit="batch"):
             stop = start + batch_size
-            x = x_all[start:stop].to(dev)
-            y = torch.as_tensor(y_all[start:stop], dtype=torch.long, device=dev)
-            with torch.no_grad():
-                clean_pred[start:stop] = model(x).argmax(1).cpu().numpy()
-            if random_start:
-                noise = torch.rand(x.shape, generator=gen).to(dev) * 2 - 1
-                x_adv = x + noise * radius
-            else:
-                x_adv = x.clone()
-            if low is not None:
-                x_adv = torch.maximum(torch.minimum(x_adv, high), low)
-            for _ in range(n_steps):
-                x_adv.requires_grad_(True)
-                loss = F.cross_entropy(model(x_adv), y)
-                (grad,) = torch.autograd.grad(loss, x_adv)
-                with torch.no_grad():
-                    x_adv = x_adv + sign * step * grad.sign()
-                    x_adv = torch.maximum(torch.minimum(x_adv, x + radius), x - radius)
-                    if low is not None:
-                        x_adv = torch.maximum(torch.minimum(x_adv, high), low)
-            with torch.no_grad():
-                adv_pred[start:stop] = model(x_adv).argmax(1).cpu().numpy()
-            out[start:stop] = x_adv.detach().cpu()
-    finally:
-        model.train(was_training)
+            out[start:stop] = _pgd_batch(
+                model,
+                x_all[start:stop].to(dev),
+                torch.as_tensor(y_all[start:stop], device=dev),
+                ball,
+                sign=sign,
+                n_steps=n_steps,
+                random_start=random_start,
+                gen=gen,
+            ).cpu()
+        adv_pred, _ = _predict(model, out, batch_size, dev)
     adv = out.numpy()
     return AttackResult(
         images=adv,
         perturbation=adv - x_all.numpy(),
         clean_pred=clean_pred,
         adv_pred=adv_pred,
-        labels=y_all.astype(np.int64),
-        targeted=targeted,
+        labels=y_all,
+        targeted=bool(targeted),
         epsilon=float(epsilon),
     )
 
 
+@validate_params(
+    {
+        "h_clean": ["array-like"],
+        "h_adv": ["array-like"],
+        "scale": [Interval(Real, 0, _FINITE, closed="neither"), None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def embedding_change(h_clean, h_adv, *, scale=None) -> dict:
     """How far adversarial regions moved in the embedded space (SPEC 7).
+
+    Norms and cosines are computed after rescaling each vector by its largest
+    entry, so they hold from 1e-300 to 1e300.
 
     Parameters
     ----------
     h_clean, h_adv : array-like of shape (N, R, d')
-        The same regions embedded with the same (clean) Lambda.
+        The same regions embedded with the same (clean) Lambda; real and
+        finite.
     scale : float, optional
-        Strength normaliser; default the mean clean strength, so that
-        strength changes of different layers are comparable (the layer's mean
-        regional strength is 1, as for knowledge points).
+        Strength normaliser (positive, finite); default the mean clean
+        strength, so that strength changes of different layers are comparable
+        (the layer's mean regional strength is 1, as for knowledge points).
 
     Returns
     -------
@@ -266,23 +374,21 @@ def embedding_change(h_clean, h_adv, *, scale=None) -> dict:
     >>> round(out["mean_one_minus_cos"], 6), round(out["mean_strength_change"], 6)
     (0.0, 1.0)
     """
-    a = np.asarray(h_clean, dtype=np.float64)
-    b = np.asarray(h_adv, dtype=np.float64)
+    a = _as_regions(h_clean, "h_clean")
+    b = _as_regions(h_adv, "h_adv")
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(
             "h_clean and h_adv must both have shape (N, R, d'); got "
             f"{a.shape} and {b.shape}"
         )
-    la = np.linalg.norm(a, axis=-1)
-    lb = np.linalg.norm(b, axis=-1)
+    la, lb = safe_norm(a), safe_norm(b)
     if scale is None:
-        scale = float(la.mean())
+        scale = _mean_strength(la)
     if not scale > 0:
         raise ValueError("the clean regions have zero strength: nothing to compare")
-    denom = np.maximum(la * lb, np.finfo(np.float64).tiny)
-    cos = np.clip(np.einsum("nrd,nrd->nr", a, b) / denom, -1.0, 1.0)
-    cos = np.where((la > 0) & (lb > 0), cos, 0.0)
-    one_minus_cos = 1.0 - cos
+    # unit vectors first: the dot product of raw 1e200 vectors overflows
+    cos = np.clip(np.einsum("nrd,nrd->nr", unit_rows(a), unit_rows(b)), -1.0, 1.0)
+    one_minus_cos = 1.0 - cos  # 1 where a region is zero (cos 0)
     strength_change = np.abs(lb - la) / scale
     return {
         "one_minus_cos": one_minus_cos,
@@ -290,3 +396,25 @@ def embedding_change(h_clean, h_adv, *, scale=None) -> dict:
         "mean_one_minus_cos": float(one_minus_cos.mean()),
         "mean_strength_change": float(strength_change.mean()),
     }
+
+
+def _as_regions(h, name: str) -> np.ndarray:
+    """A real, finite float64 array (complex is refused, never cast)."""
+    arr = to_numpy(h)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
+    ):
+        raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _mean_strength(lengths: np.ndarray) -> float:
+    """Mean of non-negative lengths without overflowing the sum."""
+    mean = float(lengths.mean()) if lengths.size else 0.0
+    if np.isfinite(mean):
+        return mean
+    peak = float(lengths.max())
+    return float(np.mean(lengths / peak) * peak)

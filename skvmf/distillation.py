@@ -15,29 +15,23 @@ layer regressed through a learned adapter).
 
 from __future__ import annotations
 
+import contextlib
+from numbers import Real
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from torch import nn
 
+from ._hooks import Capture, evaluating
+from ._images import as_images
 from ._layers import detect_architecture, resolve_layer
-from ._torch_utils import resolve_device
-from .models import TrainingResult, _train
+from ._torch_utils import resolve_device, seed_of
+from .training import Trainer, TrainingResult
 
 _METHODS = ("logits", "features")
-
-
-class _Capture:
-    """Forward hook keeping the output of one module (removed by ``close``)."""
-
-    def __init__(self, model: nn.Module, name: str):
-        self.value = None
-        self.handle = model.get_submodule(name).register_forward_hook(self._hook)
-
-    def _hook(self, module, inputs, output):
-        self.value = output
-
-    def close(self):
-        self.handle.remove()
+_FINITE = float(np.finfo(np.float64).max)
 
 
 def _hint_adapter(student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> nn.Module:
@@ -51,6 +45,28 @@ def _hint_adapter(student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> nn.
     return nn.Conv2d(student_maps.shape[1], teacher_maps.shape[1], 1, bias=False)
 
 
+def _check_logits(z, name: str) -> None:
+    if not isinstance(z, torch.Tensor) or z.ndim != 2:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else None
+        raise ValueError(
+            f"{name} must be a tensor of shape (N, n_classes); got {shape}"
+        )
+    if z.is_complex() or not z.is_floating_point():
+        raise ValueError(f"{name} must be real floating point; got dtype {z.dtype}")
+    if not torch.isfinite(z).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+
+
+@validate_params(
+    {
+        "student_logits": [torch.Tensor],
+        "teacher_logits": [torch.Tensor],
+        "labels": [torch.Tensor],
+        "temperature": [Interval(Real, 0, _FINITE, closed="right")],
+        "alpha": [Interval(Real, 0, 1, closed="both")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def distillation_loss(
     student_logits, teacher_logits, labels, *, temperature=4.0, alpha=0.9
 ):
@@ -58,7 +74,24 @@ def distillation_loss(
 
     ``alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) +
     (1 - alpha) * CE(z_s, y)``; the ``T^2`` keeps the gradient scale of the
-    soft term independent of ``T``.
+    soft term independent of ``T``. The soft labels are computed in log space
+    (``log_softmax``).
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : torch.Tensor of shape (N, n_classes)
+        Finite logits of the same shape.
+    labels : torch.Tensor of int of shape (N,)
+        Class indices in ``[0, n_classes)``.
+    temperature : float, default=4.0
+        Softening temperature T (positive, finite).
+    alpha : float in [0, 1], default=0.9
+        Weight of the soft term.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        A scalar.
 
     Examples
     --------
@@ -68,6 +101,24 @@ def distillation_loss(
     >>> float(distillation_loss(z, z, torch.tensor([0]), alpha=1.0))
     0.0
     """
+    _check_logits(student_logits, "student_logits")
+    _check_logits(teacher_logits, "teacher_logits")
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            "student_logits and teacher_logits must have the same shape; got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    n, n_classes = student_logits.shape
+    if labels.shape != (n,) or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(
+            f"labels must be {n} integer class indices; got shape "
+            f"{tuple(labels.shape)} and dtype {labels.dtype}"
+        )
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise ValueError(
+            f"labels must be class indices in [0, {n_classes}); got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
     soft_t = F.log_softmax(teacher_logits / temperature, dim=1)
     soft_s = F.log_softmax(student_logits / temperature, dim=1)
     kd = F.kl_div(soft_s, soft_t, reduction="batchmean", log_target=True)
@@ -77,6 +128,119 @@ def distillation_loss(
     return loss
 
 
+@contextlib.contextmanager
+def _frozen(teacher: nn.Module, device: torch.device):
+    """The teacher in eval mode on ``device`` without gradients; every
+    submodule's mode, every ``requires_grad`` and the device restored."""
+    grads = [(p, p.requires_grad) for p in teacher.parameters()]
+    try:
+        with evaluating(teacher, device):
+            for p, _ in grads:
+                p.requires_grad_(False)
+            yield teacher
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def _logit_loss(teacher, temperature, alpha):
+    """``compute_loss`` of Hinton et al.'s distillation."""
+
+    def compute_loss(model, X, y):
+        with torch.no_grad():
+            z_t = teacher(X)
+        out = model(X)
+        loss = distillation_loss(out, z_t, y, temperature=temperature, alpha=alpha)
+        return loss, out
+
+    return compute_loss
+
+
+def _layer(model, name, what) -> tuple[str, nn.Module]:
+    """``(module name, module)`` for a module name or an alias of ``model``."""
+    resolved = resolve_layer(name, model, detect_architecture(model), what=what)
+    return resolved, model.get_submodule(resolved)
+
+
+def _probe_images(train_data) -> torch.Tensor:
+    """One or two training images as a batch, to size the hint adapter."""
+    if isinstance(train_data, tuple) and len(train_data) == 2:
+        return torch.as_tensor(np.asarray(train_data[0][:2]))
+    item = train_data[0]
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    return torch.as_tensor(np.asarray(image)).unsqueeze(0)
+
+
+def _hint_loss(teacher, student, train_data, t_layer, s_layer, options):
+    """FitNets' ``compute_loss`` and the adapter it trains.
+
+    A probe batch through both networks sizes the 1x1 adapter from the
+    student's channels to the teacher's; its initial weights are drawn under
+    ``random_state`` (the global torch RNG is left as it was). Hooks exist
+    only during a forward pass.
+    """
+    device, hint_weight = options["device"], options["hint_weight"]
+    probe = as_images(
+        _probe_images(train_data), student, device, name="train_data images"
+    )
+    with torch.no_grad(), evaluating(student, device):
+        with Capture(teacher, {"t": t_layer}, detach=True) as t_cap:
+            teacher(probe)
+        with Capture(student, {"s": s_layer}, detach=True) as s_cap:
+            student(probe)
+    seed = seed_of(options["random_state"])
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed + 3)  # the trainer uses seed .. seed + 2
+        adapter = _hint_adapter(s_cap.outputs["s"], t_cap.outputs["t"])
+    adapter = adapter.to(device)
+    t_size = tuple(t_cap.outputs["t"].shape[2:])
+
+    def compute_loss(model, X, y):
+        with torch.no_grad(), Capture(teacher, {"t": t_layer}, detach=True) as t_cap:
+            teacher(X)
+        with Capture(model, {"s": s_layer}, detach=False) as s_cap:
+            out = model(X)
+        mapped = adapter(s_cap.outputs["s"])
+        if tuple(mapped.shape[2:]) != t_size:
+            mapped = F.adaptive_avg_pool2d(mapped, t_size)
+        hint = F.mse_loss(mapped, t_cap.outputs["t"])
+        return F.cross_entropy(out, y) + hint_weight * hint, out
+
+    return compute_loss, list(adapter.parameters())
+
+
+_TRAINING_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "schedule",
+    "checkpoint_iterations",
+    "checkpoint_dir",
+    "random_state",
+    "verbose",
+)
+
+
+@validate_params(
+    {
+        "teacher": [nn.Module],
+        "student": [nn.Module],
+        "train_data": "no_validation",
+        "method": [StrOptions(set(_METHODS))],
+        "layer": [str, None],
+        "student_layer": [str, None],
+        "temperature": [Interval(Real, 0, _FINITE, closed="right")],
+        "alpha": [Interval(Real, 0, 1, closed="both")],
+        "hint_weight": [Interval(Real, 0, _FINITE, closed="both")],
+        "val_data": "no_validation",
+        "device": [str, torch.device, None],
+        **{name: Trainer._parameter_constraints[name] for name in _TRAINING_OPTIONS},
+    },
+    prefer_skip_nested_validation=True,
+)
 def distill(
     teacher: nn.Module,
     student: nn.Module,
@@ -111,9 +275,11 @@ def distill(
       teacher's grid when sizes differ) onto the teacher's ``layer``; the loss
       is ``CE(z_s, y) + hint_weight * MSE(adapter(F_s), F_t)``.
 
-    The teacher is frozen (eval mode, no gradients; its mode is restored).
+    The teacher is frozen (eval mode, no gradients); every submodule's mode,
+    every ``requires_grad`` and its device are restored afterwards, also
+    after an error.
     The student is trained in place by the same loop as
-    :func:`skvmf.models.train_classifier`, so checkpoints, determinism under
+    :func:`skvmf.training.train_classifier`, so checkpoints, determinism under
     ``random_state``, progress bars and batch-norm recalibration behave the
     same.
 
@@ -121,7 +287,7 @@ def distill(
     ----------
     teacher, student : torch.nn.Module
         Classifiers with the same number of classes. The student must come
-        from :func:`skvmf.models.make_classifier` (its config goes into
+        from :func:`skvmf.architectures.make_classifier` (its config goes into
         checkpoints).
     train_data : Dataset or tuple (images, labels)
     method : {"logits", "features"}, default="logits"
@@ -138,7 +304,7 @@ def distill(
         Weight of the hint term for ``method="features"``.
     epochs, batch_size, lr, optimizer, weight_decay, schedule, \
 checkpoint_iterations, checkpoint_dir, val_data, device, random_state, verbose
-        As in :func:`skvmf.models.train_classifier`.
+        As in :func:`skvmf.training.train_classifier`.
 
     Returns
     -------
@@ -161,83 +327,31 @@ checkpoint_iterations, checkpoint_dir, val_data, device, random_state, verbose
     >>> res.config["distillation"]["method"], res.n_iterations
     ('features', 2)
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive; got {temperature!r}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
-    if not hint_weight >= 0:
-        raise ValueError(f"hint_weight must be >= 0; got {hint_weight!r}")
     dev = resolve_device(device)
-    teacher_was_training = teacher.training
-    teacher_grads = [p.requires_grad for p in teacher.parameters()]
-    teacher.to(dev).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
-    captures: list[_Capture] = []
-    extra: list[nn.Parameter] = []
     details: dict = {"method": method, "temperature": float(temperature)}
-    try:
+    with _frozen(teacher, dev):
         if method == "logits":
             details["alpha"] = float(alpha)
-
-            def compute_loss(model, X, y):
-                with torch.no_grad():
-                    z_t = teacher(X)
-                out = model(X)
-                loss = distillation_loss(
-                    out, z_t, y, temperature=temperature, alpha=alpha
-                )
-                return loss, out
-
+            compute_loss, extra = _logit_loss(teacher, temperature, alpha), []
         else:
             if layer is None:
                 raise ValueError("method='features' needs the teacher layer to mimic")
-            t_name = resolve_layer(
-                layer, teacher, detect_architecture(teacher), what="teacher layer"
-            )
-            s_name = resolve_layer(
-                student_layer or layer,
-                student,
-                detect_architecture(student),
-                what="student layer",
-            )
+            t_layer = _layer(teacher, layer, "teacher layer")
+            s_layer = _layer(student, student_layer or layer, "student layer")
             details.update(
                 layer=layer,
                 student_layer=student_layer or layer,
                 hint_weight=float(hint_weight),
             )
-            t_cap, s_cap = _Capture(teacher, t_name), _Capture(student, s_name)
-            captures += [t_cap, s_cap]
-            probe = _probe_images(train_data).to(dev)
-            was = student.training
-            student.to(dev).eval()
-            with torch.no_grad():
-                teacher(probe)
-                student(probe)
-            student.train(was)
-            adapter = _hint_adapter(s_cap.value, t_cap.value).to(dev)
-            extra = list(adapter.parameters())
-            t_size = tuple(t_cap.value.shape[2:])
-
-            def compute_loss(model, X, y):
-                with torch.no_grad():
-                    teacher(X)
-                    target = t_cap.value.detach().clone()
-                out = model(X)
-                mapped = adapter(s_cap.value)
-                if tuple(mapped.shape[2:]) != t_size:
-                    mapped = F.adaptive_avg_pool2d(mapped, t_size)
-                loss = F.cross_entropy(out, y) + hint_weight * F.mse_loss(
-                    mapped, target
-                )
-                return loss, out
-
-        result = _train(
-            student,
-            train_data,
+            options = {
+                "device": dev,
+                "hint_weight": hint_weight,
+                "random_state": random_state,
+            }
+            compute_loss, extra = _hint_loss(
+                teacher, student, train_data, t_layer, s_layer, options
+            )
+        trainer = Trainer(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
@@ -246,27 +360,12 @@ checkpoint_iterations, checkpoint_dir, val_data, device, random_state, verbose
             schedule=schedule,
             checkpoint_iterations=checkpoint_iterations,
             checkpoint_dir=checkpoint_dir,
-            val_data=val_data,
             device=dev,
             random_state=random_state,
             verbose=verbose,
             compute_loss=compute_loss,
             extra_parameters=extra,
         )
-    finally:
-        for cap in captures:
-            cap.close()
-        for p, flag in zip(teacher.parameters(), teacher_grads):
-            p.requires_grad_(flag)
-        teacher.train(teacher_was_training)
+        result = trainer.fit(student, train_data, val_data)
     result.config = {**result.config, "distillation": details}
     return result
-
-
-def _probe_images(train_data) -> torch.Tensor:
-    """One or two training images as a batch, to size the hint adapter."""
-    if isinstance(train_data, tuple) and len(train_data) == 2:
-        return torch.as_tensor(train_data[0][:2]).float()
-    item = train_data[0]
-    image = item[0] if isinstance(item, (tuple, list)) else item
-    return torch.as_tensor(image).float().unsqueeze(0)
