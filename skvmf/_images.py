@@ -120,12 +120,17 @@ def check_batch(
         name = f"{name} (batch starting at image {start})"
     check_dtype(x.dtype, name)
     check_shape(x.shape, channels, name)
-    x = x.to(device=device, dtype=dtype)
+    cast = x.to(device=device, dtype=dtype)
     # a sum is NaN/inf when any element is (cheap); confirm element-wise so
     # that a sum overflowing on huge finite values is not refused
-    if not (bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
+    if not (bool(torch.isfinite(cast.sum())) or bool(torch.isfinite(cast).all())):
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        raise ValueError(
+            f"{name} has values too large for the model's dtype {dtype} (they "
+            "would become infinite)"
+        )
+    return cast
 
 
 def as_images(

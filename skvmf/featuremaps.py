@@ -282,23 +282,17 @@ def top_activating(
     >>> res.indices.shape, res.activations.shape
     ((3, 4), (20, 3))
     """
-    name, module = resolve_layer(model, layer)
+    layer = resolve_layer(model, layer)
+    run = {"reshape": check_reshape(reshape), "batch_size": batch_size}
+    run.update(device=resolve_device(device), verbose=verbose)
     activations, chan_idx = _channel_scores(
-        model,
-        images,
-        (name, module),
-        channels,
-        reduce=reduce,
-        reshape=check_reshape(reshape),
-        batch_size=batch_size,
-        device=resolve_device(device),
-        verbose=verbose,
+        model, images, layer, channels, reduce=reduce, **run
     )
     if k > len(activations):
         raise ValueError(f"k={k} exceeds the number of images ({len(activations)})")
     indices, top_values = _top_k(activations, k)
     return TopActivating(
-        layer=name,
+        layer=layer[0],
         channels=chan_idx,
         indices=indices,
         top_values=top_values,

@@ -236,3 +236,225 @@ def test_cuda_matches_cpu(images):
         out_of_sample_table(net, groups).counts,
     )
     assert next(net.parameters()).device.type == "cpu"
+
+
+# --------------------------------------------------------------------------
+# the one image input (skvmf._images), seen from three modules
+
+
+class _Images(torch.utils.data.Dataset):
+    """Map-style dataset of bare images (no labels)."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __init__(self, x):
+        self.x = x
+
+    def __iter__(self):
+        return iter((im, 0) for im in self.x)
+
+
+def _input_kinds(x):
+    """The same 7 images as every input kind skvmf accepts."""
+    labels = torch.zeros(len(x), dtype=torch.long)
+    return {
+        "numpy": x.numpy(),
+        "tensor": x,
+        "list of arrays": list(x.numpy()),
+        "nested list": x.numpy().tolist(),
+        "dataset (image, label)": TensorDataset(x, labels),
+        "dataset of images": _Images(x),
+        "iterable dataset": _Stream(x),
+        "data loader": torch.utils.data.DataLoader(TensorDataset(x, labels), 3),
+    }
+
+
+def test_every_input_kind_gives_the_same_result_in_three_modules():
+    from _helpers import tiny_cnn
+
+    from skvmf.extraction import TorchFeatureExtractor
+    from skvmf.saliency import input_gradient
+
+    net = tiny_cnn()
+    x = torch.randn(7, 1, 8, 8, generator=torch.Generator().manual_seed(1)).double()
+    ref_maps = feature_maps(net, x, "1", batch_size=2)
+    ref_grad = input_gradient(net, x, target=2)
+    ext = TorchFeatureExtractor(
+        net, ["1"], sample_layer=None, dtype="float64", batch_size=2
+    ).fit()
+    # the extractor's rows are the maps, region-major: (N, H*W, K)
+    ref_rows = ref_maps.transpose(0, 2, 3, 1).reshape(7, -1, ref_maps.shape[1])
+    for kind, data in _input_kinds(x).items():
+        np.testing.assert_array_equal(
+            feature_maps(net, data, "1", batch_size=2), ref_maps, err_msg=kind
+        )
+        np.testing.assert_array_equal(
+            input_gradient(net, data, target=2), ref_grad, err_msg=kind
+        )
+        np.testing.assert_array_equal(
+            ext.transform(data).regions["1"], ref_rows, err_msg=kind
+        )
+    assert_no_hooks(net)
+
+
+def _bad_inputs():
+    good = np.zeros((2, 1, 8, 8))
+    nan = good.copy()
+    nan[1, 0, 3, 3] = np.nan
+    return {
+        "complex": (good + 1j, "real numbers"),
+        "bool": (good.astype(bool), "real numbers"),
+        "object": (np.array([[[[None]]]], dtype=object), "real numbers"),
+        "text": (np.full((1, 1, 8, 8), "x"), "real numbers"),
+        "complex tensor": (torch.zeros(1, 1, 8, 8, dtype=torch.complex64), "real"),
+        "3-D": (good[0], "3 dimensions"),
+        "5-D": (good[None], "5 dimensions"),
+        "empty": (good[:0], "empty"),
+        "channels": (np.zeros((2, 3, 8, 8)), "channels"),
+        "NaN": (nan, "NaN or infinite"),
+        "inf": (np.where(nan == nan, good, np.inf), "NaN or infinite"),
+        "too large": (np.full((1, 1, 8, 8), 1e300), "too large"),
+        "ragged": ([np.zeros((1, 8, 8)), np.zeros((1, 4, 4))], "differ in shape"),
+        "empty dataset": (TensorDataset(torch.zeros(0, 1, 8, 8)), "empty"),
+        "bad items": (_Images(["a", "b"]), "image tensors/arrays"),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_bad_inputs()))
+def test_every_bad_input_is_the_same_value_error_everywhere(kind):
+    from _helpers import tiny_cnn
+
+    from skvmf.extraction import TorchFeatureExtractor
+    from skvmf.saliency import grad_cam
+
+    data, match = _bad_inputs()[kind]
+    net = tiny_cnn().float()  # float32: 1e300 does not fit
+    messages = []
+    calls = [
+        lambda: feature_maps(net, data, "1"),
+        lambda: grad_cam(net, data, layer="1"),
+        lambda: top_activating(net, data, "1", k=1),
+        lambda: TorchFeatureExtractor(net, ["1"]).fit().transform(data),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=match) as info:
+            call()
+        # the same message, up to the argument's name (X for the extractor)
+        messages.append(str(info.value).replace("X", "images"))
+    assert len(set(messages)) == 1, messages
+    assert_no_hooks(net)
+    assert all(m.training for m in net.modules())
+
+
+def test_input_checker_property():
+    """Random shapes, dtypes and magnitudes: a valid batch comes back equal
+    (cast to the model's dtype), anything else is a ValueError; no other
+    exception and never a non-finite value."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    from skvmf._images import as_images
+
+    net = nn.Sequential(nn.Conv2d(2, 1, 1)).double()
+    dtypes = st.sampled_from(
+        ["float16", "float32", "float64", "int8", "uint8", "int64", "bool"]
+        + ["complex64", "complex128"]
+    )
+    shapes = hnp.array_shapes(min_dims=2, max_dims=5, min_side=0, max_side=3)
+    magnitude = st.sampled_from([1e-300, 1e-20, 1.0, 1e20, 1e300])
+
+    @settings(max_examples=60, deadline=None)
+    @given(arrays=hnp.arrays(dtypes, shapes), scale=magnitude, readonly=st.booleans())
+    def check(arrays, scale, readonly):
+        arr = arrays * scale if arrays.dtype.kind == "f" else arrays
+        arr.flags.writeable = not readonly
+        valid = (
+            arr.dtype.kind in "iuf"
+            and arr.ndim == 4
+            and arr.shape[0] > 0
+            and arr.shape[1] == 2
+            and np.isfinite(arr.astype(np.float64)).all()
+        )
+        try:
+            x = as_images(arr, net, torch.device("cpu"))
+        except ValueError:
+            assert not valid
+            return
+        assert valid and x.dtype == torch.float64
+        assert torch.isfinite(x).all()
+        np.testing.assert_array_equal(x.numpy(), arr.astype(np.float64))
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow in arrays * scale
+        check()
+
+
+class _Log(nn.Module):
+    def forward(self, x):
+        return torch.log(x)  # NaN for a negative pixel
+
+
+def test_a_network_producing_nan_is_named_with_its_layer_and_batch():
+    from skvmf.extraction import TorchFeatureExtractor
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 1), _Log(), nn.Flatten(), nn.Linear(2 * 16, 3)
+    ).double()
+    net[0].weight.data.fill_(1.0)
+    net[0].bias.data.zero_()
+    frozen = nn.BatchNorm2d(1).double().eval()  # a mixed-mode model comes back mixed
+    net.insert(0, frozen)
+    x = torch.rand(6, 1, 4, 4, dtype=torch.float64) + 0.5
+    x[5] = -1.0
+    message = r"layer '2' produced NaN or infinite values in batch starting at image 4"
+    with pytest.raises(ValueError, match=message):
+        feature_maps(net, x, "2", batch_size=2)
+    with pytest.raises(ValueError, match=message):
+        TorchFeatureExtractor(
+            net, ["2"], batch_size=2, dtype="float64"
+        ).fit().transform(x)
+    # a layer that is not captured still stops the logits
+    with pytest.raises(ValueError, match=r"model's output \(logits\) produced NaN"):
+        out_of_sample_table(net, {"g": x}, batch_size=2)
+    assert_no_hooks(net)
+    assert net.training and not frozen.training
+    assert all(m.training for m in net.modules() if m is not frozen)
+
+
+def test_inf_logits_are_refused_by_the_gradient_views():
+    from skvmf.faithfulness import deletion_insertion
+    from skvmf.saliency import grad_cam, input_gradient
+
+    class Infinite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.head = nn.Linear(2 * 16, 3)
+
+        def forward(self, x):
+            return self.head(self.conv(x).flatten(1)) * float("inf")
+
+    net = Infinite().double()
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64) + 0.1
+    message = r"model's output \(logits\) produced NaN or infinite values"
+    for call in (
+        lambda: input_gradient(net, x),
+        lambda: grad_cam(net, x, layer="conv"),
+        lambda: deletion_insertion(net, x, np.ones((2, 2, 2)), baseline=0.0),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert_no_hooks(net)
