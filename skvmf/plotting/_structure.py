@@ -3,7 +3,24 @@ and feature embeddings. Every function returns its matplotlib Figure."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from numbers import Real
+
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    validate_params,
+)
+from sklearn.utils.validation import check_is_fitted
+
+from ._common import real_array
+
+_ESTIMATOR = [HasMethods(["fit"])]
+_COLOR = [str, "array-like"]
 
 __all__ = ["plot_dendrogram", "plot_embedding", "plot_mst", "plot_prediction_tree"]
 
@@ -23,16 +40,8 @@ def _figure_and_axes(ax, figsize, projection=None):
     return fig, ax
 
 
-def _check_fitted(obj, attrs, what):
-    missing = [a for a in attrs if not hasattr(obj, a)]
-    if missing:
-        raise ValueError(
-            f"{what} must be fitted first (no attribute {missing[0]!r} on "
-            f"{type(obj).__name__}); call fit"
-        )
-
-
-def _names(hierarchy, labels):
+def _leaf_names(hierarchy, labels):
+    """Class names of a hierarchy, or the ``labels`` given (one per class)."""
     names = list(hierarchy.class_names_)
     if labels is None:
         return names
@@ -75,14 +84,14 @@ def classical_mds(D, n_components=2):
     >>> np.allclose(np.linalg.norm(Y[:, None] - Y[None], axis=-1), D)
     True
     """
-    D = np.asarray(D, dtype=np.float64)
+    D = real_array(D, "D")
     if D.ndim != 2 or D.shape[0] != D.shape[1]:
         raise ValueError(f"D must be a square distance matrix; got shape {D.shape}")
-    if not np.all(np.isfinite(D)):
-        raise ValueError("D contains NaN or infinite values")
+    # D**2 overflows above 1e154: work in units of the largest distance
+    scale = float(np.max(np.abs(D))) or 1.0
     n = D.shape[0]
     J = np.eye(n) - 1.0 / n
-    B = -0.5 * J @ (D**2) @ J
+    B = -0.5 * J @ ((D / scale) ** 2) @ J
     B = 0.5 * (B + B.T)
     w, V = np.linalg.eigh(B)
     order = np.argsort(w)[::-1][:n_components]
@@ -91,9 +100,21 @@ def classical_mds(D, n_components=2):
     if Y.shape[1] < n_components:  # fewer points than dimensions
         Y = np.hstack([Y, np.zeros((n, n_components - Y.shape[1]))])
     flip = np.sign(Y[np.argmax(np.abs(Y), axis=0), np.arange(Y.shape[1])])
-    return Y * np.where(flip == 0, 1.0, flip)
+    return Y * np.where(flip == 0, 1.0, flip) * scale
 
 
+@validate_params(
+    {
+        "hierarchy": _ESTIMATOR,
+        "labels": [None, "array-like"],
+        "orientation": [StrOptions({"top", "bottom", "left", "right"})],
+        "color_threshold": [None, Interval(Real, 0, None, closed="left")],
+        "ax": [None, Axes],
+        "figsize": ["array-like"],
+        "title": [None, str],
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_dendrogram(
     hierarchy,
     *,
@@ -148,8 +169,8 @@ def plot_dendrogram(
     """
     from scipy.cluster.hierarchy import dendrogram
 
-    _check_fitted(hierarchy, ["linkage_", "class_names_"], "hierarchy")
-    names = _names(hierarchy, labels)
+    check_is_fitted(hierarchy, ["linkage_", "class_names_"])
+    names = _leaf_names(hierarchy, labels)
     fig, ax = _figure_and_axes(ax, figsize)
     result = dendrogram(
         hierarchy.linkage_,
@@ -170,6 +191,46 @@ def plot_dendrogram(
     return fig
 
 
+def _draw_graph(ax, pos, edges, names, node_color, edge_color):
+    """Edges as one line collection under the nodes, each node named."""
+    from matplotlib.collections import LineCollection
+
+    segments = [(pos[a], pos[b]) for a, b, _ in edges]
+    ax.add_collection(
+        LineCollection(segments, colors=edge_color, linewidths=1.5, zorder=1)
+    )
+    ax.scatter(pos[:, 0], pos[:, 1], s=60, c=node_color, zorder=2)
+    for k, name in enumerate(names):
+        ax.annotate(
+            name,
+            pos[k],
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=9,
+            zorder=3,
+        )
+
+
+def _edge_weights(ax, pos, edges, color):
+    """Each edge's weight written at its midpoint."""
+    for a, b, w in edges:
+        mid = 0.5 * (pos[a] + pos[b])
+        ax.text(mid[0], mid[1], f"{w:.3g}", fontsize=7, color=color, ha="center")
+
+
+@validate_params(
+    {
+        "hierarchy": _ESTIMATOR,
+        "labels": [None, "array-like"],
+        "show_weights": ["boolean"],
+        "ax": [None, Axes],
+        "figsize": ["array-like"],
+        "title": [None, str],
+        "node_color": _COLOR,
+        "edge_color": _COLOR,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_mst(
     hierarchy,
     *,
@@ -223,32 +284,14 @@ def plot_mst(
     (3, 2)
     >>> plt.close(fig)
     """
-    from matplotlib.collections import LineCollection
-
-    _check_fitted(hierarchy, ["mst_edges_", "distances_", "class_names_"], "hierarchy")
-    names = _names(hierarchy, labels)
-    pos = classical_mds(np.sqrt(hierarchy.distances_), n_components=2)
+    check_is_fitted(hierarchy, ["mst_edges_", "distances_", "class_names_"])
+    names = _leaf_names(hierarchy, labels)
+    distances = real_array(hierarchy.distances_, "hierarchy.distances_")
+    pos = classical_mds(np.sqrt(np.clip(distances, 0.0, None)), n_components=2)
     fig, ax = _figure_and_axes(ax, figsize)
-    segments = [(pos[a], pos[b]) for a, b, _ in hierarchy.mst_edges_]
-    ax.add_collection(
-        LineCollection(segments, colors=edge_color, linewidths=1.5, zorder=1)
-    )
-    ax.scatter(pos[:, 0], pos[:, 1], s=60, c=node_color, zorder=2)
-    for k, name in enumerate(names):
-        ax.annotate(
-            name,
-            pos[k],
-            xytext=(4, 4),
-            textcoords="offset points",
-            fontsize=9,
-            zorder=3,
-        )
+    _draw_graph(ax, pos, hierarchy.mst_edges_, names, node_color, edge_color)
     if show_weights:
-        for a, b, w in hierarchy.mst_edges_:
-            mid = 0.5 * (pos[a] + pos[b])
-            ax.text(
-                mid[0], mid[1], f"{w:.3g}", fontsize=7, color=edge_color, ha="center"
-            )
+        _edge_weights(ax, pos, hierarchy.mst_edges_, edge_color)
     ax.set_aspect("equal", adjustable="datalim")
     ax.autoscale_view()
     ax.set_xticks([])
@@ -282,6 +325,102 @@ def _tree_layout(tree):
     return x, y
 
 
+def _path_nodes(tree, path) -> list[int]:
+    """The node ids of ``path`` (a PredictionPath or ids), checked to be a
+    chain of parent and child nodes starting at a child of the root."""
+    nodes = tree.nodes_
+    ids = path.nodes if hasattr(path, "nodes") else ([] if path is None else path)
+    path_nodes = [int(k) for k in ids]
+    for a, b in zip(path_nodes[:-1], path_nodes[1:]):
+        if not 0 <= a < len(nodes) or b not in nodes[a].children:
+            raise ValueError(
+                f"path is not a chain of parent and child nodes: {path_nodes}"
+            )
+    if path_nodes and path_nodes[0] not in tree.root_children_:
+        raise ValueError(
+            f"path must start at a child of the root {tree.root_children_}; "
+            f"got {path_nodes[0]}"
+        )
+    return path_nodes
+
+
+def _tree_positions(tree) -> np.ndarray:
+    """(x, y) of every node, and of the root last (so that node -1 is the
+    root): centred above the root's children, one level above the top."""
+    x, y = _tree_layout(tree)
+    root = (float(np.mean(x[tree.root_children_])), float(y.max()) + 1.0)
+    return np.vstack([np.column_stack([x, y]), root])
+
+
+def _path_edges(path_nodes) -> list[tuple[int, int]]:
+    """The edges of a path, from the root (-1) down."""
+    if not path_nodes:
+        return []
+    return [(-1, path_nodes[0]), *zip(path_nodes[:-1], path_nodes[1:])]
+
+
+def _draw_tree_edges(ax, tree, pos, highlighted, path_color):
+    """Every parent-child link as an elbow (down, across, down); the
+    highlighted ones on top in ``path_color``. ``pos[k]`` is the (x, y) of
+    node ``k``, ``pos[-1]`` the root's."""
+    from matplotlib.collections import LineCollection
+
+    def elbow(a, b):
+        (xa, ya), (xb, yb) = pos[a], pos[b]
+        return [(xa, ya), (xb, ya), (xb, yb)]
+
+    edges = [(-1, c) for c in tree.root_children_]
+    edges += [(n.id, c) for n in tree.nodes_ for c in n.children]
+    hl = set(highlighted)
+    plain = [elbow(a, b) for a, b in edges if (a, b) not in hl]
+    ax.add_collection(LineCollection(plain, colors="0.5", linewidths=1.0))
+    if highlighted:
+        ax.add_collection(
+            LineCollection(
+                [elbow(a, b) for a, b in highlighted], colors=path_color, linewidths=2.5
+            )
+        )
+
+
+def _label_merges(ax, nodes, pos, path_nodes, path_color):
+    """A dot at every merge, labelled with its critical filter."""
+    x, y = pos[:-1, 0], pos[:-1, 1]
+    internal = [n.id for n in nodes if n.children]
+    ax.scatter(x[internal], y[internal], s=18, c="0.2", zorder=3)
+    for k in internal:
+        ax.annotate(
+            f"f{nodes[k].critical_filter}",
+            (x[k], y[k]),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=7,
+            color=path_color if k in path_nodes else "0.1",
+        )
+
+
+def _leaf_axis(ax, nodes, x, show_leaf_labels):
+    """Image indices under the leaves (by default up to 60 leaves)."""
+    leaves = sorted((n.id for n in nodes if not n.children), key=lambda k: x[k])
+    if show_leaf_labels is None:
+        show_leaf_labels = len(leaves) <= 60
+    ax.set_xticks(x[leaves] if show_leaf_labels else [])
+    if show_leaf_labels:
+        ax.set_xticklabels([str(k) for k in leaves], fontsize=7)
+        ax.set_xlabel("image")
+
+
+@validate_params(
+    {
+        "tree": _ESTIMATOR,
+        "path": "no_validation",  # a PredictionPath or node ids, checked
+        "show_leaf_labels": [None, "boolean"],
+        "ax": [None, Axes],
+        "figsize": [None, "array-like"],
+        "title": [None, str],
+        "path_color": _COLOR,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_prediction_tree(
     tree,
     *,
@@ -339,79 +478,97 @@ def plot_prediction_tree(
     [(-1, 4), (4, 3), (3, 0)]
     >>> plt.close(fig)
     """
-    from matplotlib.collections import LineCollection
-
-    _check_fitted(tree, ["nodes_", "root_children_"], "tree")
+    check_is_fitted(tree, ["nodes_", "root_children_"])
     nodes = tree.nodes_
-    path_nodes = list(path.nodes if hasattr(path, "nodes") else (path or []))
-    for a, b in zip(path_nodes[:-1], path_nodes[1:]):
-        if not 0 <= a < len(nodes) or b not in nodes[a].children:
-            raise ValueError(
-                f"path is not a chain of parent and child nodes: {path_nodes}"
-            )
-    if path_nodes and path_nodes[0] not in tree.root_children_:
-        raise ValueError(
-            f"path must start at a child of the root {tree.root_children_}; "
-            f"got {path_nodes[0]}"
-        )
-    x, y = _tree_layout(tree)
-    root_xy = (float(np.mean(x[tree.root_children_])), float(y.max()) + 1.0)
+    path_nodes = _path_nodes(tree, path)
+    pos = _tree_positions(tree)
     n_leaves = sum(1 for n in nodes if not n.children)
     if figsize is None:
         figsize = (min(max(6.0, 0.25 * n_leaves), 30.0), 5.0)
     fig, ax = _figure_and_axes(ax, figsize)
-
-    edges = [(-1, c) for c in tree.root_children_]
-    edges += [(n.id, c) for n in nodes for c in n.children]
-    highlighted = []
-    if path_nodes:
-        highlighted = [(-1, path_nodes[0])] + list(zip(path_nodes[:-1], path_nodes[1:]))
-
-    def xy(k):
-        return root_xy if k == -1 else (x[k], y[k])
-
-    def elbow(a, b):  # parent a above child b: down, across, down
-        (xa, ya), (xb, yb) = xy(a), xy(b)
-        return [(xa, ya), (xb, ya), (xb, yb)]
-
-    hl = set(highlighted)
-    plain = [elbow(a, b) for a, b in edges if (a, b) not in hl]
-    ax.add_collection(LineCollection(plain, colors="0.5", linewidths=1.0))
-    if highlighted:
-        ax.add_collection(
-            LineCollection(
-                [elbow(a, b) for a, b in highlighted], colors=path_color, linewidths=2.5
-            )
-        )
-    internal = [n.id for n in nodes if n.children]
-    ax.scatter(x[internal], y[internal], s=18, c="0.2", zorder=3)
-    for k in internal:
-        ax.annotate(
-            f"f{nodes[k].critical_filter}",
-            (x[k], y[k]),
-            xytext=(3, 3),
-            textcoords="offset points",
-            fontsize=7,
-            color=path_color if k in path_nodes else "0.1",
-        )
-    ax.scatter([root_xy[0]], [root_xy[1]], s=40, c="k", marker="s", zorder=3)
-    leaves = sorted((n.id for n in nodes if not n.children), key=lambda k: x[k])
-    if show_leaf_labels is None:
-        show_leaf_labels = n_leaves <= 60
-    ax.set_xticks(x[leaves] if show_leaf_labels else [])
-    if show_leaf_labels:
-        ax.set_xticklabels([str(k) for k in leaves], fontsize=7)
-        ax.set_xlabel("image")
+    highlighted = _path_edges(path_nodes)
+    _draw_tree_edges(ax, tree, pos, highlighted, path_color)
+    _label_merges(ax, nodes, pos, path_nodes, path_color)
+    ax.scatter([pos[-1, 0]], [pos[-1, 1]], s=40, c="k", marker="s", zorder=3)
+    _leaf_axis(ax, nodes, pos[:-1, 0], show_leaf_labels)
     ax.set_ylabel("merge level")
     ax.set_xlim(-1, max(n_leaves, 1))
-    ax.set_ylim(-0.5, root_xy[1] + 0.5)
+    ax.set_ylim(-0.5, pos[-1, 1] + 0.5)
     if title:
         ax.set_title(title)
-    fig.skvmf_positions = np.vstack([np.column_stack([x, y]), root_xy])
+    fig.skvmf_positions = pos
     fig.skvmf_path_edges = highlighted
     return fig
 
 
+def _embedding_inputs(Z, labels):
+    """Checked points (N, 2) or (N, 3) and labels (N,) (zeros when None);
+    NaN or complex labels are refused (a NaN class would draw nothing)."""
+    Z = real_array(Z, "Z", allow_empty=True)
+    if Z.ndim != 2 or Z.shape[1] not in (2, 3):
+        raise ValueError(f"Z must have shape (N, 2) or (N, 3); got {Z.shape}")
+    if len(Z) == 0:
+        raise ValueError("Z is empty: no point to draw")
+    if labels is None:
+        return Z, np.zeros(len(Z), dtype=int)
+    labels = np.asarray(labels)
+    if labels.shape != (len(Z),):
+        raise ValueError(
+            f"labels must have shape ({len(Z)},) like Z's rows; got {labels.shape}"
+        )
+    if labels.dtype.kind == "c":
+        raise ValueError(f"labels must not be complex; got dtype {labels.dtype}")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError("labels contains NaN or infinite values")
+    return Z, labels
+
+
+def _legend_names(classes, class_names) -> list[str]:
+    """Legend names: the classes, renamed by a dict or a sequence."""
+    if class_names is None:
+        return [str(c) for c in classes]
+    if isinstance(class_names, Mapping):
+        return [str(class_names.get(c, c)) for c in classes.tolist()]
+    class_names = list(class_names)
+    if len(class_names) != classes.size:
+        raise ValueError(
+            f"class_names needs one name per class ({classes.size}); "
+            f"got {len(class_names)}"
+        )
+    return [str(n) for n in class_names]
+
+
+def _class_colormap(cmap, n_classes):
+    """The colour of each class: a qualitative map in steps (``tab20`` for
+    the default above 10 classes), a continuous one evenly sampled."""
+    import matplotlib as mpl
+
+    if not isinstance(cmap, Colormap):
+        if cmap not in mpl.colormaps:
+            raise ValueError(f"cmap {cmap!r} is not a matplotlib colormap")
+        cmap = mpl.colormaps["tab20" if n_classes > 10 and cmap == "tab10" else cmap]
+    n_colors = getattr(cmap, "N", 256)
+    return [
+        cmap(k % n_colors if n_colors < 256 else k / max(n_classes - 1, 1))
+        for k in range(n_classes)
+    ]
+
+
+@validate_params(
+    {
+        "Z": ["array-like"],
+        "labels": [None, "array-like"],
+        "class_names": [None, Mapping, "array-like"],
+        "ax": [None, Axes],
+        "figsize": ["array-like"],
+        "title": [None, str],
+        "marker_size": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, 1, closed="both")],
+        "legend": ["boolean"],
+        "cmap": [str, Colormap],
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_embedding(
     Z,
     labels=None,
@@ -465,43 +622,15 @@ def plot_embedding(
     ['a', 'b', 'c']
     >>> plt.close(fig)
     """
-    import matplotlib as mpl
-
-    Z = np.asarray(Z, dtype=np.float64)
-    if Z.ndim != 2 or Z.shape[1] not in (2, 3):
-        raise ValueError(f"Z must have shape (N, 2) or (N, 3); got {Z.shape}")
-    if not np.all(np.isfinite(Z)):
-        raise ValueError("Z contains NaN or infinite values")
-    if labels is None:
-        labels = np.zeros(len(Z), dtype=int)
-        legend = False
-    labels = np.asarray(labels)
-    if labels.shape != (len(Z),):
-        raise ValueError(
-            f"labels must have shape ({len(Z)},) like Z's rows; got {labels.shape}"
-        )
-    classes = np.unique(labels)
-    if class_names is None:
-        names = [str(c) for c in classes]
-    elif hasattr(class_names, "keys"):
-        names = [str(class_names.get(c, c)) for c in classes.tolist()]
-    else:
-        class_names = list(class_names)
-        if len(class_names) != classes.size:
-            raise ValueError(
-                f"class_names needs one name per class ({classes.size}); "
-                f"got {len(class_names)}"
-            )
-        names = [str(n) for n in class_names]
+    Z, labels_ = _embedding_inputs(Z, labels)
+    legend = legend and labels is not None
+    classes = np.unique(labels_)
+    names = _legend_names(classes, class_names)
     three_d = Z.shape[1] == 3
     fig, ax = _figure_and_axes(ax, figsize, projection="3d" if three_d else None)
-    colormap = mpl.colormaps["tab20" if classes.size > 10 and cmap == "tab10" else cmap]
-    n_colors = getattr(colormap, "N", 256)
-    for k, (c, name) in enumerate(zip(classes, names)):
-        sel = labels == c
-        color = colormap(
-            k % n_colors if n_colors < 256 else k / max(classes.size - 1, 1)
-        )
+    colors = _class_colormap(cmap, classes.size)
+    for c, name, color in zip(classes, names, colors):
+        sel = labels_ == c
         coords = [Z[sel, j] for j in range(Z.shape[1])]
         ax.scatter(*coords, s=marker_size, alpha=alpha, color=color, label=name)
     if legend:
