@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
-import inspect
+import json
 import os
 import re
 import sys
@@ -264,17 +262,27 @@ examples:
 """
 
 
-def _build_parser() -> _Parser:
-    from . import __version__
-
+# ---------------------------------------------------------------------------
+# the parser: one function per option group
+# ---------------------------------------------------------------------------
+def _run_options() -> _Parser:
+    """The options both commands share: where the report goes and how to run."""
     common = _Parser(add_help=False)
     group = common.add_argument_group("run options")
     group.add_argument(
         "--out",
         default="skvmf-report",
         metavar="DIR",
-        help="folder of the report: index.html, figures/, data/ "
-        "(default: skvmf-report)",
+        help="folder of the report: index.html, figures/, data/ (default: "
+        "skvmf-report). It must be new, empty or an earlier skvmf report, "
+        "which is overwritten; checked, with a test write, before any work",
+    )
+    group.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out that is not an earlier skvmf report; "
+        "only the files skvmf writes (index.html, figures/*.png, data/*.csv "
+        "and *.json of its own names, checkpoints/) are replaced",
     )
     group.add_argument(
         "--device",
@@ -306,6 +314,12 @@ def _build_parser() -> _Parser:
         help="torch threads of this process (default: torch's choice, one per "
         "core); 1 is faster on a machine busy with other work",
     )
+    _repeat_options(group)
+    return common
+
+
+def _repeat_options(group) -> None:
+    """Seeds, repeats, held-out images, smoke settings, verbosity, debugging."""
     group.add_argument(
         "--seed",
         type=_non_negative_int,
@@ -351,15 +365,9 @@ def _build_parser() -> _Parser:
         help="show the full traceback of an error",
     )
 
-    parser = _Parser(
-        prog=PROG,
-        description=_MAIN_DESCRIPTION,
-        epilog=_MAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
+def _demo_parser(sub, common: _Parser) -> None:
+    """``skvmf demo`` and its options."""
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -400,14 +408,9 @@ def _build_parser() -> _Parser:
     )
     demo.set_defaults(func=_run_demo)
 
-    analyze = sub.add_parser(
-        "analyze",
-        parents=[common],
-        help="analyse your network on your images",
-        description=_ANALYZE_DESCRIPTION,
-        epilog=_ANALYZE_EPILOG,
-        formatter_class=_Formatter,
-    )
+
+def _network_options(analyze: _Parser) -> None:
+    """``skvmf analyze``: where the network comes from."""
     model = analyze.add_argument_group("the network")
     source = model.add_mutually_exclusive_group()
     source.add_argument(
@@ -450,6 +453,10 @@ def _build_parser() -> _Parser:
         metavar="S",
         help="input side a skvmf: architecture is built for (default 32)",
     )
+
+
+def _data_options(analyze: _Parser) -> None:
+    """``skvmf analyze``: the images, and how many of them."""
     data = analyze.add_argument_group("the images")
     data.add_argument("--data", required=True, metavar="DIR", help="image folder")
     data.add_argument(
@@ -493,6 +500,10 @@ def _build_parser() -> _Parser:
         metavar="N",
         help="N random images per class",
     )
+
+
+def _study_options(analyze: _Parser) -> None:
+    """``skvmf analyze``: layers, threshold and the optional studies."""
     study = analyze.add_argument_group("the analysis")
     study.add_argument(
         "--layers",
@@ -542,7 +553,39 @@ def _build_parser() -> _Parser:
         help="what replaces removed regions: a blurred image (default) or the "
         "image mean",
     )
+
+
+def _analyze_parser(sub, common: _Parser) -> None:
+    """``skvmf analyze`` and its three option groups."""
+    analyze = sub.add_parser(
+        "analyze",
+        parents=[common],
+        help="analyse your network on your images",
+        description=_ANALYZE_DESCRIPTION,
+        epilog=_ANALYZE_EPILOG,
+        formatter_class=_Formatter,
+    )
+    _network_options(analyze)
+    _data_options(analyze)
+    _study_options(analyze)
     analyze.set_defaults(func=_run_analyze)
+
+
+def _build_parser() -> _Parser:
+    """The ``skvmf`` parser with its two commands."""
+    from . import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description=_MAIN_DESCRIPTION,
+        epilog=_MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    common = _run_options()
+    _demo_parser(sub, common)
+    _analyze_parser(sub, common)
     return parser
 
 
@@ -589,6 +632,11 @@ def main(argv=None) -> int:
             f"(see 'skvmf {args.command} --help')"
         )
         return 2
+    return _run_command(args)
+
+
+def _run_command(args) -> int:
+    """Run the chosen command; an error is one line on stderr and a status."""
     try:
         with _threads(args.threads):
             return args.func(args)
@@ -635,9 +683,68 @@ def _check_device(name: str) -> None:
     resolve_device(name)
 
 
-def _check_out(path) -> None:
-    if Path(path).exists() and not Path(path).is_dir():
-        raise FileExistsError(f"--out {str(path)!r} exists and is not a folder")
+# ---------------------------------------------------------------------------
+# the output folder: nothing of the user's lost, no work wasted
+# ---------------------------------------------------------------------------
+_REPORT_KEYS = {"settings", "classes", "layers", "tables"}
+_CHECKPOINT_NAME = re.compile(r"checkpoint_iter\d+\.pt")
+
+
+def _is_report(folder: Path) -> bool:
+    """An earlier skvmf report: index.html and data/results.json with the
+    keys :meth:`skvmf.AnalysisResult.to_dict` writes."""
+    results = folder / "data" / "results.json"
+    if not (folder / "index.html").is_file() or not results.is_file():
+        return False
+    try:
+        content = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and set(content) >= _REPORT_KEYS
+
+
+def _is_unfinished_demo(folder: Path, entries: list[Path]) -> bool:
+    """What an interrupted ``skvmf demo`` leaves: checkpoints/ of its own files."""
+    checkpoints = folder / "checkpoints"
+    if [p.name for p in entries] != ["checkpoints"] or not checkpoints.is_dir():
+        return False
+    return all(
+        p.is_file() and _CHECKPOINT_NAME.fullmatch(p.name)
+        for p in checkpoints.iterdir()
+    )
+
+
+def _check_out(args) -> Path:
+    """``--out`` usable, before any work: a folder that is new, empty, an
+    earlier skvmf report (or ``--force``), and that we can write in."""
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"--out {str(out)!r} exists and is not a folder")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not (
+        args.force or _is_report(out) or _is_unfinished_demo(out, entries)
+    ):
+        shown = ", ".join(p.name for p in entries[:5])
+        more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        raise _UsageError(
+            f"--out {str(out)!r} is not empty and holds no earlier skvmf report "
+            f"({shown}{more}); give a new or empty folder, or --force to write "
+            "into it (only the files skvmf writes are replaced)"
+        )
+    _check_writable(out)
+    return out
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write and remove a probe file there."""
+    probe = out / f".skvmf-write-test-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OSError(f"cannot write in --out {str(out)!r}: {reason}") from exc
 
 
 def _print_result(result, index, t0) -> None:
@@ -648,7 +755,7 @@ def _print_result(result, index, t0) -> None:
 
 
 # ---------------------------------------------------------------------------
-# skvmf demo
+# skvmf demo: check, train, distil, analyse, report
 # ---------------------------------------------------------------------------
 def _spread(checkpoints: list, k: int) -> list:
     """``k`` of the (iteration, path) pairs, evenly spread over the iterations
@@ -671,101 +778,99 @@ def _history_rows(history: dict) -> list[dict]:
     return [{k: history[k][i] for k in keys if i < len(history[k])} for i in range(n)]
 
 
-def _run_demo(args) -> int:
-    t0 = time.perf_counter()
-    if args.checkpoints == 1:
-        raise _UsageError(
-            "--checkpoints must be 0 (no emergence study) or at least 2 (the "
-            "first and the last); got 1 (see 'skvmf demo --help')"
-        )
-    _check_device(args.device)
-    _check_out(args.out)
-    _use_agg()
-    from .analysis import analyze
-    from .datasets import load_digits_images, subset_per_class
-    from .distillation import distill
-    from .models import _DIGITS_MODEL, make_classifier, train_digits_classifier
-    from .report import write_report
-
-    # students share the teacher's architecture and recipe
+def _student_specs(args) -> list[str]:
+    """The students of ``--students``, each layer checked before training."""
     specs = [] if args.no_students else [p.strip() for p in args.students.split(",")]
     specs = [spec for spec in specs if spec]
-    if specs:  # fail before training on an unknown layer
+    if any(spec != "logits" for spec in specs):
         from ._layers import detect_architecture, resolve_layer
+        from .architectures import make_digits_classifier
 
-        probe = make_classifier("vgg16", 10, **_DIGITS_MODEL)
+        probe = make_digits_classifier("vgg16", 10)
+        arch = detect_architecture(probe)
         for spec in specs:
             if spec != "logits":
-                resolve_layer(
-                    spec, probe, detect_architecture(probe), what="student layer"
-                )
-    quick = args.quick
-    n_per_class = args.n_per_class or (4 if quick else DEMO_N_PER_CLASS)
-    k = (
-        args.checkpoints
-        if args.checkpoints is not None
-        else (2 if quick else DEMO_CHECKPOINTS)
-    )
-    out = Path(args.out)
-    v = args.verbose
-    timings = {}
+                resolve_layer(spec, probe, arch, what="student layer")
+    return specs
+
+
+def _train_teacher(args, out: Path):
+    """The digits recipe's VGG-16-BN, with checkpoints in ``out/checkpoints``."""
+    from .models import train_digits_classifier
 
     _say(args, "training the teacher: VGG-16-BN (width 1/8) on the digits")
-    t = time.perf_counter()
-    model, training = train_digits_classifier(
+    return train_digits_classifier(
         checkpoint_dir=out / "checkpoints",
         random_state=args.seed,
-        verbose=v,
+        verbose=args.verbose,
         device=args.device,
-        **({"epochs": 3} if quick else {}),
+        **({"epochs": 3} if args.quick else {}),
     )
-    timings["training (s)"] = time.perf_counter() - t
-    chosen = _spread(training.checkpoints, k)
 
-    students, student_rows = {}, []
-    if specs:
-        train = load_digits_images("train")
-        test = load_digits_images("test")
-        t = time.perf_counter()
-        for spec in specs:
-            name = f"student_{spec}"
-            how = (
-                {"method": "logits"}
-                if spec == "logits"
-                else {"method": "features", "layer": spec}
-            )
-            _say(args, f"distilling {name} ({how['method']})")
-            student = make_classifier(
-                "vgg16",
-                10,
-                **_DIGITS_MODEL,
-                random_state=args.seed + 1 + len(students),
-            )
-            res = distill(
-                model,
-                student,
-                train,
-                epochs=1 if quick else 6,
-                val_data=test,
-                device=args.device,
-                random_state=args.seed,
-                verbose=v,
-                **how,
-            )
-            student.eval()
-            students[name] = student
-            student_rows.append(
-                {
-                    "student": name,
-                    "method": how["method"],
-                    "layer": how.get("layer", ""),
-                    "epochs": len(res.history.get("epoch", [])),
-                    "test_accuracy": res.test_accuracy,
-                    "train_time": res.train_time,
-                }
-            )
-        timings["distillation (s)"] = time.perf_counter() - t
 
+def _distil_students(args, teacher, specs: list[str]) -> tuple[dict, list[dict]]:
+    """Students of the teacher's architecture, freshly initialised and
+    distilled on its logits or a layer's features: (students, table rows)."""
+    from .architectures import make_digits_classifier
+    from .datasets import load_digits_images
+    from .distillation import distill
+
+    train, test = load_digits_images("train"), load_digits_images("test")
+    students, rows = {}, []
+    for spec in specs:
+        name = f"student_{spec}"
+        how = {"method": "logits"} if spec == "logits" else {"method": "features"}
+        if spec != "logits":
+            how["layer"] = spec
+        _say(args, f"distilling {name} ({how['method']})")
+        student = make_digits_classifier(
+            "vgg16", 10, random_state=args.seed + 1 + len(students)
+        )
+        res = distill(
+            teacher,
+            student,
+            train,
+            epochs=1 if args.quick else 6,
+            val_data=test,
+            device=args.device,
+            random_state=args.seed,
+            verbose=args.verbose,
+            **how,
+        )
+        students[name] = student.eval()
+        rows.append(
+            {
+                "student": name,
+                "method": how["method"],
+                "layer": how.get("layer", ""),
+                "epochs": len(res.history.get("epoch", [])),
+                "test_accuracy": res.test_accuracy,
+                "train_time": res.train_time,
+            }
+        )
+    return students, rows
+
+
+def _analysis_options(args) -> dict:
+    """The :func:`skvmf.analyze` options both commands take from the run options."""
+    return {
+        "device": args.device,
+        "n_jobs": args.jobs,
+        "n_repeats": args.repeats,
+        "held_out": args.held_out,
+        "scheduler": args.scheduler,
+        "random_state": args.seed,
+        "verbose": args.verbose,
+        **(_QUICK_PARAMS if args.quick else {}),
+    }
+
+
+def _analyze_demo(args, teacher, chosen, students):
+    """The analysis of ``--n-per-class`` test images of every digit."""
+    from .analysis import analyze
+    from .datasets import load_digits_images, subset_per_class
+
+    n_per_class = args.n_per_class or (4 if args.quick else DEMO_N_PER_CLASS)
     _say(
         args,
         f"analysing {n_per_class * 10} test images"
@@ -776,22 +881,44 @@ def _run_demo(args) -> int:
     data = subset_per_class(
         load_digits_images("test"), n_per_class, random_state=args.seed
     )
-    t = time.perf_counter()
-    result = analyze(
-        model,
+    return analyze(
+        teacher,
         data,
         checkpoints=chosen or None,
         attack=not args.no_attack,
         students=students or None,
-        device=args.device,
-        n_jobs=args.jobs,
-        n_repeats=args.repeats,
-        held_out=args.held_out,
-        scheduler=args.scheduler,
-        random_state=args.seed,
-        verbose=v,
-        **(_QUICK_PARAMS if quick else {}),
+        **_analysis_options(args),
     )
+
+
+def _run_demo(args) -> int:
+    """``skvmf demo``: every check first, then train, distil, analyse, report."""
+    t0 = time.perf_counter()
+    if args.checkpoints == 1:
+        raise _UsageError(
+            "--checkpoints must be 0 (no emergence study) or at least 2 (the "
+            "first and the last); got 1 (see 'skvmf demo --help')"
+        )
+    _check_device(args.device)
+    out = _check_out(args)
+    _use_agg()
+    specs = _student_specs(args)
+    k = args.checkpoints
+    if k is None:
+        k = 2 if args.quick else DEMO_CHECKPOINTS
+    timings = {}
+
+    t = time.perf_counter()
+    teacher, training = _train_teacher(args, out)
+    timings["training (s)"] = time.perf_counter() - t
+    chosen = _spread(training.checkpoints, k)
+    students, student_rows = {}, []
+    if specs:
+        t = time.perf_counter()
+        students, student_rows = _distil_students(args, teacher, specs)
+        timings["distillation (s)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    result = _analyze_demo(args, teacher, chosen, students)
     timings["analysis (s)"] = time.perf_counter() - t
     timings["total before the report (s)"] = time.perf_counter() - t0
 
@@ -800,297 +927,30 @@ def _run_demo(args) -> int:
         "teacher training steps": training.n_iterations,
         "checkpoints analysed (iterations)": ", ".join(str(i) for i, _ in chosen)
         or "none",
-        "quick settings": bool(quick),
+        "quick settings": bool(args.quick),
         **timings,
         "training history (teacher)": _history_rows(training.history),
     }
     if student_rows:
         extra["students"] = student_rows
-    _say(args, f"writing the report to {out}")
-    index = write_report(
-        result, out, title="skvmf demo: VGG-16-BN on the digits", extra=extra
-    )
-    _print_result(result, index, t0)
+    _write(args, result, out, "skvmf demo: VGG-16-BN on the digits", extra, t0)
     return 0
 
 
+def _write(args, result, out: Path, title: str, extra: dict, t0: float) -> None:
+    """The report in ``out``, then the summary on stdout."""
+    from .report import write_report
+
+    _say(args, f"writing the report to {out}")
+    index = write_report(result, out, title=title, extra=extra)
+    _print_result(result, index, t0)
+
+
 # ---------------------------------------------------------------------------
-# skvmf analyze
+# skvmf analyze: check, resolve the network, load the images, analyse, report
 # ---------------------------------------------------------------------------
-def _load_factory(spec: str):
-    module_name, _, func_name = spec.rpartition(":")
-    try:
-        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
-            path = Path(module_name)
-            if not path.is_file():
-                raise FileNotFoundError(f"model factory file {module_name!r} not found")
-            stem = re.sub(r"\W", "_", path.stem)
-            loader_spec = importlib.util.spec_from_file_location(
-                f"_skvmf_factory_{stem}", path
-            )
-            module = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(module)
-        else:
-            # like `python -m`: modules of the current directory are found
-            cwd = os.getcwd()
-            added = cwd not in sys.path and "" not in sys.path
-            if added:
-                sys.path.insert(0, cwd)
-            try:
-                module = importlib.import_module(module_name)
-            finally:
-                if added and cwd in sys.path:
-                    sys.path.remove(cwd)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # any error inside the user's module
-        raise ImportError(
-            f"could not import {module_name!r} for --model-factory: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    func = getattr(module, func_name, None)
-    if func is None or not callable(func):
-        raise ImportError(f"{module_name!r} has no function {func_name!r}")
-    return func
-
-
-def _call_factory(func, spec: str, n_classes: int):
-    from torch import nn
-
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        params = {}
-    takes = "num_classes" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    )
-    try:
-        model = func(num_classes=n_classes) if takes else func()
-    except Exception as exc:
-        raise RuntimeError(
-            f"the model factory {spec!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"the model factory {spec!r} must return a torch.nn.Module; "
-            f"got {type(model).__name__}"
-        )
-    return model
-
-
-def _is_skvmf_checkpoint(path: Path) -> dict | None:
-    """The skvmf config of a checkpoint file, or None for other files."""
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"could not read checkpoint {str(path)!r} with "
-            f"torch.load(weights_only=True): {exc}"
-        ) from exc
-    if (
-        isinstance(obj, dict)
-        and isinstance(obj.get("config"), dict)
-        and "arch" in obj["config"]
-        and "state_dict" in obj
-    ):
-        return dict(obj["config"])
-    return None
-
-
-def _builder(args, n_data_classes: int, factory=None):
-    """(build() -> a fresh nn.Module, a description) for --arch / --model-factory."""
-    from .models import make_classifier, make_vit_classifier
-
-    n_classes = args.n_classes or n_data_classes
-    if args.arch:
-        if args.arch == "skvmf:vit":
-            size = args.input_size or 16
-
-            def build():
-                return make_vit_classifier(n_classes, input_size=size)
-
-            return build, f"skvmf:vit ({size} px)"
-        if args.arch.startswith("skvmf:"):
-            name = args.arch[len("skvmf:") :]
-            base = "vgg16" if name == "vgg16_bn" else name
-            size = args.input_size or 32
-            options = {"width": args.width or 0.25, "input_size": size}
-            if base == "vgg16":
-                options["batch_norm"] = name == "vgg16_bn"
-
-            def build():
-                return make_classifier(base, n_classes, **options)
-
-            return build, f"{args.arch} (width {options['width']:g})"
-        import torchvision
-
-        fn = getattr(torchvision.models, args.arch)
-
-        def build():
-            return fn(weights=None, num_classes=n_classes)
-
-        return build, f"torchvision {args.arch}"
-    return (
-        lambda: _call_factory(factory, args.model_factory, n_classes),
-        args.model_factory,
-    )
-
-
-def _checkpoint_iteration(obj, path: Path, position: int) -> int:
-    if isinstance(obj, dict):
-        for key in ("iteration", "step", "global_step", "epoch"):
-            value = obj.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-    numbers = re.findall(r"\d+", path.stem)
-    return int(numbers[-1]) if numbers else position
-
-
-def _checkpoint_models(args, build) -> list:
-    """(iteration, model or path) pairs of --checkpoints-dir."""
-    import torch
-
-    from .extraction import load_checkpoint
-    from .models import list_checkpoints
-
-    directory = Path(args.checkpoints_dir)
-    found = list_checkpoints(directory)
-    if found:
-        return found
-    files = sorted([*directory.glob("*.pt"), *directory.glob("*.pth")])
-    if not files:
-        raise FileNotFoundError(f"no *.pt or *.pth checkpoints in {str(directory)!r}")
-    if build is None:
-        raise ValueError(
-            f"the checkpoints in {str(directory)!r} are not skvmf checkpoints; "
-            "give --arch or --model-factory so their architecture is known"
-        )
-    pairs = []
-    for k, path in enumerate(files):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        model = load_checkpoint(build(), path)
-        pairs.append((_checkpoint_iteration(obj, path, k), model.eval()))
-    iterations = [it for it, _ in pairs]
-    if len(set(iterations)) != len(iterations):
-        raise ValueError(
-            f"two checkpoints of {str(directory)!r} share an iteration number "
-            f"({sorted(iterations)}); name them by step, e.g. step_100.pt"
-        )
-    return sorted(pairs, key=lambda pair: pair[0])
-
-
-def _load_data(args, default_size):
-    from .datasets import IMAGENET_MEAN, IMAGENET_STD, load_cifar10, load_image_folder
-
-    root = Path(args.data).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"data folder {str(root)!r} does not exist")
-    fmt = args.data_format
-    if fmt == "auto":
-        fmt = "cifar10" if (root / "cifar-10-batches-py").is_dir() else "imagefolder"
-    if fmt == "cifar10":
-        normalize = {
-            "auto": True,
-            "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-            "none": False,
-        }
-        split = args.split or "test"
-        if split not in ("train", "test"):
-            raise _UsageError(
-                f"--split must be 'train' or 'test' for CIFAR-10; got {split!r}"
-            )
-        size = args.image_size or default_size or 32
-        return (
-            load_cifar10(
-                root, split=split, size=size, normalize=normalize[args.normalize]
-            ),
-            f"CIFAR-10 {split} ({root})",
-        )
-    if args.split:
-        root = root / args.split
-        if not root.is_dir():
-            raise FileNotFoundError(f"split folder {str(root)!r} does not exist")
-    size = args.image_size or default_size or 224
-    normalize = {"auto": "imagenet", "imagenet": "imagenet", "none": None}
-    return (
-        load_image_folder(root, size=size, normalize=normalize[args.normalize]),
-        f"image folder {root}",
-    )
-
-
-def _subset(args, dataset):
-    import numpy as np
-    from torch.utils.data import Subset
-
-    from .datasets import ImageArrayDataset, _targets_of, subset_per_class
-
-    if args.n_per_class:
-        return subset_per_class(dataset, args.n_per_class, random_state=args.seed)
-    n = args.n_images
-    if n is None:
-        if len(dataset) <= _MAX_IMAGES:
-            return dataset
-        n = _MAX_IMAGES
-        _say(args, f"{len(dataset)} images: analysing a random {n} (see --n-images)")
-    if n > len(dataset):
-        raise ValueError(
-            f"--n-images {n} exceeds the {len(dataset)} images of the data"
-        )
-    idx = np.sort(
-        np.random.default_rng(args.seed).choice(len(dataset), n, replace=False)
-    )
-    if isinstance(dataset, ImageArrayDataset):
-        return dataset.subset(idx)
-    sub = Subset(dataset, idx.tolist())
-    sub.targets = _targets_of(dataset)[idx]
-    for name in ("classes", "mean", "std"):
-        if hasattr(dataset, name):
-            setattr(sub, name, getattr(dataset, name))
-    return sub
-
-
-def _check_model(model, dataset, layers, n_classes_data):
-    """Fail fast: output count, input size and layer names, before any work."""
-    import torch
-
-    from ._layers import detect_architecture, module_names, resolve_layer
-
-    image = torch.as_tensor(dataset[0][0]).float()[None]
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(image.to(device))
-    except RuntimeError as exc:
-        raise RuntimeError(
-            f"the network cannot process the images ({tuple(image.shape[1:])}): "
-            f"{_one_line(exc)}; see --image-size / --input-size"
-        ) from exc
-    if out.ndim != 2 or out.shape[1] != n_classes_data:
-        n_out = out.shape[1] if out.ndim == 2 else f"{tuple(out.shape[1:])}-shaped"
-        raise ValueError(
-            f"the network has {n_out} outputs but the data has "
-            f"{n_classes_data} classes ({', '.join(dataset.classes[:10])}"
-            f"{', ...' if n_classes_data > 10 else ''}); the outputs must be the "
-            "data's classes in order"
-        )
-    arch = detect_architecture(model)
-    if layers:
-        names = module_names(model)
-        for name in layers:
-            resolve_layer(name, model, arch, names=names)
-    elif arch is None:
-        raise ValueError(
-            f"the architecture of {type(model).__name__} is not one the paper "
-            "analysed (VGG, ResNet, MobileNet-V2); name the layers with --layers "
-            f"(module names such as {module_names(model)[:6]})"
-        )
-
-
-def _run_analyze(args) -> int:
-    t0 = time.perf_counter()
+def _check_analyze_args(args) -> None:
+    """Usage errors and missing files, before anything is read."""
     if args.arch and not args.checkpoint:
         raise _UsageError("--arch needs --checkpoint FILE with the weights")
     if not args.arch and not args.model_factory and not args.checkpoint:
@@ -1107,108 +967,134 @@ def _run_analyze(args) -> int:
     checkpoint = Path(args.checkpoint).expanduser() if args.checkpoint else None
     if checkpoint is not None and not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint file {str(checkpoint)!r} does not exist")
-    if args.checkpoints_dir and not Path(args.checkpoints_dir).is_dir():
+    if args.checkpoints_dir and not Path(args.checkpoints_dir).expanduser().is_dir():
         raise FileNotFoundError(
             f"checkpoints folder {str(args.checkpoints_dir)!r} does not exist"
         )
-    if not Path(args.data).expanduser().exists():
-        raise FileNotFoundError(f"data folder {str(args.data)!r} does not exist")
-    _check_device(args.device)
-    _check_out(args.out)
-    _use_agg()
+    data = Path(args.data).expanduser()
+    if not data.exists():
+        raise FileNotFoundError(f"data folder {str(data)!r} does not exist")
+    cifar = args.data_format == "cifar10" or (
+        args.data_format == "auto" and (data / "cifar-10-batches-py").is_dir()
+    )
+    if cifar and args.split not in (None, "train", "test"):
+        raise _UsageError(
+            f"--split must be 'train' or 'test' for CIFAR-10; got {args.split!r}"
+        )
 
-    from .analysis import analyze
-    from .extraction import load_checkpoint as load_weights
-    from .models import load_checkpoint as load_skvmf
-    from .models import make_classifier, make_vit_classifier
-    from .report import write_report
 
-    size, skvmf_config = None, None
-    if not args.arch and not args.model_factory:
-        skvmf_config = _is_skvmf_checkpoint(checkpoint)
-        if skvmf_config is None:
-            raise ValueError(
-                f"{str(checkpoint)!r} is not a skvmf checkpoint (no 'config' and "
-                "'state_dict' entries); for plain weights give --arch or "
-                "--model-factory"
-            )
-        size = skvmf_config.get("input_size")
-    elif args.arch == "skvmf:vit":
-        size = args.input_size or 16
-    elif args.arch and args.arch.startswith("skvmf:"):
-        size = args.input_size or 32
-    elif args.arch in _TRANSFORMER_ARCHS:
-        size = 224  # torchvision's transformers take 224 px inputs only
+def _load_images(args, source):
+    """The images at the network's input size: (dataset, its description)."""
+    from .sources import detect_data_format, load_data
 
-    factory = _load_factory(args.model_factory) if args.model_factory else None
-    dataset, data_description = _load_data(args, size)
-    n_classes = len(dataset.classes)
+    fmt = args.data_format
+    if fmt == "auto":
+        fmt = detect_data_format(args.data)
+    dataset = load_data(
+        args.data,
+        data_format=fmt,
+        split=args.split,
+        size=args.image_size or source.input_size,
+        normalize=args.normalize,
+    )
+    root = Path(args.data).expanduser()
+    if fmt == "cifar10":
+        return dataset, f"CIFAR-10 {args.split or 'test'} ({root})"
+    return dataset, f"image folder {root / args.split if args.split else root}"
 
-    if skvmf_config is not None:
-        model = load_skvmf(checkpoint)
-        config = dict(skvmf_config)
-        description = f"skvmf {config['arch']} from {checkpoint.name}"
+
+def _load_network(args, source, dataset):
+    """The network and its training checkpoints, checked against the images
+    (outputs, input size, layer names) before any work."""
+    from .sources import check_model, load_checkpoints
+
+    n_classes = args.n_classes
+    if source.config is None:
+        n_classes = n_classes or len(dataset.classes)
+    model = source.load(n_classes)
+    check_model(model, dataset, args.layers)
+    checkpoints = None
+    if args.checkpoints_dir:
 
         def build():
-            if config.get("arch") == "vit":
-                return make_vit_classifier(
-                    **{k: v for k, v in config.items() if k != "arch"}
-                )
-            return make_classifier(**config)
+            return source.build(n_classes)
 
-        if args.n_classes and args.n_classes != config.get("n_classes"):
-            raise ValueError(
-                f"--n-classes {args.n_classes} contradicts the checkpoint's "
-                f"{config.get('n_classes')} classes"
-            )
-    else:
-        build, description = _builder(args, n_classes, factory)
-        model = build()
-        if checkpoint is not None:
-            model = load_weights(model, checkpoint)
-    model.eval()
-    _check_model(model, dataset, args.layers, n_classes)
+        checkpoints = load_checkpoints(args.checkpoints_dir, build=build)
+    return model, checkpoints
 
-    data = _subset(args, dataset)
-    checkpoints = _checkpoint_models(args, build) if args.checkpoints_dir else None
 
-    _say(args, f"analysing {len(data)} images of {n_classes} classes")
-    t = time.perf_counter()
-    result = analyze(
+def _select(args, dataset):
+    """``--n-images`` or ``--n-per-class`` images; at most 500 by default."""
+    from .sources import select_images
+
+    n_images = args.n_images
+    if n_images is None and args.n_per_class is None and len(dataset) > _MAX_IMAGES:
+        n_images = _MAX_IMAGES
+        _say(
+            args,
+            f"{len(dataset)} images: analysing a random {n_images} (see --n-images)",
+        )
+    return select_images(
+        dataset,
+        n_images=n_images,
+        n_per_class=args.n_per_class,
+        random_state=args.seed,
+    )
+
+
+def _analyze_images(args, model, data, checkpoints):
+    """:func:`skvmf.analyze` with the command's studies and settings."""
+    from .analysis import analyze
+
+    faithfulness = False
+    if args.faithfulness:
+        faithfulness = {
+            "steps": args.faithfulness_steps,
+            "baseline": args.faithfulness_baseline,
+        }
+    return analyze(
         model,
         data,
         layers=args.layers,
         checkpoints=checkpoints or None,
         attack=bool(args.attack),
-        faithfulness=(
-            {
-                "steps": args.faithfulness_steps,
-                "baseline": args.faithfulness_baseline,
-            }
-            if args.faithfulness
-            else False
-        ),
+        faithfulness=faithfulness,
         tau=args.tau,
-        device=args.device,
-        n_jobs=args.jobs,
-        n_repeats=args.repeats,
-        held_out=args.held_out,
-        scheduler=args.scheduler,
-        random_state=args.seed,
-        verbose=args.verbose,
-        **(_QUICK_PARAMS if args.quick else {}),
+        **_analysis_options(args),
     )
+
+
+def _run_analyze(args) -> int:
+    """``skvmf analyze``: every check first, then load, analyse, report."""
+    from .sources import resolve_model
+
+    t0 = time.perf_counter()
+    _check_analyze_args(args)
+    _check_device(args.device)
+    out = _check_out(args)
+    _use_agg()
+    source = resolve_model(
+        args.arch,
+        checkpoint=args.checkpoint,
+        model_factory=args.model_factory,
+        width=args.width,
+        input_size=args.input_size,
+    )
+    dataset, data_description = _load_images(args, source)
+    model, checkpoints = _load_network(args, source, dataset)
+    data = _select(args, dataset)
+
+    _say(args, f"analysing {len(data)} images of {len(dataset.classes)} classes")
+    t = time.perf_counter()
+    result = _analyze_images(args, model, data, checkpoints)
     extra = {
-        "network": description,
-        "weights": str(checkpoint) if checkpoint else "from the factory",
+        "network": source.description,
+        "weights": args.checkpoint or "from the factory",
         "images": data_description,
         "quick settings": bool(args.quick),
         "analysis (s)": time.perf_counter() - t,
         "total before the report (s)": time.perf_counter() - t0,
     }
-    _say(args, f"writing the report to {args.out}")
-    index = write_report(
-        result, args.out, title=f"skvmf analyze: {description}", extra=extra
-    )
-    _print_result(result, index, t0)
+    title = f"skvmf analyze: {source.description}"
+    _write(args, result, out, title, extra, t0)
     return 0

@@ -4,6 +4,8 @@ import base64
 import contextlib
 import io
 import json
+import os
+import pickle
 import re
 import subprocess
 import sys
@@ -463,9 +465,149 @@ def test_runtime_errors_exit_1(workload, tmp_path):
 
 def test_out_must_be_a_folder(tmp_path):
     (tmp_path / "file").write_text("x")
-    line = one_line_error(["demo", "--out", str(tmp_path / "file")], 1)
+    line = one_line_error(["demo", "--out", str(tmp_path / "file")], 2)
     assert "is not a folder" in line
     assert not (tmp_path / "file" / "checkpoints").exists()
+
+
+def _fake_report(folder):
+    """The files by which an earlier skvmf report is recognised."""
+    (folder / "data").mkdir(parents=True)
+    (folder / "index.html").write_text("<html></html>")
+    results = {"settings": {}, "classes": [], "layers": [], "tables": {}}
+    (folder / "data" / "results.json").write_text(json.dumps(results))
+
+
+# a demo that stops, after the --out checks, at its first own check
+_STOPS_AFTER_OUT = ["demo", "--students", "logits,conv_99"]
+
+
+def test_out_keeps_the_user_s_files(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    line = one_line_error(["demo", "--out", str(out)], 2)
+    assert "is not empty" in line and "notes.txt" in line and "--force" in line
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # --force passes the check (the run then stops at the student layer)
+    line = one_line_error([*_STOPS_AFTER_OUT, "--force", "--out", str(out)], 1)
+    assert "conv_99" in line and (out / "notes.txt").read_text() == "precious"
+    # an earlier report, or what an interrupted demo left, may be overwritten
+    report = tmp_path / "report"
+    _fake_report(report)
+    line = one_line_error([*_STOPS_AFTER_OUT, "--out", str(report)], 1)
+    assert "conv_99" in line
+    (tmp_path / "unfinished" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "unfinished" / "checkpoints" / "checkpoint_iter0000066.pt").touch()
+    line = one_line_error([*_STOPS_AFTER_OUT, "--out", str(tmp_path / "unfinished")], 1)
+    assert "conv_99" in line
+    (report / "data" / "results.json").write_text("{}")  # not ours after all
+    line = one_line_error([*_STOPS_AFTER_OUT, "--out", str(report)], 2)
+    assert "is not empty" in line
+
+
+def test_an_unwritable_out_fails_before_any_work(workload, tmp_path):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "report"  # its parent is a file: cannot be created
+    line = one_line_error(["demo", "--out", str(out)], 1)
+    assert line.startswith(f"skvmf: error: cannot write in --out {str(out)!r}")
+    line = one_line_error(["analyze", *_arch_args(workload), "--out", str(out)], 1)
+    assert "cannot write in --out" in line
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        line = one_line_error(["demo", "--out", str(locked)], 1)
+        assert "cannot write in --out" in line
+    out_ok = tmp_path / "new" / "deeper"
+    one_line_error([*_STOPS_AFTER_OUT, "--out", str(out_ok)], 1)
+    assert out_ok.is_dir() and not list(out_ok.iterdir())  # the probe is gone
+
+
+class _System:
+    """Unpickling this would run a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("bad", ["crafted", "truncated", "foreign"])
+def test_a_bad_file_in_checkpoints_dir_is_named(workload, tmp_path, bad):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for path in (workload / "plain_ckpt").iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    marker = tmp_path / "marker"
+    bad_file = folder / "weights_9.pth"
+    if bad == "crafted":
+        torch.save({"model": {}, "x": _System(marker)}, bad_file)
+    elif bad == "truncated":
+        raw = (workload / "plain.pt").read_bytes()
+        bad_file.write_bytes(raw[: len(raw) // 2])
+    else:
+        torch.save(make_classifier("resnet18", 3).state_dict(), bad_file)
+    argv = [*_arch_args(workload), "--checkpoints-dir", str(folder), *QUICK]
+    line = one_line_error(["analyze", *argv, "--out", str(tmp_path / "r")], 1)
+    assert f"{str(bad_file)!r}" in line, line
+    assert not marker.exists()
+    assert not (tmp_path / "r" / "index.html").exists()
+
+
+def test_a_crafted_checkpoint_runs_no_code(workload, tmp_path):
+    marker = tmp_path / "marker"
+    crafted = tmp_path / "weights.pt"
+    torch.save({"model": {}, "x": _System(marker)}, crafted)
+    args = _arch_args(workload)
+    args[args.index("--checkpoint") + 1] = str(crafted)
+    line = one_line_error(["analyze", *args, "--out", str(tmp_path / "r")], 1)
+    assert f"{str(crafted)!r}" in line and "not plain weights" in line
+    assert not marker.exists()
+
+
+def test_a_crafted_cifar_folder_runs_no_code(workload, tmp_path):
+    marker = tmp_path / "marker"
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        entry = {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    meta = {"label_names": ["a", "b"], "x": _System(marker)}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    args = _arch_args(workload)
+    args[args.index("--data") + 1] = str(tmp_path / "cifar")
+    line = one_line_error(["analyze", *args, "--out", str(tmp_path / "r")], 1)
+    assert f"{str(folder / 'batches.meta')!r}" in line and "system" in line
+    assert not marker.exists()
+    # a truncated batch: named, one line
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a", "b"]}))
+    raw = (folder / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(raw[:100])
+    line = one_line_error(["analyze", *args, "--out", str(tmp_path / "r")], 1)
+    assert f"{str(folder / 'test_batch')!r}" in line and "truncated" in line
+
+
+def test_a_one_class_image_folder_in_the_user_s_terms(workload, tmp_path):
+    one = tmp_path / "one"
+    (one / "red").mkdir(parents=True)
+    for path in (workload / "images" / "red").iterdir():
+        (one / "red" / path.name).write_bytes(path.read_bytes())
+    args = _arch_args(workload)
+    args[args.index("--data") + 1] = str(one)
+    line = one_line_error(["analyze", *args, "--out", str(tmp_path / "r")], 1)
+    assert line == (
+        f"skvmf: error: the image folder {str(one)!r} has 1 class (red); "
+        "analysis needs at least 2 classes, one sub-folder per class"
+    )
+
+
+def test_the_command_s_architectures_are_the_library_s():
+    from skvmf import cli
+    from skvmf.sources import ARCHITECTURES
+
+    names = {*cli._ARCHS, *(f"skvmf:{a}" for a in cli._SKVMF_ARCHS)}
+    assert names == set(ARCHITECTURES)
 
 
 def test_outputs_must_match_the_classes(workload, tmp_path):
