@@ -21,10 +21,11 @@ from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.cluster import kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from skvmf._arrays import refuse_complex
 from skvmf._progress import message
 from skvmf.vmf import estimate_kappa, log_normalizer, revised_kappa
 from skvmf.vmf import sample as vmf_sample
@@ -381,21 +382,46 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         True
         """
         continuing = self.warm_start and hasattr(self, "converged_")
-        X = validate_data(self, X, dtype=np.float64, reset=not continuing)
-        n_features = X.shape[1]
-        if n_features < 2:
+        X, rows = self._validated_rows(X, reset=not continuing)
+        y_idx, classes = self._check_targets(y, X.shape[0], rows)
+        n_components = self._resolve_n_components(classes, rows)
+        self._start_state(continuing, classes, n_components, rows)
+        n_init = self.n_init if (not continuing and y_idx is None) else 1
+        random_state = check_random_state(self.random_state)
+        best = None
+        for init in range(n_init):
+            self._verbose_init_begin(init)
+            if not continuing:
+                self._initialize_parameters(rows, random_state, y_idx, n_components)
+            start = -np.inf if not continuing else self.lower_bound_
+            run = self._run_em(rows, start)
+            if best is None or run[0] > best[0]:
+                best = (*run, self._get_parameters())
+        self._keep_best(*best)
+        # A final E-step so that fit_predict(X) == fit(X).predict(X) for any
+        # max_iter, tol and random_state.
+        _, resp = self._full_log_prob_resp(rows)
+        return self._labels(resp.argmax(axis=1))
+
+    # ------------------------------------------------------ steps of fit
+    def _validated_rows(self, X, reset):
+        """Validated ``X`` (real, finite, >= 2 features) and its kept rows."""
+        refuse_complex(X, "X")
+        X = validate_data(self, X, dtype=np.float64, reset=reset)
+        if X.shape[1] < 2:
             raise ValueError(
                 "RevisedVMFMixture needs at least 2 features, got n_features = 1 "
                 f"(X has shape {X.shape}): a direction in 1-D is only a sign."
             )
         rows = self._prepare(X)
-        n_kept = rows.z.shape[0]
-        if n_kept == 0:
+        if rows.z.shape[0] == 0:
             raise ValueError(
                 f"all {X.shape[0]} rows of X have zero norm: nothing to fit."
             )
+        return X, rows
 
-        y_idx, classes = self._check_targets(y, X.shape[0], rows)
+    def _resolve_n_components(self, classes, rows):
+        """One component per class with ``y``; never more than kept rows."""
         if classes is not None:
             n_components = len(classes)
             if self.n_components not in (1, n_components):
@@ -407,12 +433,17 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
                 )
         else:
             n_components = self.n_components
+        n_kept = rows.z.shape[0]
         if n_kept < n_components:
             raise ValueError(
                 f"Expected at least as many samples as components, got "
                 f"n_samples={n_kept} (rows with non-zero norm) and "
                 f"n_components={n_components}."
             )
+        return n_components
+
+    def _start_state(self, continuing, classes, n_components, rows):
+        """Classes, warm-start checks and the strength quantiles for sample."""
         if continuing:
             self._check_warm_start(n_components, classes)
             # parameters may come from another kappa mode (set_params)
@@ -421,64 +452,48 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
             self.classes_ = classes
         elif hasattr(self, "classes_"):
             del self.classes_
-
         if self.kappa == "revised":
             self._strength_quantiles = self._quantiles(rows.norms)
-
-        do_init = not continuing
-        n_init = self.n_init if (do_init and y_idx is None) else 1
-        random_state = check_random_state(self.random_state)
-        max_lower_bound = -np.inf
-        best_params, best_n_iter, best_lower_bounds = None, 0, []
         self.converged_ = False
 
-        for init in range(n_init):
-            self._verbose_init_begin(init)
-            if do_init:
-                self._initialize_parameters(rows, random_state, y_idx, n_components)
-            lower_bound = -np.inf if do_init else self.lower_bound_
-            current_lower_bounds = []
-            converged = False
-            n_iter = 0
-            if self.max_iter == 0:
-                lower_bound = float(np.mean(self._log_prob_resp(rows)[0]))
-            for n_iter in range(1, self.max_iter + 1):
-                prev_lower_bound = lower_bound
-                log_prob, resp = self._log_prob_resp(rows)
-                self._m_step(rows, resp, log_prob)
-                lower_bound = float(np.mean(log_prob))
-                current_lower_bounds.append(lower_bound)
-                change = lower_bound - prev_lower_bound
-                self._verbose_iter_end(n_iter, change)
-                if abs(change) < self.tol:
-                    converged = True
-                    break
-            if self.max_iter > 0:
-                self._verbose_init_end(lower_bound, converged)
-            if best_params is None or lower_bound > max_lower_bound:
-                max_lower_bound = lower_bound
-                best_params = self._get_parameters()
-                best_n_iter = n_iter
-                best_lower_bounds = current_lower_bounds
-                self.converged_ = converged
+    def _run_em(self, rows, lower_bound):
+        """EM from the current parameters until ``tol`` or ``max_iter``.
 
-        if not self.converged_ and self.max_iter > 0:
+        Returns ``(lower_bound, n_iter, lower_bounds, converged)``.
+        """
+        lower_bounds, converged, n_iter = [], False, 0
+        if self.max_iter == 0:
+            lower_bound = float(np.mean(self._log_prob_resp(rows)[0]))
+        for n_iter in range(1, self.max_iter + 1):
+            prev_lower_bound = lower_bound
+            log_prob, resp = self._log_prob_resp(rows)
+            self._m_step(rows, resp, log_prob)
+            lower_bound = float(np.mean(log_prob))
+            lower_bounds.append(lower_bound)
+            change = lower_bound - prev_lower_bound
+            self._verbose_iter_end(n_iter, change)
+            if abs(change) < self.tol:
+                converged = True
+                break
+        if self.max_iter > 0:
+            self._verbose_init_end(lower_bound, converged)
+        return lower_bound, n_iter, lower_bounds, converged
+
+    def _keep_best(self, lower_bound, n_iter, lower_bounds, converged, params):
+        """Set the best initialisation's parameters and convergence record."""
+        self.converged_ = converged
+        if not converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different "
                 "init parameters, or increase max_iter, tol, or check for "
                 "degenerate data.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
-        self._set_parameters(best_params)
-        self.n_iter_ = best_n_iter
-        self.lower_bound_ = max_lower_bound
-        self.lower_bounds_ = best_lower_bounds
-
-        # A final E-step so that fit_predict(X) == fit(X).predict(X) for any
-        # max_iter, tol and random_state.
-        _, resp = self._full_log_prob_resp(rows)
-        return self._labels(resp.argmax(axis=1))
+        self._set_parameters(params)
+        self.n_iter_ = n_iter
+        self.lower_bound_ = lower_bound
+        self.lower_bounds_ = lower_bounds
 
     # --------------------------------------------------------- validation
     def _check_targets(self, y, n_rows, rows):
@@ -756,6 +771,7 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
     # -------------------------------------------------------- prediction
     def _rows_for_prediction(self, X):
         check_is_fitted(self)
+        refuse_complex(X, "X")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return self._prepare(X)
 
@@ -929,6 +945,10 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         """
         return -2 * self.score_samples(X).sum() + 2 * self._n_parameters()
 
+    @validate_params(
+        {"n_samples": [Interval(Integral, 1, None, closed="left")]},
+        prefer_skip_nested_validation=True,
+    )
     def sample(self, n_samples=1):
         """Draw rows from the fitted mixture.
 
@@ -962,14 +982,6 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         ((5, 2), True)
         """
         check_is_fitted(self)
-        if (
-            not isinstance(n_samples, Integral)
-            or isinstance(n_samples, bool)
-            or n_samples < 1
-        ):
-            raise ValueError(
-                f"n_samples must be a positive integer; got {n_samples!r}."
-            )
         rng = check_random_state(self.random_state)
         n_components, dim = self.means_.shape
         counts = rng.multinomial(n_samples, self.weights_)

@@ -589,3 +589,58 @@ def test_joblib_roundtrip_new_process(blobs5, tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     other = np.load(tmp_path / "proba.npy")
     assert np.array_equal(other, gm.predict_proba(X))
+
+
+# --------------------------------------------------------------------------
+# extreme magnitudes and bad values (issue 10)
+# --------------------------------------------------------------------------
+def _two_directions(seed=0):
+    rng = np.random.default_rng(seed)
+    return np.repeat(6.0 * np.eye(3)[:2], 20, axis=0) + rng.normal(size=(40, 3))
+
+
+@pytest.mark.parametrize("kappa", ["learned", 10.0])
+@pytest.mark.parametrize("factor", [1e300, 1e-300])
+def test_direction_modes_are_invariant_to_row_scale(kappa, factor):
+    X = _two_directions()
+    ref = RevisedVMFMixture(2, kappa=kappa, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow on the way
+        got = RevisedVMFMixture(2, kappa=kappa, random_state=0).fit(X * factor)
+        proba = got.predict_proba(X * factor)
+    np.testing.assert_allclose(got.means_, ref.means_, atol=1e-12)
+    np.testing.assert_allclose(got.kappas_, ref.kappas_, rtol=1e-9)
+    np.testing.assert_allclose(proba, ref.predict_proba(X), atol=1e-12)
+    np.testing.assert_allclose(got.score_samples(X * factor), ref.score_samples(X))
+
+
+@pytest.mark.parametrize("factor", [1e300, 1e-300])
+def test_revised_mode_with_extreme_strengths_is_finite(factor):
+    X = _two_directions()
+    gm = RevisedVMFMixture(2, random_state=0).fit(X * factor)
+    proba = gm.predict_proba(X * factor)
+    assert np.all(np.isfinite(proba)) and np.all(np.isfinite(gm.means_))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert np.all(np.isfinite(gm.score_samples(X * factor)))
+
+
+def test_complex_input_is_refused_by_name():
+    X = _two_directions()
+    with pytest.raises(ValueError, match="X must be real"):
+        RevisedVMFMixture(2).fit(X + 1j)
+    gm = RevisedVMFMixture(2, random_state=0).fit(X)
+    for method in (gm.predict, gm.predict_proba, gm.score_samples):
+        with pytest.raises(ValueError, match="X must be real"):
+            method(X + 0j)
+    with pytest.raises(ValueError, match="n_samples"):
+        gm.sample(0)
+
+
+def test_read_only_input_is_not_written():
+    X = _two_directions()
+    X[3] = 0.0
+    X.setflags(write=False)
+    before = X.copy()
+    gm = RevisedVMFMixture(2, zero_norm="drop", random_state=0).fit(X)
+    gm.predict_proba(X)
+    np.testing.assert_array_equal(X, before)
