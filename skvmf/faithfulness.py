@@ -36,7 +36,7 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._hooks import evaluating, finite_logits
-from ._images import all_images, class_per_image
+from ._images import all_images, check_dtype, class_per_image
 from ._layout import check_grid
 from ._torch_utils import resolve_device
 
@@ -59,14 +59,24 @@ _COMMON = {
 # ---------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------
+def _real_array(value, name, expected) -> np.ndarray:
+    """float64 array of real numbers; complex, bool and object input refused
+    (never cast)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        check_dtype(value.dtype, name)
+        return value.numpy().astype(np.float64)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be {expected}") from exc
+    check_dtype(arr.dtype, name)
+    return arr.astype(np.float64)
+
+
 def _check_maps(maps, n_images, size, grid=None, name="maps"):
     """(N, h, w) float64 maps, on ``grid`` when given (area average)."""
-    if isinstance(maps, torch.Tensor):
-        maps = maps.detach().cpu().numpy()
-    try:
-        maps = np.asarray(maps, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be an array of shape (N, h, w)") from exc
+    maps = _real_array(maps, name, "an array of shape (N, h, w)")
     if maps.ndim != 3:
         hint = (
             " (reduce the colour channels first, e.g. np.abs(m).max(axis=1))"
@@ -139,12 +149,9 @@ def _baseline(x: torch.Tensor, baseline, blur_sigma) -> torch.Tensor:
             return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
         sigma = blur_sigma if blur_sigma is not None else max(x.shape[2:]) / 4
         return _gaussian_blur(x, float(sigma))
-    try:
-        value = torch.as_tensor(np.asarray(baseline, dtype=np.float64))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            "baseline must be 'blur', 'mean', a number or an array"
-        ) from exc
+    value = torch.as_tensor(
+        _real_array(baseline, "baseline", "'blur', 'mean', a number or an array")
+    )
     if not torch.isfinite(value).all():
         raise ValueError("baseline contains NaN or infinite values")
     try:
