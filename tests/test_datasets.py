@@ -1,8 +1,12 @@
+import os
 import pickle
+import re
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from sklearn.datasets import load_digits
 from torch.nn import functional as F
@@ -16,6 +20,7 @@ from skvmf.datasets import (
     load_digits_images,
     load_image_folder,
     subset_per_class,
+    subset_random,
 )
 
 DIGITS = load_digits()
@@ -327,3 +332,124 @@ def test_cifar10_missing(tmp_path):
     assert len(load_cifar10(tmp_path, "test", normalize=False)) == 12
     with pytest.raises(ValueError, match="split"):
         load_cifar10(tmp_path, "val")
+
+
+class _System:
+    """Unpickling this would run a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("target", ["batches.meta", "test_batch"])
+def test_cifar10_crafted_pickle_runs_no_code(tmp_path, target):
+    _write_cifar(tmp_path)
+    marker = tmp_path / "marker"
+    path = tmp_path / "cifar-10-batches-py" / target
+    with open(path, "wb") as f:
+        pickle.dump({"label_names": _NAMES, "data": _System(marker)}, f, protocol=2)
+    with pytest.raises(ValueError) as info:
+        load_cifar10(tmp_path, "test", normalize=False)
+    message = str(info.value)
+    assert repr(str(path)) in message and "refused without running it" in message
+    assert "\n" not in message and not marker.exists()
+
+
+def test_cifar10_bad_files_are_named(tmp_path):
+    _write_cifar(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    raw = (folder / "test_batch").read_bytes()
+    for cut in (0, 1, len(raw) // 2, len(raw) - 1):
+        (folder / "test_batch").write_bytes(raw[:cut])
+        with pytest.raises(ValueError, match="'.*test_batch' is corrupt or truncated"):
+            load_cifar10(tmp_path, "test", normalize=False)
+    cases = [
+        ({"data": np.zeros((2, 3072), np.uint8)}, "CIFAR-10 layout"),
+        ({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}, r"\(2, 100\)"),
+        ({"data": np.zeros((2, 3072)), "labels": [0, 1]}, "float64"),
+        ({"data": np.full((2, 3072), 300), "labels": [0, 1]}, "outside 0..255"),
+        ({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, "one per image"),
+        ({"data": np.zeros((2, 3072), np.uint8), "labels": [0.5, 1]}, "float64"),
+        ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}, "0..10"),
+        ([1, 2], "CIFAR-10 layout"),
+    ]
+    for entry, words in cases:
+        with open(folder / "test_batch", "wb") as f:
+            pickle.dump(entry, f)
+        with pytest.raises(ValueError, match="test_batch") as info:
+            load_cifar10(tmp_path, "test", normalize=False)
+        assert re.search(words, str(info.value)), (words, str(info.value))
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [1, 2]}, f)
+    with pytest.raises(ValueError, match="batches.meta' is not in the CIFAR-10"):
+        load_cifar10(tmp_path, "test", normalize=False)
+
+
+def test_cifar10_python2_names_and_protocols(tmp_path):
+    """Label names pickled as bytes (Python 3 with protocol 2, or read with
+    encoding='bytes') come back as str; every protocol reads the same."""
+    batches = _write_cifar(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [n.encode() for n in _NAMES]}, f, protocol=2)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        data, labels = batches["test_batch"]
+        entry = {"data": data, "labels": labels.tolist()}
+        with open(folder / "test_batch", "wb") as f:
+            pickle.dump(entry, f, protocol=protocol)
+        test = load_cifar10(tmp_path, "test", normalize=False)
+        assert test.classes == _NAMES
+        np.testing.assert_array_equal(
+            test.images.numpy(), data.reshape(-1, 3, 32, 32) / np.float32(255)
+        )
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: load_image_folder(3), "'path' parameter"),
+        (lambda: load_cifar10("x", size=0), "'size' parameter"),
+        (lambda: load_cifar10("x", normalize="foo"), "'normalize' parameter"),
+        (lambda: load_digits_images(test_size=1), "'test_size' parameter"),
+        (lambda: load_digits_images(normalize=([0.5], [0.0, 1.0])), "std"),
+        (lambda: load_digits_images(normalize=(0.5, 0.0)), "positive"),
+        (lambda: subset_per_class([], 0), "'n_per_class' parameter"),
+        (lambda: subset_random([], 1.5), "'n_images' parameter"),
+        (lambda: as_arrays([], batch_size=0), "'batch_size' parameter"),
+    ],
+)
+def test_parameters_are_validated(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_subset_random_draws_n_distinct_images_in_order(n, seed):
+    data = _DIGITS_SMALL
+    sub = subset_random(data, n, random_state=seed)
+    assert len(sub) == n == len(set(sub.indices.tolist()))
+    assert np.all(np.diff(sub.indices) > 0)
+    assert set(sub.indices.tolist()) <= set(data.indices.tolist())
+    position = {int(i): k for k, i in enumerate(data.indices)}
+    rows = [position[int(i)] for i in sub.indices]
+    torch.testing.assert_close(sub.images, data.images[rows])
+    np.testing.assert_array_equal(sub.targets.numpy(), data.targets.numpy()[rows])
+    again = subset_random(data, n, random_state=seed)
+    np.testing.assert_array_equal(again.indices, sub.indices)
+
+
+_DIGITS_SMALL = load_digits_images("test", size=8, classes=[0, 1, 2, 3])
+
+
+def test_subset_random_on_a_folder_keeps_classes_and_targets(tmp_path):
+    _make_folder(tmp_path)
+    folder = load_image_folder(tmp_path, size=8)
+    sub = subset_random(folder, 2, random_state=0)
+    assert isinstance(sub, torch.utils.data.Subset) and sub.classes == folder.classes
+    np.testing.assert_array_equal(sub.targets, np.asarray(folder.targets)[sub.indices])
+    with pytest.raises(ValueError, match="exceeds the"):
+        subset_random(folder, len(folder) + 1)
