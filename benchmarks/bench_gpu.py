@@ -179,7 +179,7 @@ def analysis_model(toy, device):
 def phase_analysis(cfg, device):
     """skvmf.analyze of a VGG-16 at conv_53, one repeat (no FLOP count)."""
     n_images = cfg["analysis_images"]
-    toy = cfg is SIZES["toy"]
+    toy = cfg["toy"]
     model, side = analysis_model(toy, device)
     gen = torch.Generator().manual_seed(1)
     X = torch.randn(n_images, 3, side, side, generator=gen)
@@ -229,7 +229,7 @@ def run_phase(phase, size="toy", workdir=None, *, device="cpu", rate=None, **cfg
     ``workdir`` is accepted for a uniform interface: nothing is written.
     """
     device = check_device(device)
-    cfg = {**SIZES[size], **cfg} if cfg else SIZES[size]
+    cfg = {**SIZES[size], **cfg, "toy": size == "toy"}
     if rate is None:
         rate = matmul_rate(device, 512 if size == "toy" else 4096)
     name, seconds, flops = PHASE_FUNCTIONS[phase](cfg, device)

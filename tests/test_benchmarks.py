@@ -249,10 +249,25 @@ def test_phase_at_toy_size(
     monkeypatch.chdir(tmp_path)  # anything written relative lands in tmp_path
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = module.run_phase(phase, "toy", str(workdir), **options)
+    with torch.random.fork_rng():  # a phase may seed torch's global generator
+        result = module.run_phase(phase, "toy", str(workdir), **options)
     CHECKS[name](phase, result, module)
     # temporary files (memory maps, checkpoints) are cleaned up
     assert [p.name for p in workdir.iterdir()] in ([], ["digits_fs.npz"])
+
+
+def test_doc_helper_replaces_only_its_own_section(tmp_path):
+    write_section = load("bench_mixture").write_section  # benchmarks/_doc.py
+    page = tmp_path / "page.md"
+    page.write_text("# Benchmarks\n\nintro\n")
+    write_section("a", "## Title\nfirst", path=page)
+    write_section("b", "other", path=page)
+    write_section("a", "## Title\nsecond", path=page)
+    text = page.read_text()
+    # the script's headings nest under the page's level-2 sections
+    assert "<!-- a:start -->\n### Title\nsecond\n<!-- a:end -->" in text
+    assert "first" not in text and text.count("<!-- a:start -->") == 1
+    assert text.startswith("# Benchmarks\n\nintro") and "other" in text
 
 
 # -- public API only -------------------------------------------------------------
