@@ -21,13 +21,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, validate_params
 
-from ._hooks import as_logits, evaluating
+from ._hooks import check_finite, evaluating, finite_logits
 from ._images import as_images
 from ._progress import progress
 from ._torch_utils import (
     resolve_device,
     safe_norm,
-    to_numpy,
     torch_generator,
     unit_rows,
 )
@@ -85,12 +84,22 @@ class AttackResult:
         return float(self.success[correct].mean())
 
 
+def _real_array(value, name: str) -> np.ndarray:
+    """A numpy array of real numbers; complex, object or text values are a
+    ``ValueError`` naming the argument (never cast)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.is_complex():
+            raise ValueError(f"{name} must be real numbers; got dtype {value.dtype}")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
+    return arr
+
+
 def _channel_tensor(value, n_channels, name, dtype, device):
     """A (1, C, 1, 1) tensor from a scalar or one finite value per channel."""
-    arr = to_numpy(value).reshape(-1)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    arr = _real_array(value, name).reshape(-1).astype(np.float64)
     if arr.size == 1:
         arr = np.repeat(arr, n_channels)
     if arr.size != n_channels:
@@ -107,7 +116,7 @@ def _channel_tensor(value, n_channels, name, dtype, device):
 
 def _as_labels(labels, n_images: int) -> np.ndarray:
     """One integer label per image, as int64."""
-    y = to_numpy(labels)
+    y = _real_array(labels, "labels")
     if y.shape != (n_images,) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
             f"labels must be {n_images} integers, one per image; got "
@@ -174,7 +183,7 @@ def _predict(model, x_all, batch_size, device) -> tuple[np.ndarray, int]:
     pred = np.empty(len(x_all), dtype=np.int64)
     n_classes = 0
     for start in range(0, len(x_all), batch_size):
-        logits = as_logits(model(x_all[start : start + batch_size].to(device)))
+        logits = finite_logits(model(x_all[start : start + batch_size].to(device)))
         pred[start : start + batch_size] = logits.argmax(1).cpu().numpy()
         n_classes = logits.shape[1]
     return pred, n_classes
@@ -188,10 +197,12 @@ def _pgd_batch(model, x, y, ball: _Ball, *, sign, n_steps, random_start, gen):
     else:
         x_adv = x.clone()
     x_adv = ball.clip(x_adv)
-    for _ in range(n_steps):
+    for step in range(1, n_steps + 1):
         x_adv.requires_grad_(True)
         loss = F.cross_entropy(model(x_adv), y)
         (grad,) = torch.autograd.grad(loss, x_adv)
+        # torch.sign(nan) is 0: a NaN gradient would silently stop the attack
+        check_finite(grad, "the gradient of the model's loss", f" at step {step}")
         with torch.no_grad():
             x_adv = ball.project(x_adv + sign * ball.step * grad.sign(), x)
     x_adv = x_adv.detach()
@@ -400,12 +411,7 @@ def embedding_change(h_clean, h_adv, *, scale=None) -> dict:
 
 def _as_regions(h, name: str) -> np.ndarray:
     """A real, finite float64 array (complex is refused, never cast)."""
-    arr = to_numpy(h)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
-        raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    arr = _real_array(h, name).astype(np.float64)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr

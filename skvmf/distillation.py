@@ -188,6 +188,8 @@ def _hint_loss(teacher, student, train_data, t_layer, s_layer, options):
             teacher(probe)
         with Capture(student, {"s": s_layer}, detach=True) as s_cap:
             student(probe)
+    t_cap.require()
+    s_cap.require()
     seed = seed_of(options["random_state"])
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
