@@ -613,6 +613,14 @@ def _table_row(name, curves, draws, confidence, random_map) -> dict:
     return row
 
 
+@validate_params(
+    {
+        "comparison": "no_validation",  # checked below, naming its source
+        "title": [None, str],
+        "figsize": [tuple, list],
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_faithfulness(comparison, *, title=None, figsize=(9.0, 3.6)):
     """Mean deletion and insertion curves per method, with their bands.
 

@@ -288,6 +288,8 @@ def test_plot_draws_both_panels():
     assert len(fig.axes[0].get_lines()) == 2
     with pytest.raises(ValueError, match="compare_faithfulness"):
         plot_faithfulness(r.table)
+    with pytest.raises(ValueError, match="'title' parameter"):
+        plot_faithfulness(r, title=1j)
 
 
 @pytest.fixture(scope="module")

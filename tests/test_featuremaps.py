@@ -458,3 +458,44 @@ def test_inf_logits_are_refused_by_the_gradient_views():
         with pytest.raises(ValueError, match=message):
             call()
     assert_no_hooks(net)
+
+
+def test_hooks_and_modes_are_restored_after_an_exception():
+    from skvmf._hooks import Capture, Hooks, evaluating
+
+    net = _net(inplace=False)
+    net[1].eval()  # mixed modes come back mixed
+    seen = []
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        evaluating(net, torch.device("cpu")),
+        Hooks() as hooks,
+        Capture(net, {0: ("3", net[3])}, detach=True) as cap,
+    ):
+        hooks.forward(net[0], lambda m, i, o: seen.append(o.shape))
+        hooks.forward(net[4], lambda m, i: seen.append(m.training), pre=True)
+        net(torch.zeros(1, 1, 8, 8, dtype=torch.float64))
+        assert cap.outputs[0].shape == (1, 6, 2, 2)
+        raise RuntimeError("boom")
+    assert seen == [(1, 5, 8, 8), False]  # in evaluation mode during the block
+    assert_no_hooks(net)
+    assert [m.training for m in net] == [True, False, True, True, True, True, True]
+
+
+def test_capture_names_a_module_that_did_not_run_or_ran_twice():
+    from skvmf._hooks import Capture
+
+    relu = nn.ReLU()
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), relu, relu).double()
+    extra = nn.Linear(1, 1)
+    x = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    with (
+        Capture(net, {0: ("1", relu)}, detach=True),
+        pytest.raises(ValueError, match="layer '1' runs more than once"),
+    ):
+        net(x)
+    with Capture(net, {0: ("extra", extra)}, detach=True) as cap:
+        net(x)
+        with pytest.raises(ValueError, match="layer 'extra' did not run"):
+            cap.require()
+    assert_no_hooks(net)

@@ -120,3 +120,21 @@ def test_four_d_grid_of_no_layout_names_reshape():
         (2, 6, 6, 6), (8, 8), model=_with_norm(), module=nn.Conv2d(3, 6, 3)
     )
     assert got.kind == "nchw"
+
+
+@pytest.mark.parametrize(
+    ("grid", "expected"),
+    [(None, None), (3, (3, 3)), ((2, 5), (2, 5)), ([1, 1], (1, 1))],
+)
+def test_check_grid_accepts_an_int_or_a_pair(grid, expected):
+    from skvmf._layout import check_grid
+
+    assert check_grid(grid) == expected
+
+
+@pytest.mark.parametrize("grid", [0, (2, 0), (2, 2, 2), "4", (2.5, 2), True, (1j, 2)])
+def test_check_grid_refuses_everything_else(grid):
+    from skvmf._layout import check_grid
+
+    with pytest.raises(ValueError, match="grid must be None, a positive int"):
+        check_grid(grid)
