@@ -1,18 +1,25 @@
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from skvmf.plotting import (  # noqa: E402
     plot_adversarial_change,
     plot_distillation,
     plot_emergence,
+    plot_findings,
     plot_knowledge_counts,
     plot_knowledge_masks,
     plot_layer_regions,
+    plot_loss_curves,
+    plot_sample_evolution,
     plot_sample_space,
 )
 
@@ -128,3 +135,130 @@ def test_adversarial_and_distillation_figures():
     fig = plot_distillation(dist)
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [4.0, 5.0, 2.0, 3.0]
+
+
+# ---------------------------------------------------------------------------
+# bad input: a clear error naming the argument, never a silent wrong figure
+# ---------------------------------------------------------------------------
+def _masks_args(**change):
+    args = {
+        "images": np.zeros((2, 3, 4, 4)),
+        "masks": np.zeros((2, 4), bool),
+        "region_classes": np.zeros((2, 4), int),
+        "grid": (2, 2),
+    }
+    args.update(change)
+    return args
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda g, y, mu: plot_sample_space(np.where(g > 1, np.nan, g), y, mu), "g "),
+        (lambda g, y, mu: plot_sample_space(g + 1j, y, mu), "g must be real"),
+        (lambda g, y, mu: plot_sample_space(g, y + 1, mu), r"labels must lie"),
+        (lambda g, y, mu: plot_sample_space(g[:0], y[:0], mu), "g is empty"),
+        (lambda g, y, mu: plot_sample_space(g, y[:-1], mu), "labels must have"),
+        (lambda g, y, mu: plot_sample_space(g, y, np.eye(4)), "directions"),
+        (lambda g, y, mu: plot_sample_space(g, y, mu, max_points=0), "max_points"),
+        (lambda g, y, mu: plot_sample_space(g, y, mu, ax="a"), "'ax'"),
+        (
+            lambda g, y, mu: plot_layer_regions(
+                {"a": g.reshape(6, 10, 3), "b": g.reshape(10, 6, 3)}, mu
+            ),
+            r"h\['b'\]",
+        ),
+        (
+            lambda g, y, mu: plot_layer_regions(
+                {"a": g.reshape(6, 10, 3)},
+                mu,
+                region_labels={"a": np.full((6, 10), 3)},
+            ),
+            r"region_labels\['a'\] must lie",
+        ),
+        (
+            lambda g, y, mu: plot_sample_evolution(
+                [{"iteration": 0, "g": g, "directions": mu}, {"iteration": 1}], y
+            ),
+            r"frames\[1\]",
+        ),
+        (
+            lambda *_: plot_knowledge_masks(
+                **_masks_args(images=np.zeros((2, 4, 4, 3)))
+            ),
+            "channels last",
+        ),
+        (lambda *_: plot_knowledge_masks(**_masks_args(grid=(2, 0))), "grid"),
+        (
+            lambda *_: plot_knowledge_masks(**_masks_args(masks=np.full((2, 4), 0.5))),
+            "masks must be boolean",
+        ),
+        (
+            lambda *_: plot_knowledge_masks(
+                **_masks_args(
+                    masks=np.ones((2, 4), bool), region_classes=np.full((2, 4), -1)
+                )
+            ),
+            "region_classes",
+        ),
+        (lambda *_: plot_knowledge_masks(**_masks_args(), std=[1.0, 2.0]), "std"),
+        (lambda *_: plot_knowledge_counts([]), "table is empty"),
+        (
+            lambda *_: plot_knowledge_counts(
+                [{"layer": "a", "mean_count": np.nan, "mean_reliable": 1.0}]
+            ),
+            r"table\[0\]\['mean_count'\] must be finite",
+        ),
+        (lambda *_: plot_emergence([{"layer": "a", "iteration": 0}]), "mean_count"),
+        (lambda *_: plot_findings([{"name": "x", "value": np.inf}]), "value"),
+        (
+            lambda *_: plot_loss_curves(
+                [{"network": "model", "layer": "a", "stage": "s", "curve": [1, np.nan]}]
+            ),
+            r"curves\[0\]\['curve'\]",
+        ),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(make, match):
+    g, y, mu = _space()
+    with pytest.raises(ValueError, match=match):
+        make(g, y, mu)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-150, 1e150, 1e300])
+def test_layer_regions_extreme_magnitudes_keep_their_frame(scale):
+    # the axis limits are 1.05 * the largest norm, computed by hand in units
+    # of the scale: no overflow to inf, no underflow to a zero-width frame
+    rng = np.random.default_rng(3)
+    h = {"a": rng.normal(size=(4, 5, 3))}
+    expected = 1.05 * np.sqrt((h["a"] ** 2).sum(-1)).max()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fig = plot_layer_regions({"a": h["a"] * scale}, np.eye(3))
+    # drawn in units of the scale's power of ten, which the title names
+    unit = fig.skvmf_unit
+    assert unit == (1.0 if 1e-100 < scale < 1e100 else scale)
+    assert fig.axes[0].get_xlim()[1] * unit / scale == pytest.approx(expected, rel=1e-9)
+    assert ("units of" in fig._suptitle.get_text()) == (unit != 1.0)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(-300, 300), st.sampled_from(["2d", "3d"]))
+def test_sample_space_is_scale_invariant(exponent, view):
+    # the same picture in units of the scale, whatever the magnitude
+    g, y, mu = _space(n=20)
+    scale = 10.0**exponent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ref = plot_sample_space(g, y, mu, view=view)
+        fig = plot_sample_space(g * scale, y, mu, view=view)
+    factor = fig.skvmf_unit / scale  # drawn coordinates -> units of g
+    if view == "2d":
+        for a, b in zip(ref.axes[0].collections, fig.axes[0].collections):
+            np.testing.assert_allclose(b.get_offsets() * factor, a.get_offsets())
+    else:
+        for a, b in zip(ref.axes[0].collections[1:], fig.axes[0].collections[1:]):
+            np.testing.assert_allclose(
+                np.asarray(b._offsets3d) * factor, np.asarray(a._offsets3d)
+            )
+    plt.close("all")

@@ -26,6 +26,7 @@ from ._common import (
     class_colors,
     class_names,
     directions_for,
+    display_unit,
     finite_number,
     images_nchw,
     int_array,
@@ -34,6 +35,7 @@ from ._common import (
     real_array,
     region_sample,
     rescale_unit,
+    unit_note,
     xyz,
 )
 
@@ -202,6 +204,8 @@ def plot_sample_space(
     g, labels, mu = _space_data(g, labels, directions, max_points)
     colors = class_colors(len(mu))
     names = class_names(classes, len(mu))
+    unit = display_unit(reach(g))
+    g = g / unit
     radius = reach(g)
     if view == "3d" and g.shape[1] >= 3:
         fig, ax = _new_fig(ax, (6.5, 6), projection="3d")
@@ -209,9 +213,10 @@ def plot_sample_space(
     else:
         fig, ax = _new_fig(ax, (6, 6))
         _draw_space_2d(ax, g, labels, mu, colors, names, radius)
-    if title:
-        ax.set_title(title)
+    if title or unit != 1.0:
+        ax.set_title((title or "") + unit_note(unit))
     ax.legend(loc="upper left", fontsize=7, markerscale=2, ncol=2, frameon=False)
+    fig.skvmf_unit = unit
     return fig
 
 
@@ -238,11 +243,13 @@ def plot_sample_evolution(
     checked = check_frames(frames)
     n = len(checked)
     fig = plt.figure(figsize=(3.3 * n, 3.6))
-    lim = max(reach(g) for _, g, _ in checked) * 1.1
+    # one unit for every panel, so that they stay comparable
+    unit = display_unit(max(reach(g) for _, g, _ in checked))
+    lim = max(reach(g / unit) for _, g, _ in checked) * 1.1
     for i, (iteration, g, mu) in enumerate(checked):
         ax = fig.add_subplot(1, n, i + 1, projection="3d")
         plot_sample_space(
-            g,
+            g / unit,
             labels,
             mu,
             classes=classes,
@@ -256,7 +263,8 @@ def plot_sample_evolution(
         ax.tick_params(labelsize=6)
         if i < n - 1 and ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig.suptitle("Sample features during training (one shared frame)")
+    fig.suptitle("Sample features during training (one shared frame)" + unit_note(unit))
+    fig.skvmf_unit = unit
     return fig
 
 
@@ -342,14 +350,19 @@ def plot_layer_regions(
     )
     colors = class_colors(len(mu))
     names = class_names(classes, len(mu))
-    lim = max(reach(v) for v in drawn.values())
+    unit = display_unit(max(reach(v) for v in drawn.values()))
+    lim = max(reach(v / unit) for v in drawn.values())
     fig = plt.figure(figsize=(3.4 * len(layers), 3.8))
     for i, layer in enumerate(layers):
         ax = fig.add_subplot(1, len(layers), i + 1, projection="3d")
-        _draw_layer_panel(ax, xyz(drawn[layer]), labels[layer], mu, colors, lim)
+        pts = xyz(drawn[layer] / unit)
+        _draw_layer_panel(ax, pts, labels[layer], mu, colors, lim)
         ax.set_title(layer, fontsize=10)
     _class_legend(fig, colors, names)
-    fig.suptitle("Regional features h per layer (coloured: knowledge points)")
+    fig.suptitle(
+        "Regional features h per layer (coloured: knowledge points)" + unit_note(unit)
+    )
+    fig.skvmf_unit = unit
     return fig
 
 

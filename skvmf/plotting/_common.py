@@ -65,7 +65,9 @@ def real_array(x, name: str, *, ndim=None, allow_empty: bool = False) -> np.ndar
         arr = to_numpy(x)
     except (TypeError, ValueError) as exc:
         if "complex" in str(exc):
-            raise ValueError(f"{name} must be real numbers; {exc}") from exc
+            raise ValueError(
+                f"{name} must be real numbers; got a complex array (never cast)"
+            ) from exc
         raise ValueError(
             f"{name} must be a numeric array; got {type(x).__name__}"
         ) from exc
@@ -344,3 +346,23 @@ def check_frames(frames) -> list[tuple]:
             )
         out.append((frame["iteration"], g, mu))
     return out
+
+
+def display_unit(largest: float) -> float:
+    """The unit coordinates are drawn in: 1 for ordinary magnitudes, else
+    the power of ten of ``largest``.
+
+    matplotlib takes axis limits below about 1e-287 for a singular range (it
+    draws such points at the centre of a +-0.05 frame) and its 3-D
+    projection multiplies coordinates; in units of their power of ten the
+    picture is the same at every magnitude. :func:`unit_note` tells the
+    reader.
+    """
+    if largest == 0 or 1e-100 <= largest <= 1e100:
+        return 1.0
+    return float(10.0 ** np.floor(np.log10(largest)))
+
+
+def unit_note(unit: float) -> str:
+    """Text appended to a title when coordinates are drawn in ``unit``."""
+    return "" if unit == 1.0 else f" (coordinates in units of {unit:.0e})"

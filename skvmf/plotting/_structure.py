@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from ._common import real_array
+from ._common import display_unit, real_array, unit_note
 
 _ESTIMATOR = [HasMethods(["fit"])]
 _COLOR = [str, "array-like"]
@@ -623,6 +623,8 @@ def plot_embedding(
     >>> plt.close(fig)
     """
     Z, labels_ = _embedding_inputs(Z, labels)
+    unit = display_unit(float(np.max(np.abs(Z))))
+    Z = Z / unit
     legend = legend and labels is not None
     classes = np.unique(labels_)
     names = _legend_names(classes, class_names)
@@ -635,6 +637,7 @@ def plot_embedding(
         ax.scatter(*coords, s=marker_size, alpha=alpha, color=color, label=name)
     if legend:
         ax.legend(markerscale=2.0, fontsize=8, loc="best")
-    if title:
-        ax.set_title(title)
+    if title or unit != 1.0:
+        ax.set_title((title or "") + unit_note(unit))
+    fig.skvmf_unit = unit
     return fig
