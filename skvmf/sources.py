@@ -555,8 +555,11 @@ class ModelSource:
         return model.to(dev).eval()
 
 
-def _check_arch_options(arch, width, input_size) -> None:
-    """``width`` and ``input_size`` belong to the skvmf: architectures."""
+def _check_arch_options(arch, model_factory, width, input_size) -> None:
+    """One way to build; ``width`` and ``input_size`` belong to the skvmf:
+    architectures."""
+    if arch is not None and model_factory is not None:
+        raise ValueError("give arch or model_factory, not both")
     small = arch is not None and arch.startswith("skvmf:")
     if (width is not None or input_size is not None) and not small:
         raise ValueError(
@@ -661,9 +664,7 @@ def resolve_model(
     >>> source.build(3).classifier[-1].out_features
     3
     """
-    if arch is not None and model_factory is not None:
-        raise ValueError("give arch or model_factory, not both")
-    _check_arch_options(arch, width, input_size)
+    _check_arch_options(arch, model_factory, width, input_size)
     path = None if checkpoint is None else Path(checkpoint).expanduser()
     if path is not None and not path.is_file():
         raise file_error(path, _CHECKPOINT, "does not exist")
@@ -675,10 +676,7 @@ def resolve_model(
             )
         return _from_skvmf_checkpoint(path)
     if model_factory is not None:
-        name = model_factory if isinstance(model_factory, str) else None
-        func = _import_factory(model_factory) if name else model_factory
-        name = name or getattr(func, "__qualname__", repr(func))
-        return ModelSource(checkpoint=path, factory=func, factory_name=name)
+        return _from_factory(model_factory, path)
     small_cnn = arch.startswith("skvmf:") and arch != "skvmf:vit"
     return ModelSource(
         arch=arch,
@@ -686,6 +684,16 @@ def resolve_model(
         width=(width or _SKVMF_WIDTH) if small_cnn else None,
         input_size=input_size or _default_input_size(arch),
     )
+
+
+def _from_factory(model_factory, path: Path | None) -> ModelSource:
+    """A factory: a callable, or imported from ``"module:function"``."""
+    if isinstance(model_factory, str):
+        func, name = _import_factory(model_factory), model_factory
+    else:
+        func = model_factory
+        name = getattr(func, "__qualname__", repr(func))
+    return ModelSource(checkpoint=path, factory=func, factory_name=name)
 
 
 @validate_params(
