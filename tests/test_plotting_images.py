@@ -1,9 +1,14 @@
 """Figures of the classic views: structure of what is drawn, no pixels compared."""
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -173,3 +178,110 @@ def test_plot_out_of_sample_heatmap():
         plot_out_of_sample({"a": {"x": 1.0}, "b": {"y": 2.0}})
     with pytest.raises(ValueError, match="non-empty"):
         plot_out_of_sample({})
+
+
+# ---------------------------------------------------------------------------
+# bad input: a clear error naming the argument, never a silent wrong figure
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: plot_feature_maps(np.full((2, 3, 3), np.nan)), "maps contains NaN"),
+        (lambda: plot_feature_maps(np.ones((2, 3, 3)) * 1j), "maps must be real"),
+        (lambda: plot_feature_maps(np.zeros((0, 3, 3))), "maps is empty"),
+        (lambda: plot_feature_maps(np.ones((2, 3, 3)), ncols=0), "ncols"),
+        (lambda: plot_feature_maps(np.array([["a"]])), "maps must be a numeric"),
+        (
+            lambda: plot_saliency(np.zeros((2, 8, 8, 3)), np.zeros((2, 8, 8))),
+            r"channels last\? pass images.transpose\(0, 3, 1, 2\)",
+        ),
+        (
+            lambda: plot_saliency(np.zeros((1, 3, 4, 4)), {"cam": [[[np.inf]]]}),
+            r"maps\['cam'\] contains NaN or infinite",
+        ),
+        (
+            lambda: plot_saliency(np.zeros((1, 3, 4, 4)), np.zeros((1, 4, 4)), alpha=2),
+            "alpha",
+        ),
+        (
+            lambda: plot_saliency(
+                np.zeros((1, 3, 4, 4)), np.zeros((1, 4, 4)), mean=[0.5, 0.5]
+            ),
+            "mean must be one value or one per channel",
+        ),
+        (
+            lambda: plot_out_of_sample({"a": {"x": 150.0}}),
+            r"percentages in \[0, 100\]",
+        ),
+        (lambda: plot_out_of_sample({"a": {"x": np.nan}}), r"table\['a'\]\['x'\]"),
+        (lambda: plot_synthesis(object()), "result must be a result with"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_top_activating_refuses_nan_activations_and_foreign_indices():
+    res = TopActivating(
+        layer="x",
+        channels=np.array([0]),
+        indices=np.array([[5, 0]]),
+        top_values=np.array([[2.0, 1.0]]),
+        activations=np.array([[0.0], [np.nan]]),
+        reduce="max",
+    )
+    with pytest.raises(ValueError, match="result.activations contains NaN"):
+        plot_top_activating(np.zeros((6, 1, 4, 4)), res)
+    res.activations = np.zeros((6, 1))
+    with pytest.raises(ValueError, match="image 5; images has 3"):
+        plot_top_activating(np.zeros((3, 1, 4, 4)), res)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(-300, 300))
+def test_colours_are_scale_invariant(exponent):
+    # a colour scale sees the same picture at every magnitude: the panels'
+    # colours and the min-max scaled image are those of the unscaled input
+    rng = np.random.default_rng(5)
+    maps = rng.normal(size=(2, 4, 4))
+    scale = 10.0**exponent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ref = plot_feature_maps(maps, shared_scale=True)
+        fig = plot_feature_maps(maps * scale, shared_scale=True)
+        shown = _display(maps[:1] * scale)
+    for a, b in zip(ref.axes, fig.axes):
+        (ia,), (ib,) = a.images, b.images
+        np.testing.assert_allclose(
+            ib.to_rgba(ib.get_array()), ia.to_rgba(ia.get_array())
+        )
+    np.testing.assert_allclose(shown, _display(maps[:1]), atol=1e-12)
+    plt.close("all")
+
+
+_DTYPES = st.sampled_from(
+    [np.float64, np.float32, np.int64, np.uint8, np.bool_, np.complex128]
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    hnp.arrays(
+        _DTYPES,
+        hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=4),
+        elements={"allow_nan": True, "allow_infinity": True},
+    ),
+)
+def test_random_arrays_give_a_figure_or_a_value_error(arr):
+    # any shape and dtype: a Figure, or a ValueError, never another exception
+    for draw in (
+        lambda: plot_feature_maps(arr),
+        lambda: plot_saliency(np.zeros((len(arr) if arr.ndim else 1, 1, 4, 4)), arr),
+    ):
+        try:
+            fig = draw()
+        except ValueError:
+            continue
+        assert isinstance(fig, Figure)
+        plt.close(fig)
