@@ -1,10 +1,14 @@
 """Figures of category hierarchies, spanning trees, prediction trees and
 embeddings: structure of what is drawn, checked against the fitted objects."""
 
+import warnings
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.figure import Figure
 from scipy.cluster.hierarchy import dendrogram
@@ -206,3 +210,53 @@ def test_embedding_bad_input(rng):
         plot_embedding(rng.normal(size=(4, 3)), ax=ax)
     with pytest.raises(ValueError, match="NaN"):
         plot_embedding(np.full((3, 2), np.nan))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(-300, 300))
+def test_classical_mds_is_scale_equivariant(exponent):
+    # D**2 of 1e200 overflows: MDS works in units of the largest distance,
+    # so scaling the distances scales the configuration, at any magnitude
+    P = np.random.default_rng(7).normal(size=(6, 3))
+    D = np.linalg.norm(P[:, None] - P[None], axis=-1)
+    scale = 10.0**exponent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        Y = classical_mds(D * scale, n_components=3)
+    np.testing.assert_allclose(Y / scale, classical_mds(D, n_components=3), atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_embedding_extreme_magnitudes_in_named_units(rng, scale):
+    Z = rng.normal(size=(10, 2))
+    fig = plot_embedding(Z * scale, np.arange(10) % 2)
+    ax = fig.axes[0]
+    assert fig.skvmf_unit == scale and "units of" in ax.get_title()
+    drawn = np.vstack([c.get_offsets() for c in ax.collections])
+    np.testing.assert_allclose(np.sort(drawn, axis=0), np.sort(Z, axis=0))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda h, t: plot_dendrogram(h, orientation="up"), "orientation"),
+        (lambda h, t: plot_dendrogram("h"), "hierarchy"),
+        (lambda h, t: plot_mst(h, show_weights="yes"), "show_weights"),
+        (lambda h, t: plot_mst(CategoryHierarchy()), "not fitted"),
+        (lambda h, t: plot_prediction_tree(FilterPredictionTree()), "not fitted"),
+        (lambda h, t: plot_prediction_tree(t, show_leaf_labels=3), "show_leaf"),
+        (lambda h, t: plot_embedding(np.ones((3, 2)) + 1j), "Z must be real"),
+        (lambda h, t: plot_embedding(np.ones((0, 2))), "Z is empty"),
+        (
+            lambda h, t: plot_embedding(np.ones((3, 2)), [0.0, np.nan, 1.0]),
+            "labels contains NaN",
+        ),
+        (lambda h, t: plot_embedding(np.ones((3, 2)), [1j, 1, 2]), "complex"),
+        (lambda h, t: plot_embedding(np.ones((3, 2)), alpha=1.5), "alpha"),
+        (lambda h, t: plot_embedding(np.ones((3, 2)), cmap="nope"), "colormap"),
+        (lambda h, t: classical_mds([[0.0, np.inf], [1.0, 0.0]]), "D contains NaN"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(hierarchy, tree, make, match):
+    with pytest.raises(ValueError, match=match):
+        make(hierarchy, tree)
