@@ -282,7 +282,8 @@ def mean_resultant_length(kappa, dim):
     """
     d = int(dim)
     k = _check_kappa(kappa)
-    ratio, _, _ = _ratio_parts(np.full(k.size, 0.5 * d - 1.0), k.ravel())
+    with np.errstate(over="ignore"):  # only dR/dx, unused here, can overflow
+        ratio, _, _ = _ratio_parts(np.full(k.size, 0.5 * d - 1.0), k.ravel())
     return ratio.reshape(k.shape)[()]
 
 
