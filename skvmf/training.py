@@ -368,6 +368,7 @@ def _recalibrate_batchnorm(model, batches, device, n_images: int) -> None:
     if not bns or n_images <= 0:
         return
     momenta = [m.momentum for m in bns]
+    modes = [m.training for m in bns]  # evaluating restores only training ones
     try:
         with evaluating(model, device):
             for m in bns:
@@ -382,8 +383,9 @@ def _recalibrate_batchnorm(model, batches, device, n_images: int) -> None:
                 if seen >= n_images:
                     break
     finally:
-        for m, momentum in zip(bns, momenta):
+        for m, momentum, mode in zip(bns, momenta, modes):
             m.momentum = momentum
+            m.training = mode
 
 
 # --------------------------------------------------------------------------

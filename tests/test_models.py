@@ -450,3 +450,208 @@ def test_default_digits_recipe_reaches_95_percent(tmp_path):
 def test_other_architectures_learn_digits(arch):
     _, result = train_digits_classifier(arch, epochs=2, classes=[0, 1, 7])
     assert result.test_accuracy > 0.9
+
+
+# ------------------------------------ split modules, modes, parameters, recipe
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import skvmf.architectures as architectures  # noqa: E402
+import skvmf.models as models  # noqa: E402
+import skvmf.training as training  # noqa: E402
+from skvmf.architectures import make_digits_classifier, make_vit_classifier  # noqa: E402
+from skvmf.training import Trainer, _recalibrate_batchnorm  # noqa: E402
+
+_OLD_PUBLIC = [
+    "ARCHITECTURES",
+    "TrainingResult",
+    "default_checkpoint_iterations",
+    "evaluate",
+    "list_checkpoints",
+    "load_checkpoint",
+    "make_classifier",
+    "make_vit_classifier",
+    "train_classifier",
+    "train_digits_classifier",
+]
+
+
+def test_models_reexports_every_public_name_of_its_two_modules():
+    for name in _OLD_PUBLIC:
+        assert hasattr(models, name), name
+    for module in (architectures, training):
+        for name in module.__all__:
+            assert getattr(models, name) is getattr(module, name), name
+    assert set(models.__all__) == {*architectures.__all__, *training.__all__}
+    assert models._DIGITS_MODEL["width"] == 0.125  # the CLI's import, for now
+
+
+def test_make_digits_classifier_is_the_recipe_network():
+    config = make_digits_classifier(random_state=0).skvmf_config
+    assert config == {
+        "arch": "vgg16",
+        "n_classes": 10,
+        "width": 0.125,
+        "input_size": 32,
+        "in_channels": 3,
+        "batch_norm": True,
+        "dropout": 0.0,
+    }
+    assert make_digits_classifier("resnet18", 3).skvmf_config["dropout"] is None
+    vit = make_digits_classifier("vit", 4, random_state=0).skvmf_config
+    assert vit == {
+        "arch": "vit",
+        "n_classes": 4,
+        "input_size": 16,
+        "patch_size": 4,
+        "depth": 4,
+        "n_heads": 4,
+        "dim": 64,
+        "mlp_dim": 128,
+        "in_channels": 3,
+        "dropout": 0.0,
+    }
+    assert make_digits_classifier(width=0.25).skvmf_config["width"] == 0.25
+    a = make_digits_classifier(random_state=3).state_dict()
+    b = make_classifier("vgg16", 10, random_state=3, **models._DIGITS_MODEL)
+    assert _states_equal(a, b.state_dict())
+    with pytest.raises(ValueError, match="unknown option"):
+        make_digits_classifier(learning_rate=1.0)
+    with pytest.raises(ValueError, match="width"):
+        make_digits_classifier(width=-1.0)  # handed on, and validated there
+    with pytest.raises(ValueError, match="arch"):
+        make_digits_classifier("alexnet")
+
+
+def _frozen_bn_net():
+    net = make_classifier(
+        "vgg16", 3, width=0.0625, input_size=8, batch_norm=True, random_state=0
+    )
+    net.train()
+    net.features[1].eval()  # a frozen BatchNorm in a fine-tuning model
+    return net
+
+
+def _modes(model):
+    return [m.training for m in model.modules()]
+
+
+def test_evaluate_and_recalibration_restore_every_submodule_mode():
+    net = _frozen_bn_net()
+    before = _modes(net)
+    X, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2] * 2)
+    evaluate(net, (X, y), batch_size=4)
+    assert _modes(net) == before
+    batches = training._Batches((X, y), 4, False, None, "data")
+    _recalibrate_batchnorm(net, batches, torch.device("cpu"), 6)
+    assert _modes(net) == before
+    assert all(
+        m.momentum == 0.1 for m in net.modules() if isinstance(m, nn.BatchNorm2d)
+    )
+    with pytest.raises(ValueError, match="labels must be class indices"):
+        evaluate(net, (X, y + 1))  # label 3 for 3 outputs, seen in the pass
+    assert _modes(net) == before
+
+
+def test_training_refuses_bad_labels_and_values(tmp_path):
+    model = make_classifier("vgg16", 3, width=0.0625, input_size=8, random_state=0)
+    X, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2] * 2)
+    cases = [
+        ((X, y + 1), {}, r"train_data: labels must be class indices in \[0, 3\)"),
+        ((X, y - 1), {}, "got label -1"),
+        ((X.to(torch.complex64), y), {}, "images must be real"),
+        ((X * float("nan"), y), {}, "NaN"),
+        (
+            torch.utils.data.TensorDataset(X, y + 5),
+            {},
+            r"labels must be class indices .*got label 7",
+        ),
+        ((X, y), {"batch_size": 0}, "batch_size"),
+        ((X, y), {"lr": float("inf")}, "lr"),
+        ((X, y), {"lr": float("nan")}, "lr"),
+        ((X, y), {"weight_decay": -1.0}, "weight_decay"),
+        ((X, y), {"momentum": 1.0}, "momentum"),
+        ((X, y), {"max_shift": -1}, "max_shift"),
+        ((X, y), {"recalibrate_bn": -1}, "recalibrate_bn"),
+        ((X, y), {"random_state": -1}, "random_state"),
+        ((X, y), {"verbose": -1}, "verbose"),
+        ((X, y), {"checkpoint_dir": 3}, "checkpoint_dir"),
+    ]
+    for data, kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            train_classifier(model, data, epochs=1, **kwargs)
+    with pytest.raises(ValueError, match="val_data: labels"):
+        train_classifier(model, (X, y), epochs=1, val_data=(X, y + 3))
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate(model, (X, y), batch_size=0)
+    with pytest.raises(ValueError, match="n_iterations"):
+        default_checkpoint_iterations(-1)
+    with pytest.raises(ValueError, match="width"):
+        train_digits_classifier(width=0.0)  # refused before any data is loaded
+    with pytest.raises(ValueError, match="epochs"):
+        train_digits_classifier(epochs=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"input_size": 10, "patch_size": 4}, "multiple of patch_size"),
+        ({"dim": 30, "n_heads": 4}, "must divide dim"),
+        ({"depth": 0}, "depth"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"n_classes": 1}, "n_classes"),
+    ],
+)
+def test_make_vit_classifier_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_vit_classifier(**kwargs)
+
+
+def test_a_checkpoint_config_is_validated_even_inside_a_validated_call(tmp_path):
+    model = make_classifier("vgg16", 2, width=0.0625, input_size=8, random_state=0)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "iteration": 0,
+            "config": dict(model.skvmf_config, width=-1.0),
+            "accuracy": None,
+        },
+        tmp_path / "bad.pt",
+    )
+    with pytest.raises(ValueError, match=r"bad\.pt.*does not describe.*width"):
+        load_checkpoint(tmp_path / "bad.pt")
+    # nested in a function whose own validation skips nested calls
+    from sklearn import config_context
+
+    with (
+        config_context(skip_parameter_validation=True),
+        pytest.raises(ValueError, match=r"bad\.pt.*width"),
+    ):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_trainer_is_a_scikit_learn_style_object():
+    from sklearn.base import clone
+
+    trainer = Trainer(epochs=2, batch_size=4, random_state=3)
+    assert clone(trainer).get_params() == trainer.get_params()
+    X = torch.randn(8, 3, 8, 8)
+    y = torch.tensor([0, 1] * 4)
+    model = make_classifier("resnet18", 2, width=0.0625, input_size=8, random_state=0)
+    result = trainer.fit(model, (X, y))
+    assert trainer.n_iter_ == result.n_iterations == 4
+    assert trainer.get_params()["epochs"] == 2  # parameters unchanged by fit
+    with pytest.raises(ValueError, match="optimizer"):
+        Trainer(optimizer="rmsprop").fit(model, (X, y))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 10**7))
+def test_default_checkpoint_iterations_property(n):
+    its = default_checkpoint_iterations(n)
+    assert its == sorted(set(its))
+    assert its[0] == 0 and its[-1] == n and all(0 <= it <= n for it in its)
+    assert len(its) <= 10
+    # every eighth of the run is there (rounded), as documented
+    assert {int(round(k * n / 8)) for k in range(9)} <= set(its)
