@@ -107,7 +107,7 @@ def features(size):
     return ext.transform(X), y
 
 
-def run_phase(phase="held_out", size="toy", workdir=None):
+def run_phase(phase="held_out", size="toy", workdir=None, *, n_seeds=None):
     """One row per (seed, align_weight): held-out L_sim and L_align per layer.
 
     ``workdir`` is accepted for a uniform interface: nothing is written.
@@ -118,7 +118,7 @@ def run_phase(phase="held_out", size="toy", workdir=None):
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for seed in repeat_seeds(0, plan["n_seeds"]):
+        for seed in repeat_seeds(0, n_seeds or plan["n_seeds"]):
             proj = skvmf.SampleProjector(random_state=seed, **plan["projector"])
             proj.fit(fs[fit])
             fit_fs, held_fs = proj.transform(fs[fit]), proj.transform(fs[held])
@@ -163,9 +163,7 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="toy size, seconds")
     args = parser.parse_args(argv)
     size = "toy" if args.smoke else "full"
-    if not args.smoke:
-        SIZES["full"]["n_seeds"] = args.seeds
-    rows = run_phase("held_out", size)
+    rows = run_phase("held_out", size, n_seeds=None if args.smoke else args.seeds)
     print(tables(rows, SIZES[size]["layers"]))
     return rows
 

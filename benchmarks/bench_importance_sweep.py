@@ -139,12 +139,14 @@ def table(rows, title, first, key):
     return "\n".join(lines)
 
 
-def planted_rows(size="toy", *, seeds=(0,), variants=tuple(VARIANTS), steps=None):
+def planted_rows(
+    size="toy", *, Ks=None, seeds=(0,), variants=tuple(VARIANTS), steps=None
+):
     """One row per (K, seed, variant) of the planted sweep."""
     plan = SIZES[size]
     steps = steps or plan["steps"]
     rows = []
-    for K in plan["K"]:
+    for K in Ks or plan["K"]:
         for seed in seeds:
             f, P, where = planted(K, N=plan["N"], R=plan["R"], seed=seed)
             for v in variants:
@@ -232,8 +234,9 @@ def main(argv=None):
     if args.save_digits:
         save_digits(args.save_digits)
         args.digits = args.digits or args.save_digits
-    SIZES["full"]["K"] = args.K
-    rows = planted_rows("full", seeds=args.seeds, variants=variants, steps=args.steps)
+    rows = planted_rows(
+        "full", Ks=args.K, seeds=args.seeds, variants=variants, steps=args.steps
+    )
     many = len(args.seeds) > 1
     print()
     print(
