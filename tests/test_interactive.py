@@ -234,3 +234,67 @@ def test_figure_script_cannot_close_its_element():
     data = json.loads(spec.group(1))["data"]
     # the raw name survives the escape in the WebGL label text
     assert names[0] in [t.get("text", ["", ""])[1] for t in data]
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_sample_space_keeps_extreme_magnitudes(scale):
+    # float32 would turn 1e300 into inf and 1e-300 into 0: such points are
+    # kept in float64, and the hover strength to six significant digits
+    rng = np.random.default_rng(4)
+    g = rng.normal(size=(12, 3))
+    fig = plot_sample_space_interactive(g * scale, np.arange(12) % 3, _unit(rng, 3))
+    for trace in _points(fig):
+        for (image, _, strength), xyz in zip(trace.customdata, _xyz(trace)):
+            k = int(image)
+            np.testing.assert_allclose(xyz / scale, g[k], rtol=1e-12)
+            assert strength / scale == pytest.approx(np.linalg.norm(g[k]), rel=1e-5)
+    reach = np.linalg.norm(g, axis=1).max()
+    assert fig.layout.scene.xaxis.range[1] / scale == pytest.approx(1.2 * reach)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda g, y, mu: plot_sample_space_interactive(g, y + 1, mu),
+            "labels must lie in",
+        ),
+        (
+            lambda g, y, mu: plot_sample_space_interactive(g, y, mu, predicted=y - 1),
+            "predicted must lie in",
+        ),
+        (
+            lambda g, y, mu: plot_sample_space_interactive(g * np.nan, y, mu),
+            "g contains NaN",
+        ),
+        (
+            lambda g, y, mu: plot_sample_space_interactive(g + 0j, y, mu),
+            "g must be real",
+        ),
+        (
+            lambda g, y, mu: plot_sample_space_interactive(g, y, mu, max_points=-1),
+            "max_points",
+        ),
+        (
+            lambda g, y, mu: plot_layer_regions_interactive(
+                {"a": g.reshape(3, 3, 3)}, mu, grid=(2, 2)
+            ),
+            "grid",
+        ),
+        (
+            lambda g, y, mu: plot_sample_evolution_interactive(
+                [
+                    {"iteration": 0, "g": g, "directions": mu},
+                    {"iteration": 1, "g": g * np.inf, "directions": mu},
+                ],
+                y,
+            ),
+            r"frames\[1\]\['g'\]",
+        ),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(make, match):
+    rng = np.random.default_rng(5)
+    g, y, mu = rng.normal(size=(9, 3)), np.arange(9) % 3, _unit(rng, 3)
+    with pytest.raises(ValueError, match=match):
+        make(g, y, mu)
