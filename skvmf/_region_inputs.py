@@ -103,7 +103,8 @@ def finite_matrix(x, name: str, dtype=np.float64) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D array; got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    # torch refuses read-only memory (memmaps, joblib's shared arrays)
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def channel_weights_tensor(channel_weights, like: torch.Tensor, anchors):

@@ -647,10 +647,10 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
         """
         device = resolve_device(self.device)
         regions, P, G = self._inputs(X, soft_labels, g)
-        n_cand = self._candidates_per_anchor(G.shape[0])
         # validate every layer before any (long) fit starts
         for name, value in regions.items():
             regions_tensor(value, "cpu", name=f"regions[{name!r}]", min_regions=2)
+        n_cand = self._candidates_per_anchor(G.shape[0])
         self._start_attributes(regions, G.shape[1], n_cand)
         results = self._fit_layers(regions, P, G, device)
         for name, result in zip(regions, results):

@@ -3,6 +3,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.linalg import orthogonal_procrustes
 from scipy.special import log_softmax, softmax, xlogy
 from scipy.stats import entropy, pearsonr
@@ -799,3 +801,67 @@ def test_lr_auto_and_adam_divergence_message():
         )
     with pytest.raises(ValueError, match=r"InvalidParameterError|lr"):
         SampleProjector(lr="fast").fit(F, soft_labels=P)
+
+
+# ---------------------------------------------------------------------------
+# bad input and magnitudes (hypothesis)
+# ---------------------------------------------------------------------------
+def _spoil(x, how):
+    """x made complex (numpy or torch) or given a NaN / inf entry."""
+    x = np.array(x, dtype=np.float64)
+    if how == "complex":
+        return x + 1j
+    if how == "complex tensor":
+        return torch.tensor(x + 1j)
+    x.flat[1] = np.nan if how == "nan" else np.inf
+    return x
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    how=st.sampled_from(["complex", "complex tensor", "nan", "inf"]),
+    argument=st.sampled_from(["X", "soft_labels", "init"]),
+)
+def test_bad_input_is_a_value_error_naming_it(how, argument):
+    F, P, _ = _clusters(n=12, n_classes=3, dim=5)
+    args = {"X": F, "soft_labels": P, "init": np.full((3, 5), 0.1)}
+    args[argument] = _spoil(args[argument], how)
+    init = args.pop("init")
+    # check_array's own words for NaN in X ("Input X contains NaN")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a cast would warn; none may happen
+        with pytest.raises(ValueError, match=argument):
+            SampleProjector(max_iter=2, init=init).fit(**args)
+
+
+@_NO_STEP_WARNING
+def test_read_only_input_fits_as_writable():
+    F, P, _ = _clusters(n=30, n_classes=3, dim=6)
+    ro_F, ro_P = F.copy(), P.copy()
+    ro_F.flags.writeable = ro_P.flags.writeable = False
+    kw = {"max_iter": 5, "random_state": 0}
+    a = SampleProjector(**kw).fit(ro_F, soft_labels=ro_P)
+    b = SampleProjector(**kw).fit(F, soft_labels=P)
+    np.testing.assert_array_equal(a.components_, b.components_)
+    np.testing.assert_array_equal(a.transform(ro_F), b.transform(F))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), exponent=st.floats(-30, 30))
+def test_procrustes_is_scale_free(seed, exponent):
+    # safe norms: the unit vectors of the second pass at any magnitude
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(20, 3))
+    B = A @ _random_orthogonal(rng) + 0.1 * rng.normal(size=A.shape)
+    c = 10.0**exponent
+    np.testing.assert_allclose(
+        procrustes_rotation(A * c, B * c), procrustes_rotation(A, B), atol=1e-9
+    )
+
+
+def test_fit_sequence_settings_are_validated():
+    F, P, _ = _clusters(n=12, n_classes=3, dim=5)
+    sets = [FeatureSet(sample=F, soft_labels=P)]
+    for kwargs, name in [({"n_average": 0}, "n_average"), ({"trim": 1.0}, "trim")]:
+        with pytest.raises(ValueError, match=f"'{name}' parameter of fit_sequence"):
+            SampleProjector(max_iter=2).fit_sequence(sets, **kwargs)
