@@ -7,12 +7,14 @@ from _mp_reference import mp_log_iv
 from scipy import integrate, stats
 
 from skvmf._bessel import bessel_ratio
-from skvmf.vmf import (
+from skvmf._kappa_table import (
     _asymptote_offset,
     _rbar_quadrature,
     _revised_kappa_slopes,
     _revised_kappa_table,
     _unit_table,
+)
+from skvmf.vmf import (
     estimate_kappa,
     fit_vmf,
     log_normalizer,
