@@ -7,9 +7,15 @@ write_report`). ``skvmf analyze`` runs the same analysis on a user's network
 and images. Progress goes to stderr, the summary tables to stdout.
 
 Errors end with one line on stderr, ``skvmf: error: ...``, and exit status 2
-for a usage error (an unknown option, a bad value) or 1 for a failure while
-running (a missing file, an unknown layer, weights that do not fit the
-architecture); ``--debug`` shows the traceback instead.
+for a usage error (an unknown option, a bad value, an ``--out`` folder that
+holds other files than an earlier skvmf report, without ``--force``) or 1 for
+a failure while running (a missing, unreadable, corrupt or crafted file,
+named in the message; an unwritable ``--out``; an unknown layer; weights that
+do not fit the architecture); ``--debug`` shows the traceback instead. Every
+check that needs no computation runs before the first one that does.
+
+The network, its checkpoints and the images are resolved by
+:mod:`skvmf.sources`, which :func:`skvmf.analyze` shares.
 """
 
 from __future__ import annotations
