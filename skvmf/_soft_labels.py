@@ -9,15 +9,26 @@ overflows (see :func:`softmax_of_logits`).
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import log_softmax
+from sklearn.utils._param_validation import Interval, validate_params
 
 _RANGE_TOL = 1e-6
 _SUM_TOL = 1e-4
 
 
+@validate_params(
+    {
+        "P": ["array-like"],
+        "n_samples": [Interval(Integral, 0, None, closed="left"), None],
+        "from_logits": ["boolean"],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "name": [str],
+    },
+    prefer_skip_nested_validation=True,
+)
 def check_soft_labels(
     P,
     *,
@@ -74,7 +85,7 @@ def check_soft_labels(
     arr = _as_real_matrix(P, name, n_samples)
     _check_finite(arr, name)
     if from_logits:
-        return softmax_of_logits(arr, _check_temperature(temperature))
+        return softmax_of_logits(arr, float(temperature))
     return _checked_probabilities(arr, name)
 
 
@@ -120,17 +131,6 @@ def _check_finite(arr, name):
         raise ValueError(
             f"{name} must be finite; row {row} contains {arr[row][~finite[row]][0]}"
         )
-
-
-def _check_temperature(temperature):
-    if (
-        not isinstance(temperature, numbers.Real)
-        or isinstance(temperature, bool)
-        or not np.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise ValueError(f"temperature must be a positive number; got {temperature!r}")
-    return float(temperature)
 
 
 def softmax_of_logits(logits, temperature):
