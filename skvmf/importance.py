@@ -91,6 +91,7 @@ def draw_candidates(n_samples, n_candidates=100, *, anchors=None, random_state=N
 
     Examples
     --------
+    >>> import numpy as np
     >>> from skvmf.importance import draw_candidates
     >>> S = draw_candidates(10, 4, random_state=0)
     >>> S.shape
