@@ -483,9 +483,9 @@ class Trainer(BaseEstimator):
     objectives: ``compute_loss(model, X, y) -> (loss, logits)`` replaces the
     plain cross-entropy, and ``extra_parameters`` (e.g. a distillation
     adapter) are optimised with the model's. :meth:`fit` runs one training;
-    each step is a method: :meth:`_train_batch`, :meth:`_train_epoch`,
-    :meth:`_record_epoch` (evaluation and progress), :meth:`_save_checkpoint`
-    and :meth:`_stop_if_diverged`.
+    each step is a method: ``_train_batch``, ``_train_epoch``,
+    ``_record_epoch`` (evaluation and progress), ``_save_checkpoint`` and
+    ``_stop_if_diverged`` (the early stop on a non-finite loss).
 
     Attributes
     ----------
