@@ -34,7 +34,7 @@ __all__ = ["main"]
 PROG = "skvmf"
 
 # torchvision's standard-size architectures (``--arch NAME``); the same names
-# with ``skvmf:`` are the small-input variants of skvmf.models.make_classifier
+# with ``skvmf:`` are the small-input variants of skvmf.architectures.make_classifier
 _CNN_ARCHS = ("vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
 # torchvision's vision transformers: 224 px inputs (their positional
 # embeddings are built for it); regions are the patch tokens
@@ -231,20 +231,21 @@ The network comes from one of:
       transformers vit_b_16, vit_b_32 and swin_t (images at 224 px; their
       regions are the patch tokens). With the prefix 'skvmf:' (e.g.
       skvmf:vgg16_bn) it is skvmf's small-input variant of the same
-      architecture (skvmf.models.make_classifier; --width and --input-size
-      apply), or skvmf:vit, the small ViT of the digits recipe
-      (skvmf.models.make_vit_classifier; --input-size applies). FILE holds
-      the weights: a state_dict, or a dict with a 'model' or 'state_dict'
-      entry.
+      architecture (skvmf.architectures.make_classifier; --width and
+      --input-size apply), or skvmf:vit, the small ViT of the digits recipe
+      (skvmf.architectures.make_vit_classifier; --input-size applies). FILE
+      holds the weights: a state_dict, or a dict with a 'model' or
+      'state_dict' entry.
   --model-factory MODULE:FUNCTION [--checkpoint FILE]
       FUNCTION (in an importable module, or a file path.py) returns the
       nn.Module; it is called with num_classes=C when it takes that argument,
       else with no argument. FILE, when given, holds its weights.
   --checkpoint FILE alone
-      a checkpoint written by skvmf (skvmf.models.train_classifier), which
+      a checkpoint written by skvmf (skvmf.training.train_classifier), which
       rebuilds its own architecture.
-Weights are always read with torch.load(weights_only=True): no code in a
-checkpoint runs.
+Weights are always read with torch.load(weights_only=True), and CIFAR-10
+batches by an unpickler that builds only numpy arrays: no code in a file runs.
+A file that cannot be read is named in a one-line error.
 
 The images are an ImageFolder tree (DIR/<class>/<image>, or
 DIR/<split>/<class>/<image> with --split) or CIFAR-10 in its python format
@@ -802,7 +803,7 @@ def _student_specs(args) -> list[str]:
 
 def _train_teacher(args, out: Path):
     """The digits recipe's VGG-16-BN, with checkpoints in ``out/checkpoints``."""
-    from .models import train_digits_classifier
+    from .training import train_digits_classifier
 
     _say(args, "training the teacher: VGG-16-BN (width 1/8) on the digits")
     return train_digits_classifier(

@@ -70,8 +70,8 @@ _TORCHVISION_CNNS = (
 _TORCHVISION_TRANSFORMERS = ("vit_b_16", "vit_b_32", "swin_t")
 #: Every ``arch`` name :func:`resolve_model` takes: torchvision's networks at
 #: their standard size, and with the prefix ``skvmf:`` skvmf's small-input
-#: variants (:func:`skvmf.models.make_classifier`) and small ViT
-#: (:func:`skvmf.models.make_vit_classifier`).
+#: variants (:func:`skvmf.architectures.make_classifier`) and small ViT
+#: (:func:`skvmf.architectures.make_vit_classifier`).
 ARCHITECTURES = (
     *_TORCHVISION_CNNS,
     *_TORCHVISION_TRANSFORMERS,
@@ -157,7 +157,7 @@ def _skvmf_config(obj) -> dict | None:
 
 def _build_from_config(config: dict, name: str) -> nn.Module:
     """The (untrained) skvmf network a checkpoint's config describes."""
-    from .models import make_classifier, make_vit_classifier
+    from .architectures import make_classifier, make_vit_classifier
 
     options = {k: v for k, v in config.items() if k != "arch"}
     try:
@@ -288,7 +288,7 @@ def _one_checkpoint(path: Path, position: int, build, dev) -> tuple[int, nn.Modu
 
 
 def _mark_skvmf(model: nn.Module, obj: Mapping) -> None:
-    """The attributes skvmf.models.load_checkpoint gives a skvmf checkpoint's
+    """The attributes skvmf.training.load_checkpoint gives a skvmf checkpoint's
     network: its training iteration and recorded test accuracy."""
     model.skvmf_iteration = int(obj.get("iteration", 0))
     model.skvmf_accuracy = obj.get("accuracy")
@@ -306,7 +306,7 @@ def load_checkpoints(checkpoints, *, build=None, device="cpu") -> list:
     """Every checkpoint of a training run, as (iteration, network) pairs.
 
     Each file is read once, with ``torch.load(weights_only=True)``. A
-    checkpoint written by skvmf (:func:`skvmf.models.train_classifier`)
+    checkpoint written by skvmf (:func:`skvmf.training.train_classifier`)
     rebuilds its own architecture; any other holds plain weights (see
     :func:`load_checkpoint`), loaded into a fresh ``build()``. The iteration
     is the file's ``iteration``, ``step``, ``global_step`` or ``epoch``
@@ -338,7 +338,7 @@ def load_checkpoints(checkpoints, *, build=None, device="cpu") -> list:
     Examples
     --------
     >>> import tempfile, pathlib, torch
-    >>> from skvmf.models import make_classifier
+    >>> from skvmf.architectures import make_classifier
     >>> from skvmf.sources import load_checkpoints
     >>> def build():
     ...     return make_classifier("vgg16", 2, width=0.0625, input_size=16)
@@ -511,7 +511,7 @@ class ModelSource:
         return self._build_named(int(n_classes))
 
     def _build_named(self, n_classes: int) -> nn.Module:
-        from .models import make_classifier, make_vit_classifier
+        from .architectures import make_classifier, make_vit_classifier
 
         if self.factory is not None:
             return _call_factory(self.factory, self.factory_name, n_classes)
@@ -790,7 +790,7 @@ def check_model(model, dataset, layers=None) -> list[str]:
     Examples
     --------
     >>> from skvmf.datasets import load_digits_images
-    >>> from skvmf.models import make_classifier
+    >>> from skvmf.architectures import make_classifier
     >>> from skvmf.sources import check_model
     >>> model = make_classifier("vgg16", 10, width=0.0625, input_size=16)
     >>> check_model(model, load_digits_images("test", size=16), ["conv_53"])
