@@ -14,6 +14,13 @@
   :func:`plot_sample_space_interactive`,
   :func:`plot_layer_regions_interactive` (layer slider),
   :func:`plot_sample_evolution_interactive` (checkpoint slider).
+
+Parameters are validated declaratively (scikit-learn's ``validate_params``)
+and the data before drawing: NaN or infinite values, complex arrays, wrong
+shapes, empty input, class indices out of range and channels-last images are
+a ``ValueError`` naming the argument, never a figure with points silently
+missing. Extreme magnitudes (1e-300..1e300) are drawn with overflow-safe
+norms and colour scales.
 """
 
 from ._analysis import (

@@ -200,6 +200,8 @@ def plot_sample_space(
     Returns
     -------
     matplotlib.figure.Figure
+        Coordinates beyond 1e-100..1e100 are drawn in units of their power
+        of ten (named in the title, kept as ``fig.skvmf_unit``; 1 otherwise).
     """
     g, labels, mu = _space_data(g, labels, directions, max_points)
     colors = class_colors(len(mu))

@@ -609,7 +609,9 @@ def plot_embedding(
     Returns
     -------
     fig : matplotlib Figure
-        The figure with one scatter collection per class.
+        The figure with one scatter collection per class. Coordinates beyond
+        1e-100..1e100 are drawn in units of their power of ten (named in the
+        title, kept as ``fig.skvmf_unit``; 1 otherwise).
 
     Examples
     --------
