@@ -17,7 +17,6 @@ Every name below is importable from here as before.
 
 from __future__ import annotations
 
-from ._digits_recipe import DIGITS_MODEL as _DIGITS_MODEL  # noqa: F401 (cli)
 from .architectures import (
     ARCHITECTURES,
     make_classifier,

@@ -460,6 +460,7 @@ from hypothesis import strategies as st  # noqa: E402
 import skvmf.architectures as architectures  # noqa: E402
 import skvmf.models as models  # noqa: E402
 import skvmf.training as training  # noqa: E402
+from skvmf._digits_recipe import DIGITS_MODEL  # noqa: E402
 from skvmf.architectures import make_digits_classifier, make_vit_classifier  # noqa: E402
 from skvmf.training import Trainer, _recalibrate_batchnorm  # noqa: E402
 
@@ -484,7 +485,6 @@ def test_models_reexports_every_public_name_of_its_two_modules():
         for name in module.__all__:
             assert getattr(models, name) is getattr(module, name), name
     assert set(models.__all__) == {*architectures.__all__, *training.__all__}
-    assert models._DIGITS_MODEL["width"] == 0.125  # the CLI's import, for now
 
 
 def test_make_digits_classifier_is_the_recipe_network():
@@ -514,7 +514,7 @@ def test_make_digits_classifier_is_the_recipe_network():
     }
     assert make_digits_classifier(width=0.25).skvmf_config["width"] == 0.25
     a = make_digits_classifier(random_state=3).state_dict()
-    b = make_classifier("vgg16", 10, random_state=3, **models._DIGITS_MODEL)
+    b = make_classifier("vgg16", 10, random_state=3, **DIGITS_MODEL)
     assert _states_equal(a, b.state_dict())
     with pytest.raises(ValueError, match="unknown option"):
         make_digits_classifier(learning_rate=1.0)
