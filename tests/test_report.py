@@ -527,7 +527,7 @@ def test_rewriting_a_folder_removes_stale_parts(result, plain, tmp_path):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["not", "a", "dict"], "extra must be a dict"),
+        (["not", "a", "dict"], "'extra' parameter of write_report must be"),
         ({"rows": [1, 2]}, r"extra\['rows'\] must be"),
         ({"obj": object()}, r"extra\['obj'\] must be"),
     ],
@@ -538,9 +538,12 @@ def test_bad_extra(plain, tmp_path, extra, match):
 
 
 def test_bad_inputs(plain, tmp_path):
-    with pytest.raises(ValueError, match="must be an AnalysisResult"):
-        write_report({"knowledge": []}, tmp_path)
-    with pytest.raises(ValueError, match="dpi must be an integer"):
-        write_report(plain, tmp_path, dpi=0)
-    with pytest.raises(ValueError, match="interactive must be True or False"):
-        write_report(plain, tmp_path, interactive="yes")
+    """Bad arguments are refused before anything is written."""
+    out = tmp_path / "report"
+    with pytest.raises(ValueError, match="'result' parameter .*AnalysisResult"):
+        write_report({"knowledge": []}, out)
+    with pytest.raises(ValueError, match="'dpi' parameter .* range \\[10, inf\\)"):
+        write_report(plain, out, dpi=0)
+    with pytest.raises(ValueError, match="'interactive' parameter .* bool"):
+        write_report(plain, out, interactive="yes")
+    assert not out.exists()
