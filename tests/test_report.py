@@ -544,6 +544,6 @@ def test_bad_inputs(plain, tmp_path):
         write_report({"knowledge": []}, out)
     with pytest.raises(ValueError, match="'dpi' parameter .* range \\[10, inf\\)"):
         write_report(plain, out, dpi=0)
-    with pytest.raises(ValueError, match="'interactive' parameter .* bool"):
+    with pytest.raises(ValueError, match="'interactive' parameter .*'bool'"):
         write_report(plain, out, interactive="yes")
     assert not out.exists()
