@@ -16,6 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+# the knowledge table's columns, in the order every view shows them
+KNOWLEDGE_COLUMNS = (
+    "layer",
+    "mean_count",
+    "mean_reliable",
+    "reliable_ratio",
+    "vote_accuracy",
+    "mean_cos_h_g",
+)
+
 
 def columns(records: Sequence[dict]) -> list[str]:
     """Column names in first-seen order."""

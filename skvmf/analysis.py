@@ -202,9 +202,7 @@ class AnalysisResult:
             _tables.to_text(_tables.with_intervals([self.projection])),
             "",
             f"Knowledge points per layer (tau = {self.counter.tau})",
-            _tables.to_text(
-                _tables.with_intervals(_select(self.knowledge, _KNOWLEDGE_COLUMNS))
-            ),
+            _tables.to_text(self._knowledge_rows()),
         ]
         if self.emergence:
             parts += [
@@ -277,6 +275,12 @@ class AnalysisResult:
         paths["results"].write_text(json.dumps(self.to_dict(), indent=2))
         return paths
 
+    def _knowledge_rows(self):
+        """The knowledge table's display columns, intervals as ``[low, high]``."""
+        return _tables.with_intervals(
+            _select(self.knowledge, _tables.KNOWLEDGE_COLUMNS)
+        )
+
     def _repr_html_(self) -> str:
         """HTML summary for Jupyter: the run, the findings and the knowledge
         points per layer (values escaped)."""
@@ -302,7 +306,7 @@ class AnalysisResult:
             )
         parts.append(
             _tables.to_html(
-                _tables.with_intervals(_select(self.knowledge, _KNOWLEDGE_COLUMNS)),
+                self._knowledge_rows(),
                 caption=f"Knowledge points per layer (tau = {self.counter.tau})",
             )
         )
@@ -526,16 +530,6 @@ class AnalysisResult:
         if self.loss_curves:
             makers["loss_curves"] = self.plot_loss_curves
         return {name: make() for name, make in makers.items()}
-
-
-_KNOWLEDGE_COLUMNS = (
-    "layer",
-    "mean_count",
-    "mean_reliable",
-    "reliable_ratio",
-    "vote_accuracy",
-    "mean_cos_h_g",
-)
 
 
 def _select(records, cols):

@@ -892,17 +892,12 @@ class _Page:
         self.section(
             "projection", _table_html([result.projection], "Projection quality")
         )
-        cols = (
-            "layer",
-            "mean_count",
-            "mean_reliable",
-            "reliable_ratio",
-            "vote_accuracy",
-            "mean_cos_h_g",
-        )
         self.section(
             "knowledge",
-            _table_html(_columns(result.knowledge, cols), "Knowledge points per image"),
+            _table_html(
+                _columns(result.knowledge, _tables.KNOWLEDGE_COLUMNS),
+                "Knowledge points per image",
+            ),
             {"tau": _esc(result.counter.tau)},
         )
         if "layer_regions" in self.images:
