@@ -619,28 +619,35 @@ def _images_and_labels(images, labels):
     return X, y.astype(np.int64)
 
 
-def _checkpoint_models(checkpoints, device) -> list[tuple[int, torch.nn.Module]]:
-    """(iteration, model) pairs from a directory, paths, or pairs."""
-    from .models import list_checkpoints, load_checkpoint
+def _checkpoint_models(
+    checkpoints, device, model=None
+) -> list[tuple[int, torch.nn.Module]]:
+    """(iteration, model) pairs from a folder, files, models or pairs.
+
+    Files are read as ``skvmf analyze --checkpoints-dir`` reads them
+    (:func:`skvmf.sources.load_checkpoints`: ``weights_only``, errors that
+    name the file): an skvmf checkpoint rebuilds its own network, plain
+    weights are loaded into a copy of ``model``.
+    """
+    import copy
+    import functools
+
+    from .sources import load_checkpoints
 
     if checkpoints is None:
         return []
+    build = None if model is None else functools.partial(copy.deepcopy, model)
     if isinstance(checkpoints, (str, Path)):
-        found = list_checkpoints(checkpoints)
-        if not found:
-            raise ValueError(f"no skvmf checkpoints found in {str(checkpoints)!r}")
-        return [(it, load_checkpoint(path, device=device)) for it, path in found]
-    out = []
+        return load_checkpoints(checkpoints, build=build, device=device)
+    out, files = [], []
     for k, item in enumerate(checkpoints):
         if isinstance(item, tuple) and len(item) == 2:
-            it, model = item
-            if isinstance(model, (str, Path)):
-                model = load_checkpoint(model, device=device)
-            out.append((int(it), model))
+            it, net = item
+            if isinstance(net, (str, Path)):
+                [(_, net)] = load_checkpoints([net], build=build, device=device)
+            out.append((int(it), net))
         elif isinstance(item, (str, Path)):
-            ckpt = torch.load(item, map_location="cpu", weights_only=True)
-            it = int(ckpt.get("iteration", k)) if isinstance(ckpt, dict) else k
-            out.append((it, load_checkpoint(item, device=device)))
+            files.append(item)
         elif isinstance(item, torch.nn.Module):
             out.append((k, item))
         else:
@@ -648,6 +655,8 @@ def _checkpoint_models(checkpoints, device) -> list[tuple[int, torch.nn.Module]]
                 "checkpoints must be a directory, checkpoint paths, models or "
                 f"(iteration, model) pairs; item {k} is {type(item).__name__}"
             )
+    if files:
+        out += load_checkpoints(files, build=build, device=device)
     return sorted(out, key=lambda pair: pair[0])
 
 
@@ -1203,7 +1212,7 @@ def _networks(model, checkpoints, students, device) -> dict:
     """Step 2: the analysed networks by key: the model, its checkpoints
     (``("checkpoint", iteration)``) and the students (``("student", name)``)."""
     networks = {_MAIN: model}
-    for iteration, net in _checkpoint_models(checkpoints, device):
+    for iteration, net in _checkpoint_models(checkpoints, device, model):
         networks[("checkpoint", iteration)] = net
     for name, student in (students or {}).items():
         networks[("student", str(name))] = student
@@ -1497,7 +1506,12 @@ def analyze(
     classes : list of str, optional
         Category names (default the Dataset's ``classes`` or "0".."C-1").
     checkpoints : directory, list of paths, models or (iteration, model), optional
-        Training checkpoints for the emergence analysis.
+        Training checkpoints for the emergence analysis, read as ``skvmf
+        analyze --checkpoints-dir`` reads them
+        (:func:`skvmf.sources.load_checkpoints`): skvmf checkpoints rebuild
+        their network; files of plain weights (``state_dict``) are loaded
+        into a copy of ``model``. The iteration is the file's own, else the
+        number in its name.
     attack : bool or dict, optional
         ``True`` for :func:`skvmf.attacks.pgd_attack` with epsilon = 8/255 of
         the pixel range when ``std`` is known (0.1 input units otherwise), or

@@ -21,7 +21,6 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
@@ -46,6 +45,10 @@ from skvmf._layout import check_grid, check_reshape, resolve_layout, to_maps
 from skvmf._progress import message, progress
 from skvmf._torch_utils import resolve_device, resolve_dtype
 from skvmf.features import FeatureSet
+
+# the checkpoint reader lives with the other file readers (skvmf.sources);
+# re-exported so that ``from skvmf.extraction import load_checkpoint`` works
+from skvmf.sources import load_checkpoint
 
 __all__ = ["TorchFeatureExtractor", "load_checkpoint"]
 
@@ -975,99 +978,3 @@ default="features"
         elif isinstance(fitted, _PackedModule):
             state["model_"] = fitted.unpack()
         super().__setstate__(state)
-
-
-def load_checkpoint(model: nn.Module, path_or_file, device="cpu") -> nn.Module:
-    """Load weights into ``model`` from a checkpoint, safely.
-
-    Uses ``torch.load(..., weights_only=True)`` (no arbitrary code runs).
-    The file holds a bare ``state_dict`` or a dict with a ``"model"`` or
-    ``"state_dict"`` entry (other entries such as ``"epoch"`` are ignored);
-    a ``"module."`` prefix (DataParallel) is removed. Keys and shapes are
-    compared with the architecture first.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The architecture; loaded in place and moved to ``device``.
-    path_or_file : str, path or file-like
-        The checkpoint.
-    device : str or torch.device, default="cpu"
-        Where the weights go.
-
-    Returns
-    -------
-    torch.nn.Module
-        ``model`` with the checkpoint's weights.
-
-    Raises
-    ------
-    ValueError
-        When the file is not a weights-only checkpoint, or its keys or shapes
-        do not match the architecture (a few mismatches are listed).
-
-    Examples
-    --------
-    >>> import io, torch, torchvision
-    >>> from skvmf.extraction import load_checkpoint
-    >>> trained = torchvision.models.resnet18(weights=None, num_classes=3)
-    >>> buffer = io.BytesIO()
-    >>> torch.save({"model": trained.state_dict(), "epoch": 7}, buffer)
-    >>> _ = buffer.seek(0)
-    >>> fresh = load_checkpoint(torchvision.models.resnet18(num_classes=3), buffer)
-    >>> bool(torch.equal(fresh.fc.weight, trained.fc.weight))
-    True
-    """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    dev = resolve_device(device)
-    try:
-        obj = torch.load(path_or_file, map_location=dev, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"could not read checkpoint {path_or_file!r}: {exc}") from exc
-    except Exception as exc:  # UnpicklingError for non-weights content
-        raise ValueError(
-            f"checkpoint {path_or_file!r} is not a weights-only file "
-            f"(torch.load(weights_only=True) refused it): {exc}"
-        ) from exc
-    state = obj
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], Mapping):
-                state = obj[key]
-                break
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise ValueError(
-            "the checkpoint must be a state_dict (str -> tensor) or a dict with a "
-            f"'model' or 'state_dict' entry; got {type(obj).__name__} with keys "
-            f"{list(obj)[:8] if isinstance(obj, Mapping) else None}"
-        )
-    expected = model.state_dict()
-    if (
-        state
-        and all(k.startswith("module.") for k in state)
-        and not any(k.startswith("module.") for k in expected)
-    ):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[:4]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:4]})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:4]})")
-        raise ValueError(
-            f"checkpoint does not match {type(model).__name__}: " + "; ".join(parts)
-        )
-    model.load_state_dict(state, strict=True)
-    return model.to(dev)

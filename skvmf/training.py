@@ -36,6 +36,7 @@ from torch import nn
 
 from ._digits_recipe import split_overrides
 from ._hooks import evaluating
+from ._io import read_torch
 from ._progress import message, progress
 from ._torch_utils import resolve_device, seed_of
 from .architectures import (
@@ -960,19 +961,18 @@ def train_digits_classifier(
 # --------------------------------------------------------------------------
 
 
-def _read_checkpoint(path) -> dict:
-    """The checkpoint's dict, loaded without code; ValueError naming the file."""
+def _read_checkpoint(path, *, require_skvmf: bool = True) -> dict | None:
+    """The checkpoint's dict, loaded without code (``_io.read_torch``).
+
+    A file that cannot be read is always a ValueError naming it. A readable
+    file that is not an skvmf checkpoint is one too, or ``None`` when
+    ``require_skvmf=False`` (a folder may hold other weights).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint file {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise ValueError(
-            f"{str(path)!r} is not a skvmf checkpoint "
-            f"(torch.load(weights_only=True) failed: {exc})"
-        ) from exc
+    ckpt = read_torch(path, what="checkpoint file")
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in _CHECKPOINT_KEYS):
+        if not require_skvmf:
+            return None
         found = (
             sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         )
@@ -1087,8 +1087,9 @@ def list_checkpoints(directory) -> list[tuple[int, Path]]:
     Parameters
     ----------
     directory : str or path-like
-        Folder to scan for ``*.pt`` / ``*.pth`` files; files that are not
-        skvmf checkpoints are skipped.
+        Folder to scan for ``*.pt`` / ``*.pth`` files; readable files that
+        are not skvmf checkpoints (other weights) are skipped, a file that
+        cannot be read is a ``ValueError`` naming it.
 
     Returns
     -------
@@ -1108,9 +1109,7 @@ def list_checkpoints(directory) -> list[tuple[int, Path]]:
         raise ValueError(f"checkpoint directory {str(directory)!r} does not exist")
     found = []
     for path in sorted([*directory.glob("*.pt"), *directory.glob("*.pth")]):
-        try:
-            ckpt = _read_checkpoint(path)
-        except ValueError:
-            continue
-        found.append((int(ckpt["iteration"]), path))
+        ckpt = _read_checkpoint(path, require_skvmf=False)
+        if ckpt is not None:
+            found.append((int(ckpt["iteration"]), path))
     return sorted(found, key=lambda item: (item[0], str(item[1])))

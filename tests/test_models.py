@@ -265,8 +265,11 @@ def test_checkpoints_roundtrip(tmp_path, tiny_digits):
     assert result.n_iterations == 10 and len(result.history["loss"]) == 2
     assert [it for it, _ in result.checkpoints] == [0, 3, 10]
     assert list_checkpoints(tmp_path / "ckpt") == result.checkpoints
+    # a file that cannot be read is named, not skipped
     (tmp_path / "ckpt" / "other.pt").write_bytes(b"not a checkpoint")
-    assert list_checkpoints(tmp_path / "ckpt") == result.checkpoints
+    with pytest.raises(ValueError, match=r"other\.pt'"):
+        list_checkpoints(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "other.pt").unlink()
     for iteration, path in result.checkpoints:
         ckpt = torch.load(path, weights_only=True)
         assert set(ckpt) == {"state_dict", "iteration", "config", "accuracy"}
@@ -388,7 +391,7 @@ def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
-    with pytest.raises(ValueError, match="not a skvmf checkpoint"):
+    with pytest.raises(ValueError, match=r"junk\.pt' .*(corrupt|not plain weights)"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="expected keys"):
@@ -422,6 +425,15 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "partial.pt")
     with pytest.raises(ValueError, match="does not exist"):
         list_checkpoints(tmp_path / "nowhere")
+    # a corrupt file in a checkpoint folder is named, never silently skipped;
+    # readable weights that are not skvmf checkpoints are skipped
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.save({"weights": torch.zeros(2)}, folder / "other.pt")
+    assert list_checkpoints(folder) == []
+    (folder / "broken.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match=r"broken\.pt' .*(corrupt|not plain)"):
+        list_checkpoints(folder)
 
 
 # ---------------------------------------------------------------- the recipe
