@@ -16,7 +16,7 @@ import torch
 
 from . import _matching as _mk
 from ._progress import progress
-from ._torch_utils import RowMomentumSGD
+from ._torch.utils import RowMomentumSGD
 
 
 class _KeptPoint:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ._matching import MAX_REGIONS
-from ._torch_utils import real_array, resolve_device
+from ._torch.utils import real_array, resolve_device
 
 _DTYPE = torch.float32
 # kappa_m = 1000 is the reference's value for K = 512 channels (SPEC 4)

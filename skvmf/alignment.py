@@ -53,8 +53,7 @@ from ._region_inputs import (
     resolve_kappa_m,
 )
 from ._soft_labels import check_soft_labels
-from ._torch_kappa import TorchKappa
-from ._torch_utils import (
+from ._torch.utils import (
     MomentumSGD,
     real_array,
     resolve_device,
@@ -62,6 +61,7 @@ from ._torch_utils import (
     torch_generator,
     unit_rows,
 )
+from ._torch_kappa import TorchKappa
 from .features import FeatureSet
 from .importance import (
     draw_candidates,

@@ -27,7 +27,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 from . import _tables
 from ._convergence import curve_summary
 from ._progress import message, progress
-from ._torch_utils import to_numpy
+from ._torch.utils import to_numpy
 from ._uncertainty import Resampler, mean_of, pearson_of, ratio_of
 from .alignment import RegionalAligner
 from .attacks import embedding_change, pgd_attack

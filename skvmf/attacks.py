@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, validate_params
 
-from ._hooks import check_finite, evaluating, finite_logits
-from ._images import as_images
 from ._progress import progress
-from ._torch_utils import (
+from ._torch.hooks import check_finite, evaluating, finite_logits
+from ._torch.images import as_images
+from ._torch.utils import (
     resolve_device,
     safe_norm,
     torch_generator,

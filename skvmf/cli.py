@@ -685,7 +685,7 @@ def _use_agg() -> None:
 
 
 def _check_device(name: str) -> None:
-    from ._torch_utils import resolve_device
+    from ._torch.utils import resolve_device
 
     resolve_device(name)
 
@@ -790,7 +790,7 @@ def _student_specs(args) -> list[str]:
     specs = [] if args.no_students else [p.strip() for p in args.students.split(",")]
     specs = [spec for spec in specs if spec]
     if any(spec != "logits" for spec in specs):
-        from ._layers import detect_architecture, resolve_layer
+        from ._torch.layers import detect_architecture, resolve_layer
         from .architectures import make_digits_classifier
 
         probe = make_digits_classifier("vgg16", 10)

@@ -32,7 +32,7 @@ from sklearn.utils._param_validation import (
 from torch.nn import functional as F
 from torch.utils.data import Dataset, Subset
 
-from ._io import file_error, read_pickle
+from ._torch.files import file_error, read_pickle
 
 __all__ = [
     "IMAGENET_MEAN",

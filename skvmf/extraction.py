@@ -9,7 +9,7 @@ average pooling to one common grid and stored as R = H * W rows of K values.
 
 Forward hooks (not graph tracing) capture the layers, so any
 ``torch.nn.Module`` works; the paper's layer names (``conv_53``, ``conv_5``,
-``layer_18`` ...) resolve by the model's structure (see :mod:`skvmf._layers`).
+``layer_18`` ...) resolve by the model's structure (see :mod:`skvmf._torch.layers`).
 :func:`load_checkpoint` loads user weights safely (``weights_only=True``).
 """
 
@@ -31,9 +31,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from skvmf._hooks import Capture, check_finite, evaluating, finite_logits
-from skvmf._images import check_batch, image_batches
-from skvmf._layers import (
+from skvmf._progress import message, progress
+from skvmf._torch.hooks import Capture, check_finite, evaluating, finite_logits
+from skvmf._torch.images import check_batch, image_batches
+from skvmf._torch.layers import (
     detect_architecture,
     first_conv_channels,
     last_linear,
@@ -41,9 +42,8 @@ from skvmf._layers import (
     resolve_layer,
     set_conv5_stride1,
 )
-from skvmf._layout import check_grid, check_reshape, resolve_layout, to_maps
-from skvmf._progress import message, progress
-from skvmf._torch_utils import resolve_device, resolve_dtype
+from skvmf._torch.layout import check_grid, check_reshape, resolve_layout, to_maps
+from skvmf._torch.utils import resolve_device, resolve_dtype
 from skvmf.features import FeatureSet
 
 # the checkpoint reader lives with the other file readers (skvmf.sources);
@@ -59,14 +59,14 @@ _SAME_AS_MODEL = "__skvmf_model_is_model__"
 # -- one forward pass ---------------------------------------------------------
 class _Pass:
     """One batch's features, captured with the shared hooks of
-    :mod:`skvmf._hooks`.
+    :mod:`skvmf._torch.hooks`.
 
     Each regional layer's output is read by its layout, pooled to the grid
     and checked finite inside its hook (so full maps never pile up, and a
     layer producing NaN is named with the batch at once); the sample feature
     is the input or the (pooled) output of its module. Hooks are removed on
     exit, also after an exception; evaluation mode is the caller's
-    :func:`~skvmf._hooks.evaluating`.
+    :func:`~skvmf._torch.hooks.evaluating`.
     """
 
     def __init__(self, model, regions, sample, grid, reshapes=None):
@@ -378,7 +378,7 @@ class TorchFeatureExtractor(TransformerMixin, BaseEstimator):
         ``model.named_modules()`` or the paper's aliases (VGG ``conv_12`` ...
         ``conv_53``; ResNet ``conv_1`` ... ``conv_5``; MobileNet-V2
         ``layer_4`` ... ``layer_18``; torchvision ViT / Swin ``block_1`` ...
-        ``block_12``; table in :mod:`skvmf._layers`). ``None`` takes the
+        ``block_12``; table in :mod:`skvmf._torch.layers`). ``None`` takes the
         paper's five layers of a recognised CNN (evenly spaced encoder blocks of
         a ViT or Swin); for other
         models it means no regional layers (an error when ``output`` needs
@@ -710,7 +710,7 @@ default="features"
 
     def _batches(self, X, batch_size):
         """``X`` as batches of CPU tensors (any image source of
-        :mod:`skvmf._images`); a FeatureSet is refused by name."""
+        :mod:`skvmf._torch.images`); a FeatureSet is refused by name."""
         if isinstance(X, FeatureSet):
             raise ValueError(
                 "X is a FeatureSet (features already extracted); the extractor "

@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ._hooks import evaluating, finite_logits
-from ._images import all_images, check_dtype, class_per_image
-from ._layout import check_grid
-from ._torch_utils import resolve_device
+from ._torch.hooks import evaluating, finite_logits
+from ._torch.images import all_images, check_dtype, class_per_image
+from ._torch.layout import check_grid
+from ._torch.utils import resolve_device
 
 __all__ = [
     "compare_faithfulness",
@@ -248,7 +248,7 @@ def _run(
 @validate_params(
     {
         "model": [torch.nn.Module],
-        "images": "no_validation",  # any image source, checked by skvmf._images
+        "images": "no_validation",  # any image source, checked by skvmf._torch.images
         "maps": ["array-like", torch.Tensor],
         "target": [None, Integral, "array-like", torch.Tensor],
         "grid": [None, tuple, list],

@@ -28,7 +28,8 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from torch import nn
 
-from ._hooks import (
+from ._progress import progress
+from ._torch.hooks import (
     Capture,
     check_finite,
     evaluating,
@@ -36,10 +37,9 @@ from ._hooks import (
     model_dtype,
     resolve_layer,
 )
-from ._images import check_batch, first_conv_channels, image_batches
-from ._layout import check_reshape, layer_maps
-from ._progress import progress
-from ._torch_utils import resolve_device
+from ._torch.images import check_batch, first_conv_channels, image_batches
+from ._torch.layout import check_reshape, layer_maps
+from ._torch.utils import resolve_device
 
 # the constraints every function here shares
 _RUN = {
@@ -48,7 +48,7 @@ _RUN = {
     "device": [None, str, torch.device],
 }
 _LAYER = {
-    "images": "no_validation",  # checked by skvmf._images (any image source)
+    "images": "no_validation",  # checked by skvmf._torch.images (any image source)
     "layer": [str, nn.Module],
     "reshape": [None, str, callable],
 }
@@ -69,7 +69,7 @@ def _run_layer(
     """Run ``model`` over ``images`` in batches and hand each batch's maps of
     ``layer`` to ``on_batch(start, maps)``.
 
-    The one loop of this module: any image source (see :mod:`skvmf._images`),
+    The one loop of this module: any image source (see :mod:`skvmf._torch.images`),
     evaluation mode with the modes and device restored, a hook that is
     removed also after an exception (raised by ``on_batch`` too), and the
     maps checked finite, so a network producing NaN is named at once.

@@ -35,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skvmf._arrays import check_real, power_of_two_scale, refuse_complex
 from skvmf._ties import first_min
-from skvmf._torch_utils import safe_norm
+from skvmf._torch.utils import safe_norm
 from skvmf.prediction_tree import (
     FilterPredictionTree,
     PredictionPath,

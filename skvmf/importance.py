@@ -44,7 +44,7 @@ from ._region_inputs import (
     resolve_kappa_m,
 )
 from ._soft_labels import check_soft_labels
-from ._torch_utils import real_array, torch_generator, unit_rows
+from ._torch.utils import real_array, torch_generator, unit_rows
 
 __all__ = [
     "draw_candidates",

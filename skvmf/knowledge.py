@@ -30,7 +30,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._arrays import refuse_complex
-from ._torch_utils import safe_norm, to_numpy, unit_rows
+from ._torch.utils import safe_norm, to_numpy, unit_rows
 from .features import FeatureSet
 
 __all__ = ["KnowledgePointCounter"]

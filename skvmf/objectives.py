@@ -9,7 +9,7 @@ scalar ``*``). Activation maximisation (:mod:`skvmf.synthesis`) ascends
 them; the gradient views (:mod:`skvmf.saliency`) differentiate them.
 
 Transformer tokens and channels-last outputs are read as (N, K, H, W) maps
-by the one layout rule of :mod:`skvmf._layout`.
+by the one layout rule of :mod:`skvmf._torch.layout`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import validate_params
 
-from ._hooks import as_logits
-from ._images import per_image_index
-from ._layout import LayerOutputs, check_reshape
+from ._torch.hooks import as_logits
+from ._torch.images import per_image_index
+from ._torch.layout import LayerOutputs, check_reshape
 
 __all__ = [
     "Objective",

@@ -51,14 +51,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._convergence import warn_if_not_falling
 from ._progress import message, progress
 from ._soft_labels import check_soft_labels
-from ._torch_kappa import TorchKappa
-from ._torch_utils import (
+from ._torch.utils import (
     MomentumSGD,
     real_array,
     resolve_device,
     safe_norm,
     torch_generator,
 )
+from ._torch_kappa import TorchKappa
 from .features import FeatureSet
 
 __all__ = ["SampleProjector", "procrustes_rotation"]
@@ -242,7 +242,7 @@ class _Adam:
     """``torch.optim.Adam``'s update (no amsgrad, coupled weight decay) for
     one tensor, written out so that fitting does not import torch's
     compiler stack; reads and clears ``param.grad`` like
-    :class:`~skvmf._torch_utils.MomentumSGD`."""
+    :class:`~skvmf._torch.utils.MomentumSGD`."""
 
     def __init__(self, param, *, lr, weight_decay):
         self.param, self.lr, self.weight_decay = param, lr, weight_decay

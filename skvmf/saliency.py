@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import validate_params
 from torch import nn
 
-from ._hooks import Capture, Hooks, evaluating, finite_logits, resolve_layer
-from ._images import all_images, class_per_image
-from ._layout import LayerOutputs, check_reshape, layer_maps, to_maps
-from ._torch_utils import resolve_device
+from ._torch.hooks import Capture, Hooks, evaluating, finite_logits, resolve_layer
+from ._torch.images import all_images, class_per_image
+from ._torch.layout import LayerOutputs, check_reshape, layer_maps, to_maps
+from ._torch.utils import resolve_device
 from .objectives import channel_mean, filter_output, layer_mean, logit
 
 _POOLING = (
@@ -60,7 +60,7 @@ _POOLING = (
 
 
 # the constraints of the public functions; images are checked by
-# skvmf._images (any image source), the rest by the functions themselves
+# skvmf._torch.images (any image source), the rest by the functions themselves
 _COMMON = {
     "model": [nn.Module],
     "images": "no_validation",
@@ -196,7 +196,7 @@ def input_gradient(
         The network, returning logits (N, n_classes) when no layer is given.
     images : array-like of shape (N, C, H, W), Dataset or DataLoader
         Images in the model's input space (numpy or torch), or any image
-        source of :mod:`skvmf._images` (datasets, data loaders).
+        source of :mod:`skvmf._torch.images` (datasets, data loaders).
     target : int, array-like of shape (N,) or None, default=None
         Class whose logit is differentiated; ``None`` takes each image's
         predicted class. Not allowed together with ``layer``.

@@ -40,9 +40,9 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from . import datasets
-from ._io import file_error, read_torch
-from ._layers import detect_architecture, module_names, resolve_layer
-from ._torch_utils import resolve_device
+from ._torch.files import file_error, read_torch
+from ._torch.layers import detect_architecture, module_names, resolve_layer
+from ._torch.utils import resolve_device
 
 __all__ = [
     "ARCHITECTURES",
@@ -796,7 +796,7 @@ def check_model(model, dataset, layers=None) -> list[str]:
     >>> check_model(model, load_digits_images("test", size=16), ["conv_53"])
     ['features.29']
     """
-    from ._hooks import evaluating, model_device
+    from ._torch.hooks import evaluating, model_device
 
     image = torch.as_tensor(dataset[0][0]).float()[None]
     try:

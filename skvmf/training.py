@@ -35,10 +35,10 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from ._digits_recipe import split_overrides
-from ._hooks import evaluating
-from ._io import read_torch
 from ._progress import message, progress
-from ._torch_utils import resolve_device, seed_of
+from ._torch.files import read_torch
+from ._torch.hooks import evaluating
+from ._torch.utils import resolve_device, seed_of
 from .architectures import (
     ARCHITECTURES,
     make_classifier,
@@ -962,7 +962,7 @@ def train_digits_classifier(
 
 
 def _read_checkpoint(path, *, require_skvmf: bool = True) -> dict | None:
-    """The checkpoint's dict, loaded without code (``_io.read_torch``).
+    """The checkpoint's dict, loaded without code (``_torch.files.read_torch``).
 
     A file that cannot be read is always a ValueError naming it. A readable
     file that is not an skvmf checkpoint is one too, or ``None`` when

@@ -15,8 +15,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvmf import _matching as mk
 from skvmf import alignment
+from skvmf._torch.utils import torch_generator
 from skvmf._torch_kappa import TorchKappa
-from skvmf._torch_utils import torch_generator
 from skvmf.alignment import (
     RegionalAligner,
     draw_candidates,

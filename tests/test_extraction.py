@@ -20,7 +20,7 @@ from sklearn.utils import estimator_checks
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from skvmf._layers import detect_architecture
+from skvmf._torch.layers import detect_architecture
 from skvmf.extraction import TorchFeatureExtractor, load_checkpoint
 from skvmf.features import FeatureSet
 

@@ -239,7 +239,7 @@ def test_cuda_matches_cpu(images):
 
 
 # --------------------------------------------------------------------------
-# the one image input (skvmf._images), seen from three modules
+# the one image input (skvmf._torch.images), seen from three modules
 
 
 class _Images(torch.utils.data.Dataset):
@@ -363,7 +363,7 @@ def test_input_checker_property():
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
 
-    from skvmf._images import as_images
+    from skvmf._torch.images import as_images
 
     net = nn.Sequential(nn.Conv2d(2, 1, 1)).double()
     dtypes = st.sampled_from(
@@ -461,7 +461,7 @@ def test_inf_logits_are_refused_by_the_gradient_views():
 
 
 def test_hooks_and_modes_are_restored_after_an_exception():
-    from skvmf._hooks import Capture, Hooks, evaluating
+    from skvmf._torch.hooks import Capture, Hooks, evaluating
 
     net = _net(inplace=False)
     net[1].eval()  # mixed modes come back mixed
@@ -483,7 +483,7 @@ def test_hooks_and_modes_are_restored_after_an_exception():
 
 
 def test_capture_names_a_module_that_did_not_run_or_ran_twice():
-    from skvmf._hooks import Capture
+    from skvmf._torch.hooks import Capture
 
     relu = nn.ReLU()
     net = nn.Sequential(nn.Conv2d(1, 1, 1), relu, relu).double()

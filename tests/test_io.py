@@ -1,4 +1,4 @@
-"""Reading user files without running their code: skvmf._io."""
+"""Reading user files without running their code: skvmf._torch.files."""
 
 import io
 import os
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skvmf._io import RestrictedUnpickler, read_pickle, read_torch
+from skvmf._torch.files import RestrictedUnpickler, read_pickle, read_torch
 
 # A CIFAR-10 batch as Python 2 and numpy 1 wrote it (cPickle protocol 2):
 # {'data': arange(6, uint8).reshape(2, 3), 'labels': [0, 1]}, opcode by opcode.

@@ -5,8 +5,8 @@ import torch
 import torchvision
 from torch import nn
 
-from skvmf._layers import detect_architecture
-from skvmf._layout import check_reshape, resolve_layout, to_maps
+from skvmf._torch.layers import detect_architecture
+from skvmf._torch.layout import check_reshape, resolve_layout, to_maps
 
 
 def _with_norm():
@@ -127,14 +127,14 @@ def test_four_d_grid_of_no_layout_names_reshape():
     [(None, None), (3, (3, 3)), ((2, 5), (2, 5)), ([1, 1], (1, 1))],
 )
 def test_check_grid_accepts_an_int_or_a_pair(grid, expected):
-    from skvmf._layout import check_grid
+    from skvmf._torch.layout import check_grid
 
     assert check_grid(grid) == expected
 
 
 @pytest.mark.parametrize("grid", [0, (2, 0), (2, 2, 2), "4", (2.5, 2), True, (1j, 2)])
 def test_check_grid_refuses_everything_else(grid):
-    from skvmf._layout import check_grid
+    from skvmf._torch.layout import check_grid
 
     with pytest.raises(ValueError, match="grid must be None, a positive int"):
         check_grid(grid)

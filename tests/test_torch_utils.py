@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skvmf._torch_utils import (
+from skvmf._torch.utils import (
     MomentumSGD,
     resolve_device,
     resolve_dtype,
@@ -58,7 +58,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from skvmf._torch_utils import safe_norm, to_numpy, unit_rows  # noqa: E402
+from skvmf._torch.utils import safe_norm, to_numpy, unit_rows  # noqa: E402
 
 
 def test_to_numpy_refuses_complex_and_passes_arrays_through():

@@ -366,7 +366,7 @@ def test_grad_cam_agrees_with_pytorch_grad_cam(which, request):
 
 # -- the small ViT of the digits recipe ---------------------------------------------
 def test_small_vit_builds_and_reads_its_blocks():
-    from skvmf._layers import detect_architecture
+    from skvmf._torch.layers import detect_architecture
     from skvmf.models import make_vit_classifier
 
     model = make_vit_classifier(n_classes=3, random_state=0)

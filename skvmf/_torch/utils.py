@@ -1,6 +1,5 @@
-"""The shared private torch layer: devices, dtypes, seeds, one SGD step,
-to_numpy and overflow-safe norms. Hooks live in ``_hooks``, image input in
-``_images``, file reading in ``_io``."""
+"""Devices, dtypes, seeds, ``to_numpy``, overflow-safe norms and the one
+momentum-SGD step of the private torch layer (see ``skvmf._torch``)."""
 
 from __future__ import annotations
 

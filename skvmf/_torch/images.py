@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from ._hooks import model_dtype
+from .hooks import model_dtype
 
 
 def first_conv_channels(model: nn.Module) -> int | None:

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ._images import first_conv_channels  # noqa: F401 (one definition)
+from .images import first_conv_channels  # noqa: F401 (one definition)
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 

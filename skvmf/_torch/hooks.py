@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ._layout import output_error
+from .layout import output_error
 
 
 def layer_name(model: nn.Module, module: nn.Module) -> str:
@@ -42,7 +42,7 @@ def resolve_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
     if isinstance(layer, str):
         # module names, or the paper's aliases ("conv_53", "conv_5", "layer_18")
         # of a recognised architecture; a clear error with suggestions otherwise
-        from ._layers import detect_architecture, resolve_layer
+        from .layers import detect_architecture, resolve_layer
 
         name = resolve_layer(layer, model, detect_architecture(model))
         return name, dict(model.named_modules())[name]
