@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from _helpers import assert_no_hooks
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import softmax
 from sklearn.base import clone
@@ -116,12 +117,6 @@ def images(n=3, size=64, channels=3, seed=0):
     return rng.normal(size=(n, channels, size, size)).astype(np.float32)
 
 
-def no_hooks(model):
-    return all(
-        not m._forward_hooks and not m._forward_pre_hooks for m in model.modules()
-    )
-
-
 # -- aliases ------------------------------------------------------------------
 ALIASES = {
     "vgg16": {
@@ -193,7 +188,7 @@ def test_aliases_shapes_and_defaults(name):
     assert fs.sample.shape == (2, dim)
     assert fs.logits.shape == (2, 10)
     assert fs.meta["layers"] == expected
-    assert no_hooks(model)
+    assert_no_hooks(model)
 
 
 def test_vgg_aliases_robust_to_adapted_features():
@@ -381,7 +376,7 @@ def test_hooks_removed_and_modes_restored_after_success_and_error():
     model.modes_seen.clear()
     first = ext.transform(X)
     assert model.modes_seen == [False, False, False]  # eval during extraction
-    assert no_hooks(model)
+    assert_no_hooks(model)
     assert {n: m.training for n, m in model.named_modules()} == before
     # dropout inactive: a second pass is identical and equals eval logits
     assert_array_equal(ext.transform(X).logits, first.logits)
@@ -389,7 +384,7 @@ def test_hooks_removed_and_modes_restored_after_success_and_error():
     bad = TorchFeatureExtractor(model, ["relu1", "fc"]).fit()
     with pytest.raises(ValueError, match="4-D"):
         bad.transform(X)
-    assert no_hooks(model)
+    assert_no_hooks(model)
     assert {n: m.training for n, m in model.named_modules()} == before
     # an error raised by the model itself on a later batch
     calls = []
@@ -405,7 +400,7 @@ def test_hooks_removed_and_modes_restored_after_success_and_error():
             ext.transform(X)
     finally:
         handle.remove()
-    assert no_hooks(model)
+    assert_no_hooks(model)
     assert {n: m.training for n, m in model.named_modules()} == before
 
 
@@ -414,7 +409,7 @@ def test_module_running_twice_is_refused():
     ext = TorchFeatureExtractor(model, ["layer1.0.relu"]).fit()
     with pytest.raises(ValueError, match="more than once"):
         ext.transform(images(1))
-    assert no_hooks(model)
+    assert_no_hooks(model)
 
 
 # -- outputs, sklearn ---------------------------------------------------------

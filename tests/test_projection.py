@@ -670,16 +670,6 @@ def test_lowest_loss_iterate_and_restarts():
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Pin torch to one thread (reductions may round differently with more)
-    and restore the caller's setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @_NO_STEP_WARNING
 def test_adam_update_is_torch_adam():
     F, P, _ = _clusters(n=40, dim=10)
