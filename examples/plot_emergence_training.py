@@ -25,9 +25,9 @@ from skvmf.models import list_checkpoints, train_digits_classifier
 # %%
 # Train and save checkpoints
 # --------------------------
-# With a ``checkpoint_dir``, :func:`~skvmf.models.train_digits_classifier`
+# With a ``checkpoint_dir``, :func:`~skvmf.training.train_digits_classifier`
 # saves the network at chosen optimizer steps. The default schedule
-# (:func:`~skvmf.models.default_checkpoint_iterations`) is dense early, where
+# (:func:`~skvmf.training.default_checkpoint_iterations`) is dense early, where
 # most changes happen; here we keep five of its steps to stay quick: the
 # untrained network, three early ones and the end of the six epochs
 # (132 steps). Each checkpoint also records the test accuracy at that step.

@@ -10,7 +10,7 @@ layer's map, resized to one common grid, one K-vector per grid cell).
 forward pass with hooks, for any ``torch.nn.Module``, and returns a
 :class:`~skvmf.features.FeatureSet`.
 
-This example uses a small VGG-16 built by :func:`skvmf.models.make_classifier`
+This example uses a small VGG-16 built by :func:`skvmf.architectures.make_classifier`
 for 32-pixel digits. The network is left untrained: the point here is the
 data flow, not what the network knows (the other examples train one).
 """

@@ -41,7 +41,7 @@ from skvmf.projection import SampleProjector
 # %%
 # A trained network and a few test images
 # ---------------------------------------
-# :func:`~skvmf.models.train_digits_classifier` trains torchvision's VGG-16,
+# :func:`~skvmf.training.train_digits_classifier` trains torchvision's VGG-16,
 # narrowed to 1/8 of its width, on 32-pixel digits (about twenty seconds on
 # a CPU). The analysis needs only a modest number of images: here 8 test
 # images of each digit, 80 in all.

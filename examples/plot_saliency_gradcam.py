@@ -29,7 +29,7 @@ from skvmf.saliency import cam, grad_cam, guided_backprop, input_gradient
 # %%
 # A trained network
 # -----------------
-# :func:`skvmf.models.train_digits_classifier` trains torchvision's
+# :func:`skvmf.training.train_digits_classifier` trains torchvision's
 # ResNet-18, narrowed to 1/8 of its width and adapted to 32-pixel inputs, on
 # the digits (about twenty seconds on a CPU). A ResNet ends in global average
 # pooling and one linear layer, which is what CAM needs.

@@ -431,7 +431,7 @@ def plot_prediction_tree(
     title="Filter-wise prediction tree",
     path_color="tab:red",
 ):
-    """A fitted :class:`~skvmf.hierarchy.FilterPredictionTree` with its filters.
+    """A fitted :class:`~skvmf.prediction_tree.FilterPredictionTree` with its filters.
 
     Leaves (training images) lie at the bottom in depth-first order; each
     merge sits at its height above the leaves and is labelled with its
