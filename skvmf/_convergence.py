@@ -8,10 +8,11 @@ warnings, :func:`skvmf.analyze`'s diagnostics table and the report agree.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+
+from . import _warn
 
 __all__ = ["curve_summary", "loss_fell", "warn_if_not_falling"]
 
@@ -80,11 +81,10 @@ def warn_if_not_falling(curve, stage: str, layer: str | None = None) -> bool | N
     if verdict is False:
         s = curve_summary(curve)
         where = f" at layer {layer!r}" if layer is not None else ""
-        warnings.warn(
+        _warn.warn(
             f"{stage}{where}: the loss did not fall (first {s['loss_first']:.6g}, "
             f"last {s['loss_last']:.6g} over {len(np.ravel(curve))} steps); the "
             "fitted parameters may be no better than their start",
             ConvergenceWarning,
-            stacklevel=3,
         )
     return verdict

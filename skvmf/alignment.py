@@ -27,7 +27,6 @@ in DNNs", NeurIPS 2021, and its supplement (Eq. 4-5, the align loss).
 from __future__ import annotations
 
 import math
-import warnings
 import zlib
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -41,6 +40,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _matching as _mk
+from . import _warn
 from ._convergence import warn_if_not_falling
 from ._importance_fit import fit_importance
 from ._progress import message, progress
@@ -673,12 +673,11 @@ class RegionalAligner(TransformerMixin, BaseEstimator):
                 f"other images); got {n_images}"
             )
         if self.n_candidates > n_images - 1:
-            warnings.warn(
+            _warn.warn(
                 f"n_candidates={self.n_candidates} but there are only "
                 f"{n_images - 1} other images per anchor; using "
                 f"n_candidates={n_images - 1}",
                 UserWarning,
-                stacklevel=3,
             )
             return n_images - 1
         return self.n_candidates

@@ -24,7 +24,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, validate_params
 
-from . import _tables
+from . import _tables, _warn
 from ._convergence import curve_summary
 from ._progress import message, progress
 from ._torch.utils import to_numpy
@@ -989,11 +989,10 @@ def _warn_diagnostics(table) -> None:
         for row in bad[:10]
     )
     more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-    warnings.warn(
+    _warn.warn(
         f"{len(bad)} fitted stage(s) did not lower their loss: {lines}{more}; "
         "see result.diagnostics",
         ConvergenceWarning,
-        stacklevel=3,
     )
 
 
@@ -1111,13 +1110,12 @@ def _intermediate_pair(iterations):
 def _warn_low_tau(tau, n_classes):
     """Every region is a knowledge point when ``tau <= 1/C``: say so."""
     if tau <= 1 / n_classes:
-        warnings.warn(
+        _warn.warn(
             f"tau={tau} is at or below 1/C = {1 / n_classes:.3g} for {n_classes} "
             "classes: the largest posterior of every region exceeds it, so every "
             "region is a knowledge point and the counts say nothing; use a tau "
             "above 1/C",
             UserWarning,
-            stacklevel=4,
         )
 
 
@@ -1689,7 +1687,7 @@ def _faithfulness(result, model, X_eval, params, device, random_state):
         cam, where = _grad_cam_maps(model, X_eval, target, deepest, device)
         maps[f"Grad-CAM {where}"] = cam
     except ValueError as exc:
-        warnings.warn(f"faithfulness: Grad-CAM left out ({exc})", stacklevel=3)
+        _warn.warn(f"faithfulness: Grad-CAM left out ({exc})")
     if any(isinstance(m, torch.nn.ReLU) for m in model.modules()):
         gb = guided_backprop(model, X_eval, target, device=device)
         maps["guided backprop"] = np.abs(np.asarray(gb)).max(axis=1)

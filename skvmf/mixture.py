@@ -11,7 +11,6 @@ scikit-learn only.
 
 from __future__ import annotations
 
-import warnings
 from numbers import Integral, Real
 from time import time
 
@@ -25,6 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from skvmf import _warn
 from skvmf._arrays import refuse_complex
 from skvmf._progress import message
 from skvmf.vmf import estimate_kappa, log_normalizer, revised_kappa
@@ -483,12 +483,11 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         """Set the best initialisation's parameters and convergence record."""
         self.converged_ = converged
         if not converged and self.max_iter > 0:
-            warnings.warn(
+            _warn.warn(
                 "Best performing initialization did not converge. Try different "
                 "init parameters, or increase max_iter, tol, or check for "
                 "degenerate data.",
                 ConvergenceWarning,
-                stacklevel=4,
             )
         self._set_parameters(params)
         self.n_iter_ = n_iter

@@ -644,3 +644,22 @@ def test_read_only_input_is_not_written():
     gm = RevisedVMFMixture(2, zero_norm="drop", random_state=0).fit(X)
     gm.predict_proba(X)
     np.testing.assert_array_equal(X, before)
+
+
+def test_convergence_warning_points_at_the_callers_line():
+    """Raised inside fit (under scikit-learn's fit wrapper), attributed to
+    the line that called fit."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skvmf import vmf
+
+    X = np.vstack(
+        [
+            vmf.sample(np.eye(3)[0], 5.0, 40, random_state=0),
+            vmf.sample(np.eye(3)[1], 5.0, 40, random_state=1),
+        ]
+    )
+    with pytest.warns(ConvergenceWarning) as rec:
+        RevisedVMFMixture(2, max_iter=1, tol=1e-12, random_state=0).fit(X)
+    files = {w.filename for w in rec if issubclass(w.category, ConvergenceWarning)}
+    assert files == {__file__}
