@@ -35,13 +35,13 @@ try:  # run from a checkout without installing the package
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
 import skvmf
 from skvmf.datasets import load_digits_images, subset_per_class
 from skvmf.models import list_checkpoints
+from skvmf.training import spread_checkpoints
 
 SHORT = {
     "projection_mimics_network": "agreement",
@@ -86,20 +86,6 @@ COLUMNS = ("setting", *SHORT.values(), "stages not falling", "seconds")
 PHASES = ("findings",)
 
 
-def spread(checkpoints, k):
-    """``k`` of the (iteration, path) pairs, first and last included, evenly
-    spread over the iterations of training (not over the list, which is
-    denser early), as ``skvmf demo`` chooses them."""
-    if k == 0 or not checkpoints:
-        return []
-    if k >= len(checkpoints):
-        return list(checkpoints)
-    its = np.array([it for it, _ in checkpoints], dtype=float)
-    targets = np.linspace(its[0], its[-1], k)
-    idx = np.unique([int(np.argmin(np.abs(its - t))) for t in targets])
-    return [checkpoints[i] for i in idx]
-
-
 def workload(ckpt, smoke):
     """The trained model, the chosen checkpoints and the images."""
     if smoke:
@@ -111,10 +97,11 @@ def workload(ckpt, smoke):
             classes=[0, 1, 2],
         )
         data = load_digits_images("test", classes=[0, 1, 2])
-        return model, spread(list_checkpoints(ckpt), 3), subset_per_class(data, 4)
+        chosen = spread_checkpoints(list_checkpoints(ckpt), 3)
+        return model, chosen, subset_per_class(data, 4)
     model, _ = skvmf.train_digits_classifier(checkpoint_dir=ckpt, random_state=0)
     data = subset_per_class(load_digits_images("test"), 12, random_state=0)
-    return model, spread(list_checkpoints(ckpt), 5), data
+    return model, spread_checkpoints(list_checkpoints(ckpt), 5), data
 
 
 def settings_of(label, kwargs, smoke):

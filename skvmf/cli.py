@@ -764,21 +764,6 @@ def _print_result(result, index, t0) -> None:
 # ---------------------------------------------------------------------------
 # skvmf demo: check, train, distil, analyse, report
 # ---------------------------------------------------------------------------
-def _spread(checkpoints: list, k: int) -> list:
-    """``k`` of the (iteration, path) pairs, evenly spread over the iterations
-    of training (not over the list, which is denser early), first and last."""
-    import numpy as np
-
-    if k == 0 or not checkpoints:
-        return []
-    if k >= len(checkpoints):
-        return list(checkpoints)
-    its = np.array([it for it, _ in checkpoints], dtype=float)
-    targets = np.linspace(its[0], its[-1], k)
-    idx = np.unique([int(np.argmin(np.abs(its - t))) for t in targets])
-    return [checkpoints[i] for i in idx]
-
-
 def _history_rows(history: dict) -> list[dict]:
     keys = list(history)
     n = max((len(v) for v in history.values()), default=0)
@@ -918,7 +903,9 @@ def _run_demo(args) -> int:
     t = time.perf_counter()
     teacher, training = _train_teacher(args, out)
     timings["training (s)"] = time.perf_counter() - t
-    chosen = _spread(training.checkpoints, k)
+    from .training import spread_checkpoints
+
+    chosen = spread_checkpoints(training.checkpoints, k)
     students, student_rows = {}, []
     if specs:
         t = time.perf_counter()

@@ -52,6 +52,7 @@ __all__ = [
     "default_checkpoint_iterations",
     "evaluate",
     "list_checkpoints",
+    "spread_checkpoints",
     "load_checkpoint",
     "train_classifier",
     "train_digits_classifier",
@@ -1113,3 +1114,46 @@ def list_checkpoints(directory) -> list[tuple[int, Path]]:
         if ckpt is not None:
             found.append((int(ckpt["iteration"]), path))
     return sorted(found, key=lambda item: (item[0], str(item[1])))
+
+
+@validate_params(
+    {"checkpoints": [list, tuple], "k": [Interval(Integral, 0, None, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
+def spread_checkpoints(checkpoints, k):
+    """``k`` checkpoints evenly spread over the iterations of training.
+
+    The first and the last are always kept; the others are the nearest to
+    evenly spaced iterations (not list positions: the default checkpoints
+    are denser early, :func:`default_checkpoint_iterations`). ``skvmf demo``
+    chooses the checkpoints of its emergence study this way.
+
+    Parameters
+    ----------
+    checkpoints : list of (int, object)
+        ``(iteration, anything)`` pairs sorted by iteration, e.g. the output
+        of :func:`list_checkpoints`.
+    k : int >= 0
+        How many to keep (all of them when ``k`` is at least their number).
+
+    Returns
+    -------
+    list of (int, object)
+        The chosen pairs, in order.
+
+    Examples
+    --------
+    >>> from skvmf.training import spread_checkpoints
+    >>> pairs = [(it, f"ckpt_{it}") for it in (0, 1, 2, 5, 10, 50, 100)]
+    >>> [it for it, _ in spread_checkpoints(pairs, 3)]
+    [0, 50, 100]
+    """
+    checkpoints = list(checkpoints)
+    if k == 0 or not checkpoints:
+        return []
+    if k >= len(checkpoints):
+        return checkpoints
+    its = np.array([it for it, _ in checkpoints], dtype=float)
+    targets = np.linspace(its[0], its[-1], k)
+    idx = np.unique([int(np.argmin(np.abs(its - t))) for t in targets])
+    return [checkpoints[i] for i in idx]

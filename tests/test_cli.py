@@ -17,8 +17,9 @@ from _helpers import read_csv, same_cell
 from PIL import Image
 
 import skvmf
-from skvmf.cli import _spread, main
+from skvmf.cli import main
 from skvmf.models import make_classifier, train_classifier
+from skvmf.training import spread_checkpoints
 
 CLASSES = ["blue", "green", "red"]
 QUICK = ["--quick", "--jobs", "1", "--threads", "1"]
@@ -120,12 +121,12 @@ def test_version_and_command_help(capsys):
 def test_spread_keeps_first_and_last():
     items = [(i * 10, f"p{i}") for i in range(7)]
     for k in range(2, 8):
-        chosen = _spread(items, k)
+        chosen = spread_checkpoints(items, k)
         assert len(chosen) == k
         assert chosen[0] == items[0] and chosen[-1] == items[-1]
         its = [it for it, _ in chosen]
         assert its == sorted(set(its))
-    assert _spread(items, 9) == items and _spread(items, 0) == []
+    assert spread_checkpoints(items, 9) == items and spread_checkpoints(items, 0) == []
 
 
 # ---------------------------------------------------------------------------
@@ -656,7 +657,7 @@ def test_demo_refuses_an_unknown_student_layer_before_training(tmp_path, capsys)
 
 def test_spread_follows_training_iterations_not_list_positions():
     its = [0, 8, 16, 33, 50, 66, 82, 99, 116, 132]  # dense at the start
-    chosen = _spread([(it, f"p{it}") for it in its], 5)
+    chosen = spread_checkpoints([(it, f"p{it}") for it in its], 5)
     assert [it for it, _ in chosen] == [0, 33, 66, 99, 132]
 
 
