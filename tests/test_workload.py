@@ -12,9 +12,10 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 import skvmf
-from skvmf.cli import DEMO_CHECKPOINTS, DEMO_N_PER_CLASS, _spread
+from skvmf.cli import DEMO_CHECKPOINTS, DEMO_N_PER_CLASS
 from skvmf.datasets import load_digits_images, subset_per_class
 from skvmf.models import list_checkpoints
+from skvmf.training import spread_checkpoints
 
 # one worker runs them all: the fixture trains and analyses for minutes
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("digits_workload")]
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("digits_workload")]
 def result(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("checkpoints")
     model, _ = skvmf.train_digits_classifier(checkpoint_dir=ckpt, random_state=0)
-    chosen = _spread(list_checkpoints(ckpt), DEMO_CHECKPOINTS)
+    chosen = spread_checkpoints(list_checkpoints(ckpt), DEMO_CHECKPOINTS)
     data = subset_per_class(
         load_digits_images("test"), DEMO_N_PER_CLASS, random_state=0
     )
