@@ -27,6 +27,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 from . import _tables, _warn
 from ._convergence import curve_summary
 from ._progress import message, progress
+from ._torch.images import all_images
 from ._torch.utils import to_numpy
 from ._uncertainty import Resampler, mean_of, pearson_of, ratio_of
 from .alignment import RegionalAligner
@@ -582,11 +583,15 @@ def _class_index(categories, result):
 # ---------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------
-def _images_and_labels(images, labels):
+def _images_and_labels(images, labels, model):
     """The images as a finite float32 (N, C, H, W) array and integer labels.
 
-    Complex or non-finite images and labels that are not one integer class
-    index per image are refused here, before any network runs.
+    The images pass the one image checker every network-running function
+    uses (:mod:`skvmf._torch.images`: rank, channels against the model's
+    first convolution, real dtype, finite values that fit the model's
+    dtype), so a bad batch fails here, with the same message as anywhere
+    else, before any network runs; labels must be one class index >= 0 per
+    image.
     """
     if isinstance(images, torch.utils.data.Dataset):
         from .datasets import as_arrays
@@ -596,18 +601,9 @@ def _images_and_labels(images, labels):
     else:
         if labels is None:
             raise ValueError("labels are required when images are an array or tensor")
-        X, y = to_numpy(images), to_numpy(labels)
-    if X.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W); got {X.shape}")
-    if X.dtype == object or X.dtype == bool or not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"images must be real numbers; got dtype {X.dtype}")
-    with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused next
-        X = X.astype(np.float32, copy=False)
-    if not np.isfinite(X).all():
-        raise ValueError(
-            "images contain NaN or infinite values (or values beyond float32's "
-            "range, about 3.4e38)"
-        )
+        X, y = images, to_numpy(labels)
+    X = all_images(X, model, torch.device("cpu")).numpy()
+    X = X.astype(np.float32, copy=False)
     if y.shape != (X.shape[0],):
         raise ValueError(
             f"labels must have shape ({X.shape[0]},), one per image; got {y.shape}"
@@ -1154,10 +1150,10 @@ class _Plan:
         )
 
 
-def _plan(images, labels, classes, mean, std, stage_params, run):
+def _plan(model, images, labels, classes, mean, std, stage_params, run):
     """Step 1: check the images, split them, draw the repeats' seeds and
     fill in every stage's parameters."""
-    X, y = _images_and_labels(images, labels)
+    X, y = _images_and_labels(images, labels, model)
     mean, std = _normalisation(images, mean, std)
     if classes is None:
         classes = getattr(images, "classes", None)
@@ -1602,7 +1598,7 @@ def analyze(
         "aligner": aligner_params,
         "counter": counter_params,
     }
-    plan = _plan(images, labels, classes, mean, std, stage_params, run)
+    plan = _plan(model, images, labels, classes, mean, std, stage_params, run)
     timings = {}
 
     def step(name):

@@ -323,11 +323,12 @@ def test_bad_input(workload, kwargs, match):
     [
         (lambda X: X.astype(np.complex64), "complex"),
         (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X), "NaN"),
-        (lambda X: X * 1e300, "NaN or infinite"),
+        (lambda X: X * 1e300, "too large for the model's dtype"),
         (lambda X: X.astype(object), "real numbers"),
         (lambda X: X[0], r"\(N, C, H, W\)"),
+        (lambda X: X[:, :1], "first convolution takes"),
     ],
-    ids=["complex", "nan", "beyond-float32", "object", "rank-3"],
+    ids=["complex", "nan", "beyond-float32", "object", "rank-3", "channels"],
 )
 def test_bad_images_are_refused_before_any_network_runs(workload, images, match):
     """Bad images fail at once with a message that names them; the model is
