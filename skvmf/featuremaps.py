@@ -136,7 +136,7 @@ def feature_maps(model, images, layer, *, reshape=None, batch_size=256, device="
         forward pass.
     reshape : None, {"nchw", "nhwc", "tokens"} or callable, default=None
         The layout of the layer's output. ``None`` infers it: transformer
-        tokens (N, P + H'*W', K) lose their P class/register tokens and fold
+        tokens ``(N, P + H'*W', K)`` lose their P class/register tokens and fold
         into the patch grid, channels-last maps (N, H', W', K) (Swin) are
         transposed (see :ref:`transformers`). A callable maps the raw output
         to (N, K, H', W'). An undecidable layout is a ``ValueError`` asking

@@ -505,7 +505,7 @@ def grad_cam(
     stays zero).
 
     Transformer layers work without a hand-written reshape: tokens
-    (N, P + H'*W', K) are read as the patch grid (the P class/register
+    ``(N, P + H'*W', K)`` are read as the patch grid (the P class/register
     tokens and their gradients dropped), Swin's channels-last maps
     (N, H', W', K) are transposed. At the output of a ViT's last block only
     the class token reaches the logits; the patch tokens' gradient is then
