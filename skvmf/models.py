@@ -30,6 +30,7 @@ from .training import (
     evaluate,
     list_checkpoints,
     load_checkpoint,
+    spread_checkpoints,
     train_classifier,
     train_digits_classifier,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "make_classifier",
     "make_digits_classifier",
     "make_vit_classifier",
+    "spread_checkpoints",
     "train_classifier",
     "train_digits_classifier",
 ]
