@@ -181,22 +181,25 @@ class AnalysisResult:
             }
         )
 
-    def summary(self) -> str:
-        """Plain-text tables for a terminal: findings first, then every table
-        with its intervals (``value [low, high]``) and the diagnostics."""
+    def _how_measured(self) -> str:
+        """Repeats, interval coverage and which images the figures are on."""
         conf = self.settings.get("confidence", 0.95)
         where = (
             "held-out images"
             if self.settings.get("n_held_out_images")
             else "the fit images (nothing held out)"
         )
-        head = (
+        return (
             f"{self.settings.get('n_repeats', 1)} repeat(s), "
             f"{100 * conf:.0f} % intervals over repeats and images, measured on "
             f"{where}"
         )
+
+    def summary(self) -> str:
+        """Plain-text tables for a terminal: findings first, then every table
+        with its intervals (``value [low, high]``) and the diagnostics."""
         parts = [
-            f"Findings ({head})",
+            f"Findings ({self._how_measured()})",
             _tables.to_text(_findings_rows(self.findings)),
             "",
             "Sample projection",
@@ -287,18 +290,11 @@ class AnalysisResult:
         points per layer (values escaped)."""
         import html
 
-        conf = self.settings.get("confidence", 0.95)
-        where = (
-            "held-out images"
-            if self.settings.get("n_held_out_images")
-            else "the fit images (nothing held out)"
-        )
         head = (
             f"<p><strong>skvmf AnalysisResult</strong>: {len(self.labels)} "
             f"images, {len(self.classes)} classes, layers "
             f"{html.escape(', '.join(map(str, self.layers)))}; "
-            f"{self.settings.get('n_repeats', 1)} repeat(s), {100 * conf:.0f} % "
-            f"intervals, measured on {where}.</p>"
+            f"{html.escape(self._how_measured())}.</p>"
         )
         parts = [head]
         if self.findings:

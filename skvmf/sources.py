@@ -40,7 +40,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from . import datasets
-from ._torch.files import file_error, read_torch
+from ._torch.files import file_error, read_torch, state_differences
 from ._torch.layers import detect_architecture, module_names, resolve_layer
 from ._torch.utils import resolve_device
 
@@ -119,13 +119,8 @@ def _load_state(model: nn.Module, state: Mapping, name: str) -> nn.Module:
     prefixed = all(k.startswith("module.") for k in state)
     if state and prefixed and not any(k.startswith("module.") for k in expected):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
+    missing, unexpected, mismatched = state_differences(expected, state)
+    shapes = [f"{k}: checkpoint {c} vs model {m}" for k, c, m in mismatched]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing keys (e.g. {missing[:4]})")

@@ -36,7 +36,7 @@ from torch import nn
 
 from ._digits_recipe import split_overrides
 from ._progress import message, progress
-from ._torch.files import read_torch
+from ._torch.files import read_torch, state_differences
 from ._torch.hooks import evaluating
 from ._torch.utils import resolve_device, seed_of
 from .architectures import (
@@ -1010,13 +1010,8 @@ def _model_from_config(config: dict, path) -> nn.Module:
 def _check_state_dict(model: nn.Module, given: dict, path, arch) -> None:
     """Same keys and shapes as the rebuilt model, or a ValueError saying which."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    wrong = [
-        f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in given and tuple(given[k].shape) != tuple(v.shape)
-    ]
+    missing, unexpected, mismatched = state_differences(expected, given)
+    wrong = [f"{k}: {c} vs {m}" for k, c, m in mismatched]
     parts = []
     if missing:
         parts.append(f"missing {len(missing)} (e.g. {missing[:3]})")

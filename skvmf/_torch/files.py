@@ -214,3 +214,17 @@ def read_torch(path_or_file, *, what: str = "checkpoint", map_location="cpu"):
         raise _open_error(name, what, exc) from exc
     except Exception as exc:  # UnpicklingError, RuntimeError, KeyError, EOFError ...
         raise file_error(name, what, _torch_reason(exc)) from exc
+
+
+def state_differences(expected, given):
+    """How a checkpoint's weights ``given`` differ from a model's ``expected``
+    state dict: ``(missing, unexpected, mismatched)`` with ``mismatched`` as
+    ``(key, checkpoint shape, model shape)``; all empty when they fit."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    mismatched = [
+        (k, tuple(given[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in given and tuple(given[k].shape) != tuple(v.shape)
+    ]
+    return missing, unexpected, mismatched
