@@ -301,7 +301,8 @@ def test_layer_objectives_increase(objective):
     assert net[1].inplace
 
 
-def test_same_layer_by_name_and_by_module():
+def test_same_layer_by_name_and_by_module(one_torch_thread):
+    # exact equality of two runs: one thread, so no reduction can split differently
     net = _small_net()
     am = ActivationMaximizer(steps=3, lr=0.05, random_state=0)
     both = am.run(
@@ -315,7 +316,10 @@ def test_same_layer_by_name_and_by_module():
 
 
 @pytest.mark.parametrize("transform_on", ["image", "update"])
-def test_transforms_are_reproducible_and_still_ascend(digits_net, transform_on):
+def test_transforms_are_reproducible_and_still_ascend(
+    digits_net, transform_on, one_torch_thread
+):
+    # exact equality of two runs: one thread, so no reduction can split differently
     params = {
         "steps": 40,
         "lr": 0.1,
