@@ -1,6 +1,9 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# scikit-learn enables array_api_dispatch (its check_array_api_input, our
+# device tests) only with scipy's Array API support on; set before scipy loads.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
