@@ -158,6 +158,133 @@ def softmax_of_logits(logits, temperature):
     return np.exp(log_softmax(scaled, axis=1))
 
 
+def log_softmax_of_logits_xp(logits, temperature, xp):
+    """``log_softmax(logits / temperature)`` row-wise in the namespace ``xp``.
+
+    The Array API counterpart of :func:`softmax_of_logits` (the same order of
+    operations: the row maximum is subtracted before the division, so every
+    scaled logit is ``<= 0`` and nothing overflows), computed on the logits'
+    device in their floating dtype; nothing is copied to the host.
+
+    Parameters
+    ----------
+    logits : array of shape (N, C)
+        Finite real floating logits of namespace ``xp``.
+    temperature : float
+        Positive, finite.
+    xp : namespace
+        The logits' Array API namespace.
+
+    Returns
+    -------
+    array of shape (N, C)
+        Log-probabilities, in ``xp`` on the logits' device.
+    """
+    top = xp.max(logits, axis=1, keepdims=True)
+    # differences of +-1e308 overflow to -inf: probability 0, as intended
+    scaled = (logits - top) / temperature
+    # each row's largest scaled logit is 0, so the sum lies in [1, C]
+    norm = xp.log(xp.sum(xp.exp(scaled), axis=1, keepdims=True))
+    return scaled - norm
+
+
+def softmax_of_logits_xp(logits, temperature, xp):
+    """``softmax(logits / temperature)`` in ``xp``, through the log space.
+
+    See :func:`log_softmax_of_logits_xp`; each row sums to 1.
+    """
+    return xp.exp(log_softmax_of_logits_xp(logits, temperature, xp))
+
+
+def check_soft_labels_xp(
+    P,
+    xp,
+    device,
+    *,
+    n_samples=None,
+    from_logits=False,
+    temperature=4.0,
+    name="soft_labels",
+):
+    """:func:`check_soft_labels` in the namespace ``xp``, on ``device``.
+
+    For estimators under ``array_api_dispatch``: ``P`` follows X (moved to
+    ``xp`` on ``device`` with scikit-learn's ``move_to``), is validated
+    there (only bools and, on error, the offending entry are read back) and
+    returned as float64 where the device has it (float32 with a warning
+    otherwise). With numpy as ``xp`` this is :func:`check_soft_labels`.
+
+    Parameters
+    ----------
+    P : array of any namespace, or array-like, of shape (N, C)
+        Soft labels, or logits with ``from_logits=True``.
+    xp : namespace
+        The namespace of X (from ``skvmf._array_api.get_namespace``).
+    device : device
+        X's device.
+    n_samples, from_logits, temperature, name
+        As in :func:`check_soft_labels`.
+
+    Returns
+    -------
+    array of shape (N, C)
+        Probabilities in ``xp`` on ``device``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`check_soft_labels`, naming ``name``.
+    """
+    from ._array_api import float_dtype, is_numpy, move_to, to_numpy
+
+    if is_numpy(xp):
+        return check_soft_labels(
+            to_numpy(P) if hasattr(P, "__array_namespace__") else P,
+            n_samples=n_samples,
+            from_logits=from_logits,
+            temperature=temperature,
+            name=name,
+        )
+    t = temperature
+    if isinstance(t, bool) or not isinstance(t, Real) or not (0 < t < np.inf):
+        raise ValueError(f"temperature must be a positive finite number; got {t!r}")
+    if isinstance(P, (list, tuple, np.ndarray)):
+        P = _as_real_matrix(P, name, n_samples)  # host input: checked there
+    P = move_to(P, xp=xp, device=device)
+    if xp.isdtype(P.dtype, "complex floating"):
+        raise ValueError(f"{name} must be real; got an array of dtype {P.dtype}")
+    if not xp.isdtype(P.dtype, ("real floating", "integral", "bool")):
+        raise ValueError(f"{name} must be numeric; got an array of dtype {P.dtype}")
+    shape = tuple(P.shape)
+    if len(shape) != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_classes); "
+            f"got shape {shape}"
+        )
+    if shape[1] < 2:
+        raise ValueError(
+            f"{name} needs at least 2 columns (classes); got shape {shape}"
+        )
+    if n_samples is not None and shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {shape[0]} rows but there are {n_samples} samples"
+        )
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty; got shape {shape}")
+    P = xp.astype(P, float_dtype(xp, device, name=name))
+    if not bool(xp.all(xp.isfinite(P))):
+        _check_finite(np.asarray(to_numpy(P)), name)  # error path: the message
+    if from_logits:
+        return softmax_of_logits_xp(P, float(t), xp)
+    bad = (P < -_RANGE_TOL) | (P > 1 + _RANGE_TOL)
+    sums = xp.sum(P, axis=1)
+    off = xp.abs(sums - 1.0) > _SUM_TOL
+    if bool(xp.any(bad)) or bool(xp.any(off)):
+        _checked_probabilities(np.asarray(to_numpy(P)), name)  # the message
+    P = xp.clip(P, 0.0, 1.0)
+    return P / xp.sum(P, axis=1, keepdims=True)
+
+
 def _checked_probabilities(arr, name):
     """Entries in [0, 1] and rows summing to 1 (tolerances), then exact."""
     bad = (arr < -_RANGE_TOL) | (arr > 1 + _RANGE_TOL)

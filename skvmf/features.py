@@ -17,7 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from skvmf._soft_labels import softmax_of_logits
+from skvmf._array_api import (
+    dispatch_enabled,
+    float_dtype,
+    get_namespace,
+    get_namespace_and_device,
+    is_numpy,
+    move_to,
+    namespace_name,
+    to_numpy,
+)
+from skvmf._soft_labels import softmax_of_logits, softmax_of_logits_xp
 
 # Fields indexed by image (first axis is N). The others describe the model
 # (category directions, class names, grid) and are shared by every subset.
@@ -25,22 +35,87 @@ _PER_IMAGE = ("sample", "logits", "soft_labels", "g", "image_ids")
 _PER_IMAGE_MAPS = ("regions", "h")
 
 
-def _take(array, key):
-    """Index the first axis of a numpy array, memmap or torch tensor."""
-    if isinstance(key, (int, np.integer)):
+def _is_torch_tensor(value) -> bool:
+    return hasattr(value, "detach") and hasattr(value, "is_floating_point")
+
+
+def _is_numpy_like(value) -> bool:
+    """numpy arrays and memmaps: indexed and checked with numpy."""
+    return isinstance(value, np.ndarray)
+
+
+def _index_key(key, n):
+    """The image index ``key`` as a normalised key for :func:`_take`.
+
+    Returns a slice unchanged; otherwise ``(host, native)``: the non-negative
+    int64 positions as a numpy array (``None`` when ``key`` is an array of
+    another namespace, so that no device index is copied to the host unless
+    a host field needs it), and ``key`` itself as an integer array of its own
+    namespace (``None`` for host keys). Boolean masks become positions.
+    """
+    if isinstance(key, slice):
+        return key
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         key = [int(key)]
-    if hasattr(array, "detach"):  # torch tensor: index with a tensor on its device
+    if not isinstance(key, (list, tuple, np.ndarray)) and hasattr(key, "shape"):
+        # an index array of another namespace (a torch tensor, ...)
+        xp, _ = get_namespace(key) if dispatch_enabled() else (None, False)
+        if xp is None or is_numpy(xp):
+            if _is_torch_tensor(key):
+                return None, key
+            key = np.asarray(key)
+        else:
+            if xp.isdtype(key.dtype, "bool"):
+                key = xp.nonzero(key)[0]
+            return None, key
+    key = np.asarray(key)
+    if key.dtype == bool:
+        if key.shape != (n,):
+            raise IndexError(
+                f"a boolean mask over a FeatureSet of {n} images must have shape "
+                f"({n},); got {key.shape}"
+            )
+        key = np.flatnonzero(key)
+    elif key.size == 0:
+        key = key.astype(np.int64)
+    elif not np.issubdtype(key.dtype, np.integer):
+        raise IndexError(
+            f"index a FeatureSet with integers, a boolean mask or a slice; got "
+            f"an array of dtype {key.dtype}"
+        )
+    if key.size and (key.min() < -n or key.max() >= n):
+        bad = key[(key < -n) | (key >= n)][0]
+        raise IndexError(f"index {bad} is out of bounds for {n} images")
+    return np.where(key < 0, key + n, key).astype(np.int64), None
+
+
+def _take(array, key):
+    """Index the first axis of an array of any namespace by a normalised key."""
+    if isinstance(key, slice):
+        if _is_numpy_like(array):
+            return np.asarray(array[key])
+        return array[key, ...]
+    host, native = key
+    if _is_numpy_like(array):
+        if host is None:
+            host = to_numpy(native)
+        return np.asarray(array)[host]
+    if _is_torch_tensor(array):  # a torch tensor: the index on its device
         import torch
 
-        if isinstance(key, slice):
-            return array[key]
-        key = np.asarray(key)
-        if key.dtype == bool:
-            key = np.flatnonzero(key)
-        return array[torch.as_tensor(key, dtype=torch.long, device=array.device)]
-    if isinstance(key, slice):
-        return np.asarray(array[key])
-    return np.asarray(array)[np.asarray(key)]
+        if native is not None and _is_torch_tensor(native):
+            index = native
+        else:
+            index = host if host is not None else to_numpy(native)
+            index = torch.as_tensor(index)
+        return array[index.to(device=array.device, dtype=torch.long)]
+    # any other namespace: its own take with an integer index on its device
+    xp, _, dev = get_namespace_and_device(array)
+    if native is not None:
+        index = move_to(native, xp=xp, device=dev)
+    else:
+        index = xp.asarray(host, device=dev)
+    return xp.take(array, xp.astype(index, xp.int64), axis=0)
 
 
 def _n_rows(array) -> int:
@@ -54,12 +129,48 @@ _CHECK_FINITE = ("sample", "logits", "soft_labels", "g", "directions", "priors")
 
 
 def _is_complex(value) -> bool:
-    if hasattr(value, "is_complex") and hasattr(value, "detach"):  # torch
+    if _is_torch_tensor(value):
         return bool(value.is_complex())
     try:
         return np.iscomplexobj(value)
     except (TypeError, ValueError):  # ragged: refused as non-numeric below
         return False
+
+
+def _as_array(name: str, value):
+    """Nested lists and tuples as a numpy array; ragged ones refused by name."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise ValueError(
+            f"FeatureSet.{name} must be an array; the nested lists given are "
+            "ragged (rows of different lengths)"
+        ) from exc
+    if arr.dtype == object:
+        raise ValueError(
+            f"FeatureSet.{name} must be an array; the nested lists given are "
+            "ragged or hold non-numeric objects"
+        )
+    return arr
+
+
+def _check_field_xp(name: str, value, xp) -> None:
+    """:func:`_check_field` for an array of a non-numpy namespace, on its device.
+
+    Finiteness is reduced on the device; only the resulting bool is read.
+    """
+    dtype = value.dtype
+    if xp.isdtype(dtype, "complex floating"):
+        raise ValueError(
+            f"FeatureSet.{name} must be real; got complex values ({dtype})"
+        )
+    if not xp.isdtype(dtype, ("real floating", "integral", "bool")):
+        raise ValueError(f"FeatureSet.{name} must be numeric; got dtype {dtype}")
+    floating = xp.isdtype(dtype, "real floating")
+    if name in _CHECK_FINITE and floating and not bool(xp.all(xp.isfinite(value))):
+        raise ValueError(f"FeatureSet.{name} contains NaN or infinite values")
 
 
 def _check_field(name: str, value) -> None:
@@ -68,11 +179,16 @@ def _check_field(name: str, value) -> None:
     Raises a ``ValueError`` that names the field: complex values are never
     cast to their real part, object arrays never guessed at.
     """
+    if dispatch_enabled() and not _is_numpy_like(value):
+        xp, _ = get_namespace(value)
+        if not is_numpy(xp):
+            _check_field_xp(name, value, xp)
+            return
     if _is_complex(value):
         raise ValueError(
             f"FeatureSet.{name} must be real; got complex values ({value.dtype})"
         )
-    if hasattr(value, "detach"):
+    if _is_torch_tensor(value):
         if name in _CHECK_FINITE and value.is_floating_point():
             import torch
 
@@ -90,14 +206,85 @@ def _check_field(name: str, value) -> None:
         raise ValueError(f"FeatureSet.{name} contains NaN or infinite values")
 
 
-def _softmax(z, temperature: float) -> np.ndarray:
-    """Tempered soft labels of finite logits (validated by _check_field)."""
-    z = np.asarray(z.detach().cpu() if hasattr(z, "detach") else z, np.float64)
+def _softmax(z, temperature: float):
+    """Tempered soft labels of finite logits (validated by _check_field).
+
+    With dispatch on, logits of another namespace give soft labels in that
+    namespace and on their device (float64 where the device has it, as the
+    numpy path computes); otherwise a float64 numpy array, as always.
+    """
     if z.ndim != 2:
         raise ValueError(
             f"FeatureSet.logits must have shape (N, C); got {tuple(z.shape)}"
         )
+    if dispatch_enabled() and not _is_numpy_like(z):
+        xp, _, dev = get_namespace_and_device(z)
+        if not is_numpy(xp):
+            dtype = float_dtype(xp, dev, name="FeatureSet.soft_labels")
+            return softmax_of_logits_xp(xp.astype(z, dtype), float(temperature), xp)
+    z = np.asarray(z.detach().cpu() if hasattr(z, "detach") else z, np.float64)
     return softmax_of_logits(z, float(temperature))
+
+
+class _NamespaceInfo:
+    @staticmethod
+    def dtypes(*, device=None, kind=None):
+        return {"float32": np.float32, "float64": np.float64}
+
+    @staticmethod
+    def devices():
+        return ["cpu"]
+
+    @staticmethod
+    def default_device():
+        return "cpu"
+
+
+class _FeatureSetNamespace:
+    """The namespace scikit-learn's Array API helpers find on a FeatureSet.
+
+    With dispatch on, scikit-learn's cross-validation asks X for its
+    namespace and device, makes each split's indices arrays of that
+    namespace, and indexes X with ``xp.take(X, indices, axis=0)``. A
+    FeatureSet holds arrays but is none: its namespace keeps indices on the
+    host (numpy; they are small) and ``take`` is ``fs[indices]``, which
+    gives every field the index on that field's own device.
+    """
+
+    __name__ = "skvmf.features.FeatureSet"
+    float32 = np.float32
+    float64 = np.float64
+
+    @staticmethod
+    def asarray(obj, dtype=None, device=None, copy=None):
+        return np.asarray(to_numpy(obj), dtype=dtype)
+
+    @staticmethod
+    def from_dlpack(obj, *, device=None, copy=None):
+        return np.asarray(to_numpy(obj))
+
+    @staticmethod
+    def isdtype(dtype, kind):
+        return np.isdtype(np.dtype(dtype), kind)
+
+    @staticmethod
+    def arange(*args, device=None, **kwargs):
+        return np.arange(*args, **kwargs)
+
+    @staticmethod
+    def take(x, indices, /, *, axis=None):
+        if not isinstance(x, FeatureSet):
+            return np.take(np.asarray(x), indices, axis=axis)
+        if axis not in (0, None):
+            raise IndexError("a FeatureSet is indexed along images (axis 0) only")
+        return x[indices]
+
+    @staticmethod
+    def __array_namespace_info__():
+        return _NamespaceInfo()
+
+
+_NAMESPACE = _FeatureSetNamespace()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -142,6 +329,22 @@ class FeatureSet:
     meta : dict, optional
         Free-form information (model name, layer aliases, checkpoint ...).
 
+    Notes
+    -----
+    Arrays and devices (SPEC 10). Fields are kept as given: numpy arrays,
+    memmaps or torch tensors, and with scikit-learn's
+    ``array_api_dispatch`` on, arrays of any Array API namespace on any
+    device. With dispatch on, every numeric field (all but ``classes`` and
+    ``image_ids``, which are labels) must share one namespace and one device
+    (a ``ValueError`` names the two fields that differ); soft labels
+    computed from logits stay in their namespace and on their device
+    (float64 where the device has it, like the numpy path); finiteness is
+    checked on the device; ``fs[idx]`` indexes every field on its own device
+    (scikit-learn's cross-validation reaches this through
+    ``__array_namespace__``). Nested lists are taken as numpy arrays (put in
+    the namespace of the other fields when dispatch is on); ragged ones are
+    a ``ValueError`` naming the field.
+
     Examples
     --------
     >>> import numpy as np
@@ -174,12 +377,93 @@ class FeatureSet:
         object.__setattr__(self, "regions", dict(self.regions or {}))
         object.__setattr__(self, "h", dict(self.h or {}))
         object.__setattr__(self, "meta", dict(self.meta or {}))
+        self._convert_lists()
         self._check_values()
+        if dispatch_enabled():
+            self._check_namespaces()
         if self.soft_labels is None and self.logits is not None:
             object.__setattr__(
                 self, "soft_labels", _softmax(self.logits, self.temperature)
             )
         self._check_shapes()
+
+    def _array_fields(self):
+        """``(name, value)`` of every numeric array field that is set.
+
+        ``classes`` (possibly strings) and ``image_ids`` (host indices) are
+        labels, not features: they may live anywhere.
+        """
+        for name in _PER_IMAGE + ("directions", "priors"):
+            value = getattr(self, name)
+            if value is not None and name != "image_ids":
+                yield name, value
+        for name in _PER_IMAGE_MAPS:
+            for layer, value in getattr(self, name).items():
+                yield f"{name}[{layer!r}]", value
+
+    def _convert_lists(self):
+        """Nested lists become numpy arrays (ragged ones: a ValueError).
+
+        With dispatch on, lists given beside arrays of another namespace are
+        put in that namespace, on that device (a list has neither).
+        """
+        listed = []
+        for name in _PER_IMAGE + ("directions", "priors", "classes"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, _as_array(name, value))
+                listed.append((name, None))
+        for name in _PER_IMAGE_MAPS:
+            maps = getattr(self, name)
+            for layer, value in maps.items():
+                if isinstance(value, (list, tuple)):
+                    maps[layer] = _as_array(f"{name}[{layer!r}]", value)
+                    listed.append((name, layer))
+        if not listed or not dispatch_enabled():
+            return
+        listed_names = {f"{n}[{k!r}]" if k is not None else n for n, k in listed}
+        others = [v for n, v in self._array_fields() if n not in listed_names]
+        if not others:
+            return
+        xp, _, dev = get_namespace_and_device(others[0])
+        if is_numpy(xp):
+            return
+        for name, layer in listed:
+            if name in ("classes", "image_ids"):
+                continue
+            if layer is None:
+                value = getattr(self, name)
+                object.__setattr__(self, name, move_to(value, xp=xp, device=dev))
+            else:
+                maps = getattr(self, name)
+                maps[layer] = move_to(maps[layer], xp=xp, device=dev)
+
+    def _check_namespaces(self):
+        """With dispatch on: one namespace and one device for every field.
+
+        A ``ValueError`` names the two fields (and their namespaces or
+        devices) that differ.
+        """
+        first = None
+        for name, value in self._array_fields():
+            xp, _, dev = get_namespace_and_device(value)
+            ns = "numpy" if is_numpy(xp) else namespace_name(xp)
+            if first is None:
+                first = (name, ns, dev)
+                continue
+            name0, ns0, dev0 = first
+            if ns != ns0:
+                raise ValueError(
+                    f"every FeatureSet field must use one array namespace; "
+                    f"FeatureSet.{name0} is in {ns0} but FeatureSet.{name} is "
+                    f"in {ns}"
+                )
+            if str(dev) != str(dev0):
+                raise ValueError(
+                    f"every FeatureSet field must be on one device; "
+                    f"FeatureSet.{name0} is on {dev0} but FeatureSet.{name} is "
+                    f"on {dev}"
+                )
 
     def _check_values(self):
         """Every array field real and numeric; the small ones finite."""
@@ -229,6 +513,34 @@ class FeatureSet:
     def __len__(self) -> int:
         return self._n
 
+    def __array_namespace__(self, *, api_version=None):
+        """The namespace scikit-learn indexes this container with (dispatch on).
+
+        Not the fields' namespace (see :attr:`namespace` for that): a
+        FeatureSet is indexed by image with ``fs[idx]``, whatever its fields'
+        namespace; scikit-learn's cross-validation reaches that through it.
+        """
+        return _NAMESPACE
+
+    @property
+    def device(self):
+        """The device of the fields (``"cpu"`` for numpy or when empty)."""
+        for _, value in self._array_fields():
+            if _is_numpy_like(value):
+                return "cpu"
+            return getattr(value, "device", "cpu")
+        return "cpu"
+
+    @property
+    def namespace(self):
+        """The Array API namespace of the fields, as dispatch sees it.
+
+        numpy when ``array_api_dispatch`` is off or the FeatureSet holds no
+        array field.
+        """
+        values = [value for _, value in self._array_fields()]
+        return get_namespace(*values)[0] if values else np
+
     @property
     def shape(self) -> tuple[int]:
         """``(N,)``: lets scikit-learn count and index the images."""
@@ -251,6 +563,7 @@ class FeatureSet:
             if any(part is not Ellipsis for part in rest):
                 raise IndexError("a FeatureSet is indexed along images only")
             key = key[0]
+        key = _index_key(key, self._n)
         changes = {}
         for name in _PER_IMAGE:
             value = getattr(self, name)
@@ -303,7 +616,11 @@ class FeatureSet:
                 f"no layer {layer!r} in FeatureSet.{field}; available: {list(maps)}"
             )
         value = maps[layer]
-        return value.reshape(value.shape[0] * value.shape[1], value.shape[2])
+        shape = (value.shape[0] * value.shape[1], value.shape[2])
+        if hasattr(value, "reshape"):  # numpy, memmaps, torch
+            return value.reshape(shape)
+        xp, _ = get_namespace(value)  # the standard has no method for it
+        return xp.reshape(value, shape)
 
     def region_index(self) -> np.ndarray:
         """For each region row, ``(image, row, col)``; shape (N * R, 3).
