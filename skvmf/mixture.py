@@ -7,10 +7,17 @@ its direction is, ``kappa(l)`` (:func:`skvmf.vmf.revised_kappa`): the revised
 vMF of Li, Wang and Zhang, "Visualizing the Emergence of Intermediate Visual
 Patterns in DNNs", NeurIPS 2021. Everything here needs numpy, scipy and
 scikit-learn only.
+
+With scikit-learn's ``array_api_dispatch`` on and ``X`` from another Array
+API namespace (torch on any device, array-api-strict), EM runs in that
+namespace on ``X``'s device (the ``_xp_*`` methods, numerics from
+:mod:`skvmf._xp_vmf`) and every fitted array and output stays there; numpy
+input keeps the numpy code path, with its in-place operations.
 """
 
 from __future__ import annotations
 
+import copy
 from numbers import Integral, Real
 from time import time
 
@@ -24,7 +31,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from skvmf import _warn
+from skvmf import _array_api, _warn, _xp_vmf
 from skvmf._arrays import refuse_complex
 from skvmf._progress import message
 from skvmf.vmf import estimate_kappa, log_normalizer, revised_kappa
@@ -45,6 +52,9 @@ _STRENGTH_MAX_OVER_SIGMA = 1e6
 # Squared row norms below this lose precision to underflow (and above the
 # largest float they overflow): such rows take the rescaled path.
 _SQ_NORM_SAFE_MIN = 1e-250
+# The same threshold for float32 computation (devices without float64):
+# squares of entries below about 1e-19 underflow there.
+_SQ_NORM_SAFE_MIN_F32 = 1e-30
 # Number of training strengths kept (as quantiles) for ``sample``.
 _N_STRENGTH_QUANTILES = 1024
 
@@ -87,6 +97,135 @@ def _row_max(w):
     return top
 
 
+# ------------------------------------------------ Array API (xp) helpers
+def _input_namespace(X):
+    """``(xp, device)`` of ``X`` for the Array API path.
+
+    ``(None, "cpu")`` selects the numpy path: dispatch off, or numpy and
+    array-like input.
+    """
+    xp, is_array_api, dev = _array_api.get_namespace_and_device(X)
+    if not is_array_api or _array_api.is_numpy(xp):
+        return None, "cpu"
+    return xp, dev
+
+
+def _refuse_complex_xp(X, xp):
+    """:func:`refuse_complex` for an array of namespace ``xp`` (no host copy)."""
+    if xp.isdtype(X.dtype, "complex floating"):
+        raise ValueError(
+            "Complex data not supported: X must be real. Pass the real part or "
+            "the modulus explicitly."
+        )
+
+
+def _argmax_rows(a, xp):
+    return a.argmax(axis=1) if xp is None else xp.argmax(a, axis=1)
+
+
+def _float_mean(a):
+    """Mean of an array of any namespace, as a Python float."""
+    if isinstance(a, np.ndarray):
+        return float(np.mean(a))
+    return float(_array_api.get_namespace(a)[0].mean(a))
+
+
+def _float_sum(a):
+    """Sum of an array of any namespace, as a Python float."""
+    if isinstance(a, np.ndarray):
+        return float(a.sum())
+    return float(_array_api.get_namespace(a)[0].sum(a))
+
+
+def _rbar_max(xp, a):
+    """Largest mean resultant length below 1 in the dtype of ``a``."""
+    if a.dtype == xp.float64:
+        return _RBAR_MAX
+    return 1.0 - float(xp.finfo(a.dtype).eps) / 2
+
+
+def _xp_one_hot(labels, n_columns, dtype, xp):
+    """``(n, n_columns)`` indicator matrix of integer ``labels`` on their device."""
+    columns = xp.arange(n_columns, device=_array_api.device(labels))
+    return xp.astype(labels[:, None] == columns[None, :], dtype)
+
+
+def _xp_row_norms(a, xp):
+    """Euclidean norms of the rows of ``a``."""
+    return xp.sqrt(xp.sum(a * a, axis=1))
+
+
+def _xp_directions(X, xp):
+    """:func:`_directions` in the namespace of ``X`` (no in-place writes).
+
+    Rows whose squared norm would underflow or overflow are rescaled by their
+    largest entry; that branch costs one extra pass and is taken only when
+    such a row exists (one scalar read back from the device).
+    """
+    sq = xp.sum(X * X, axis=1)
+    norms = xp.sqrt(sq)
+    safe_min = _SQ_NORM_SAFE_MIN if X.dtype == xp.float64 else _SQ_NORM_SAFE_MIN_F32
+    safe = (sq > safe_min) & xp.isfinite(sq)
+    directions = X / xp.where(safe, norms, 1.0)[:, None]
+    if not bool(xp.all(safe)):
+        scale = xp.max(xp.abs(X), axis=1)
+        nonzero = scale > 0
+        sub = X / xp.where(nonzero, scale, 1.0)[:, None]
+        unit_norm = _xp_row_norms(sub, xp)
+        sub = sub / xp.where(nonzero, unit_norm, 1.0)[:, None]
+        rescaled = xp.where(nonzero[:, None], sub, 0.0)
+        directions = xp.where(safe[:, None], directions, rescaled)
+        norms = xp.where(safe, norms, xp.where(nonzero, scale * unit_norm, 0.0))
+    return norms, directions
+
+
+def _xp_draw(weights, uniforms, xp):
+    """Indices drawn with probabilities proportional to ``weights``.
+
+    ``uniforms`` are host draws in [0, 1) (from the estimator's RandomState);
+    they are moved to the device and located in the cumulative weights there,
+    so the weights never leave the device. Entries of weight 0 are never
+    drawn unless every weight is 0 (then the last index).
+    """
+    dev = _array_api.device(weights)
+    cumulative = xp.cumulative_sum(weights)
+    u = xp.asarray(np.asarray(uniforms, dtype=float), dtype=weights.dtype, device=dev)
+    index = xp.searchsorted(cumulative, u * cumulative[-1], side="right")
+    return xp.clip(index, 0, weights.shape[0] - 1)
+
+
+def _xp_kmeans_plusplus(directions, n_seeds, weight, random_state, xp):
+    """Greedy k-means++ seeding of unit rows by cosine distance, in ``xp``.
+
+    D^2 sampling with ``1 - cos`` (half the squared Euclidean distance between
+    unit vectors): the first seed is drawn by ``weight``, each next one is the
+    best, by weighted potential, of ``2 + log(n_seeds)`` candidates drawn by
+    weighted distance to the nearest seed so far. The random numbers come
+    from ``random_state`` on the host; the rows stay on their device, and no
+    value is read back. Returns the seed rows.
+    """
+    n = directions.shape[0]
+    dev = _array_api.device(directions)
+    if weight is None:
+        weight = xp.ones(n, dtype=directions.dtype, device=dev)
+    n_trials = 2 + int(np.log(n_seeds))
+    first = _xp_draw(weight, random_state.uniform(size=1), xp)
+    chosen = [first]
+    closest = xp.clip(
+        1.0 - directions @ xp.take(directions, first, axis=0)[0, :], 0.0, 2.0
+    )
+    for _ in range(1, n_seeds):
+        candidates = _xp_draw(weight * closest, random_state.uniform(size=n_trials), xp)
+        distance = xp.clip(
+            1.0 - xp.take(directions, candidates, axis=0) @ directions.T, 0.0, 2.0
+        )
+        distance = xp.minimum(closest[None, :], distance)
+        best = xp.reshape(xp.argmin(distance @ weight), (1,))
+        chosen.append(xp.take(candidates, best))
+        closest = xp.take(distance, best, axis=0)[0, :]
+    return xp.take(directions, xp.concat(chosen), axis=0)
+
+
 class _Rows:
     """The kept rows of ``X`` in the form the E- and M-steps use.
 
@@ -96,17 +235,22 @@ class _Rows:
     (``log C_d(kappa_i)``: an array in "revised" mode, a scalar for a fixed
     kappa, 0 when kappa belongs to the components). ``kept`` indexes the rows
     of the original ``X`` (``None`` when all were kept).
+
+    In the Array API path ``xp`` is the namespace of ``X`` (None on the numpy
+    path) and ``mask`` marks the kept rows (None when all were kept).
     """
 
-    __slots__ = ("z", "kappa", "offset", "norms", "kept", "n_rows")
+    __slots__ = ("z", "kappa", "offset", "norms", "kept", "n_rows", "xp", "mask")
 
-    def __init__(self, z, kappa, offset, norms, kept, n_rows):
+    def __init__(self, z, kappa, offset, norms, kept, n_rows, xp=None, mask=None):
         self.z = z
         self.kappa = kappa
         self.offset = offset
         self.norms = norms
         self.kept = kept
         self.n_rows = n_rows
+        self.xp = xp
+        self.mask = mask
 
 
 class RevisedVMFMixture(DensityMixin, BaseEstimator):
@@ -162,6 +306,25 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
     columns of ``predict_proba`` follow ``classes_``. Use ``max_iter=0`` to
     keep the class-conditional estimates without EM. Without ``y`` the
     mixture clusters and ``predict`` returns component indices.
+
+    **Array API.** With ``sklearn.set_config(array_api_dispatch=True)`` and
+    ``X`` a torch tensor (any device) or another Array API array, EM runs in
+    ``X``'s namespace on its device, in float64 (float32, with a warning, on
+    a device without float64, such as Apple's MPS), and every fitted array
+    (``means_``, ``weights_``, ``kappas_``; ``classes_`` too when the labels
+    are numbers) and every output of ``predict``, ``predict_proba`` and
+    ``score_samples`` stays there; ``score``, ``bic`` and ``aic`` return
+    Python floats. ``y`` is moved to ``X``'s namespace and device. String
+    labels cannot live on a device: ``classes_`` and ``predict`` then stay
+    numpy. Calling a prediction method with ``X`` from another namespace or
+    device than the fit's raises ``ValueError`` naming both. The random draws
+    of the initialisation come from the same ``RandomState`` on the host:
+    with ``y``, ``init_params="random"`` or ``"random_from_data"`` the fit
+    equals the numpy fit to rounding; ``"k-means++"`` is reimplemented on the
+    device (greedy D^2 sampling, no host copy of ``X``), so its seeds differ
+    from the numpy path's but are drawn by the same rule. :meth:`sample`
+    draws on the host and returns arrays in the fitted namespace and device
+    while dispatch is on (numpy otherwise).
 
     Parameters
     ----------
@@ -318,6 +481,11 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.zero_norm = zero_norm
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        return tags
+
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None):
         """Estimate the mixture with EM.
@@ -382,7 +550,7 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         True
         """
         continuing = self.warm_start and hasattr(self, "converged_")
-        X, rows = self._validated_rows(X, reset=not continuing)
+        X, rows = self._validated_rows(X, reset=not continuing, continuing=continuing)
         y_idx, classes = self._check_targets(y, X.shape[0], rows)
         n_components = self._resolve_n_components(classes, rows)
         self._start_state(continuing, classes, n_components, rows)
@@ -401,19 +569,30 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         # A final E-step so that fit_predict(X) == fit(X).predict(X) for any
         # max_iter, tol and random_state.
         _, resp = self._full_log_prob_resp(rows)
-        return self._labels(resp.argmax(axis=1))
+        return self._labels(_argmax_rows(resp, rows.xp))
 
     # ------------------------------------------------------ steps of fit
-    def _validated_rows(self, X, reset):
+    def _validated_rows(self, X, reset, continuing=False):
         """Validated ``X`` (real, finite, >= 2 features) and its kept rows."""
-        refuse_complex(X, "X")
-        X = validate_data(self, X, dtype=np.float64, reset=reset)
+        if continuing:
+            # a warm start continues in the namespace and device of the fit
+            _array_api.check_same_namespace(X, self, attribute="means_", method="fit")
+            self._fitted_namespace()
+        xp, dev = _input_namespace(X)
+        if xp is None:
+            refuse_complex(X, "X")
+            X = validate_data(self, X, dtype=np.float64, reset=reset)
+        else:
+            _refuse_complex_xp(X, xp)
+            # float64 as on the numpy path, where the device has it
+            dtype = _array_api.float_dtype(xp, dev, name="RevisedVMFMixture.fit")
+            X = validate_data(self, X, dtype=dtype, reset=reset)
         if X.shape[1] < 2:
             raise ValueError(
                 "RevisedVMFMixture needs at least 2 features, got n_features = 1 "
                 f"(X has shape {X.shape}): a direction in 1-D is only a sign."
             )
-        rows = self._prepare(X)
+        rows = self._prepare(X, xp)
         if rows.z.shape[0] == 0:
             raise ValueError(
                 f"all {X.shape[0]} rows of X have zero norm: nothing to fit."
@@ -423,7 +602,7 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
     def _resolve_n_components(self, classes, rows):
         """One component per class with ``y``; never more than kept rows."""
         if classes is not None:
-            n_components = len(classes)
+            n_components = classes.shape[0]
             if self.n_components not in (1, n_components):
                 raise ValueError(
                     f"y has {n_components} classes but n_components="
@@ -453,7 +632,7 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         elif hasattr(self, "classes_"):
             del self.classes_
         if self.kappa == "revised":
-            self._strength_quantiles = self._quantiles(rows.norms)
+            self._strength_quantiles = self._quantiles(rows.norms, rows.xp)
         self.converged_ = False
 
     def _run_em(self, rows, lower_bound):
@@ -463,12 +642,12 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         """
         lower_bounds, converged, n_iter = [], False, 0
         if self.max_iter == 0:
-            lower_bound = float(np.mean(self._log_prob_resp(rows)[0]))
+            lower_bound = _float_mean(self._log_prob_resp(rows)[0])
         for n_iter in range(1, self.max_iter + 1):
             prev_lower_bound = lower_bound
             log_prob, resp = self._log_prob_resp(rows)
             self._m_step(rows, resp, log_prob)
-            lower_bound = float(np.mean(log_prob))
+            lower_bound = _float_mean(log_prob)
             lower_bounds.append(lower_bound)
             change = lower_bound - prev_lower_bound
             self._verbose_iter_end(n_iter, change)
@@ -499,6 +678,15 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         """Validate ``y``; return kept-row class indices and the classes."""
         if y is None:
             return None, None
+        if rows.xp is not None:
+            return self._xp_check_targets(y, n_rows, rows)
+        if (
+            _array_api.dispatch_enabled()
+            and not isinstance(y, np.ndarray)
+            and hasattr(y, "__dlpack__")
+        ):
+            # everything follows X: labels from another namespace come to numpy
+            y = _array_api.move_to(y, xp=np, device="cpu")
         y = column_or_1d(y, warn=True)
         if y.shape[0] != n_rows:
             raise ValueError(
@@ -511,14 +699,19 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
             y_idx = y_idx[rows.kept]
             empty = np.setdiff1d(np.arange(len(classes)), y_idx)
             if empty.size:
+                label = classes[empty[0]]
+                label = label.item() if hasattr(label, "item") else label
                 raise ValueError(
-                    f"class {classes[empty[0]]!r} has no row with non-zero norm "
+                    f"class {label!r} has no row with non-zero norm "
                     "left after zero_norm='drop': its direction is undefined."
                 )
         return y_idx, classes
 
     def _check_warm_start(self, n_components, classes):
         previous = getattr(self, "classes_", None)
+        # labels only (never features) are compared on the host
+        previous = _array_api.to_numpy(previous)
+        classes = _array_api.to_numpy(classes)
         if classes is not None and (
             previous is None
             or len(previous) != len(classes)
@@ -537,8 +730,10 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
                 f"{n_components}. Refit with warm_start=False to change it."
             )
 
-    def _prepare(self, X):
+    def _prepare(self, X, xp=None):
         """Split the rows of validated ``X`` into strengths and directions."""
+        if xp is not None:
+            return self._xp_prepare(X, xp)
         n_rows, dim = X.shape
         norms, z = _directions(X)
         zero = norms == 0
@@ -569,13 +764,18 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
             offset = float(log_normalizer(dim, float(self.kappa)))
         return _Rows(z, kappa, offset, norms, kept, n_rows)
 
-    def _quantiles(self, norms):
+    def _quantiles(self, norms, xp=None):
+        if xp is not None:
+            return self._xp_quantiles(norms, xp)
         if norms.size <= _N_STRENGTH_QUANTILES:
             return np.sort(norms)
         return np.quantile(norms, np.linspace(0.0, 1.0, _N_STRENGTH_QUANTILES))
 
     # ------------------------------------------------------ EM internals
     def _initialize_parameters(self, rows, random_state, y_idx, n_components):
+        if rows.xp is not None:
+            self._xp_initialize_parameters(rows, random_state, y_idx, n_components)
+            return
         n = rows.z.shape[0]
         score = np.zeros(n)
         if y_idx is not None:
@@ -661,6 +861,8 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
 
     def _log_prob_resp(self, rows):
         """E-step on kept rows: ``log p(o_i | l_i)`` and responsibilities."""
+        if rows.xp is not None:
+            return self._xp_log_prob_resp(rows)
         w = rows.z @ self._scaled_means.T
         w += self._bias
         top = _row_max(w)
@@ -678,6 +880,8 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         log_prob, resp = self._log_prob_resp(rows)
         if rows.kept is None:
             return log_prob, resp
+        if rows.xp is not None:
+            return self._xp_fill_dropped(rows, log_prob, resp)
         dim = self.means_.shape[1]
         full_log_prob = np.full(rows.n_rows, float(log_normalizer(dim, 0.0)))
         full_log_prob[rows.kept] = log_prob
@@ -686,6 +890,9 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         return full_log_prob, full_resp
 
     def _m_step(self, rows, resp, log_prob):
+        if rows.xp is not None:
+            self._xp_m_step(rows, resp, log_prob)
+            return
         n, dim = rows.z.shape
         nk = np.ones(n) @ resp
         resultant = resp.T @ rows.z
@@ -742,6 +949,9 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         nk[bad] = 1.0
 
     def _set_state(self, means, weights, kappas):
+        if not isinstance(means, np.ndarray):
+            self._xp_set_state(means, weights, kappas)
+            return
         self.means_ = means
         self.weights_ = weights
         self.kappas_ = kappas
@@ -765,14 +975,339 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
 
     def _labels(self, index):
         classes = getattr(self, "classes_", None)
-        return index if classes is None else classes[index]
+        if classes is None:
+            return index
+        if isinstance(classes, np.ndarray):
+            # string labels cannot live on a device: only the indices come back
+            return classes[_array_api.to_numpy(index)]
+        return _array_api.get_namespace(classes)[0].take(classes, index)
+
+    # ----------------------------------------------- Array API internals
+    # The methods below mirror the numpy ones above for arrays of another
+    # namespace (``rows.xp``): the same formulas, written without in-place
+    # writes or integer-array assignment (the Array API standard has neither),
+    # on the device of X. Host reads are scalars only (a branch, a lower
+    # bound); random numbers and small index arrays come from the host.
+
+    def _xp_check_targets(self, y, n_rows, rows):
+        """:meth:`_check_targets` with ``y`` moved to ``X``'s namespace."""
+        xp = rows.xp
+        dev = _array_api.device(rows.z)
+        on_host = isinstance(y, np.ndarray) or not hasattr(y, "__dlpack__")
+        if on_host:  # list, pandas, numpy: numbers go to the device, text stays
+            y = column_or_1d(np.asarray(y), warn=True)
+        if not on_host or y.dtype.kind in "biuf":
+            y = _array_api.move_to(y, xp=xp, device=dev)
+            y = column_or_1d(y, warn=True)
+        if y.shape[0] != n_rows:
+            raise ValueError(
+                f"X and y have inconsistent numbers of samples: X has {n_rows} "
+                f"rows, y has {y.shape[0]} labels."
+            )
+        check_classification_targets(y)
+        if isinstance(y, np.ndarray):  # text labels: classes_ stays numpy
+            classes, y_idx = np.unique(y, return_inverse=True)
+            y_idx = xp.asarray(y_idx, dtype=xp.int64, device=dev)
+        else:
+            classes, y_idx = xp.unique_inverse(y)
+            y_idx = xp.astype(y_idx, xp.int64)
+        if rows.kept is not None:
+            y_idx = xp.take(y_idx, rows.kept)
+            present = xp.any(_xp_one_hot(y_idx, classes.shape[0], xp.bool, xp), axis=0)
+            if not bool(xp.all(present)):
+                first = int(xp.argmin(xp.astype(present, xp.int32)))
+                label = _array_api.to_numpy(classes)[first]
+                label = label.item() if hasattr(label, "item") else label
+                raise ValueError(
+                    f"class {label!r} has no row with non-zero norm "
+                    "left after zero_norm='drop': its direction is undefined."
+                )
+        return y_idx, classes
+
+    def _xp_prepare(self, X, xp):
+        """:meth:`_prepare` in the namespace of ``X``."""
+        n_rows, dim = X.shape
+        norms, z = _xp_directions(X, xp)
+        zero = norms == 0
+        kept = mask = None
+        if bool(xp.any(zero)):
+            if self.zero_norm == "raise":
+                bad = xp.nonzero(zero)[0]
+                first = [int(i) for i in bad[: min(5, bad.shape[0])]]
+                raise ValueError(
+                    f"X has {bad.shape[0]} row(s) with zero norm (first indices: "
+                    f"{first}); a zero vector has no direction. Remove "
+                    "them or set zero_norm='drop'."
+                )
+            mask = ~zero
+            kept = xp.nonzero(mask)[0]
+            z = xp.take(z, kept, axis=0)
+            norms = xp.take(norms, kept)
+        kappa = None
+        if self.kappa == "revised":
+            strengths = xp.clip(norms, max=_STRENGTH_MAX_OVER_SIGMA * self.sigma)
+            kappa = xp.clip(
+                _xp_vmf.revised_kappa(strengths, dim, self.sigma, xp), max=_KAPPA_MAX
+            )
+            z = z * kappa[:, None]
+            offset = _xp_vmf.log_normalizer(dim, kappa, xp)
+        elif self.kappa == "learned":
+            offset = 0.0
+        else:
+            offset = float(log_normalizer(dim, float(self.kappa)))
+        return _Rows(z, kappa, offset, norms, kept, n_rows, xp=xp, mask=mask)
+
+    def _xp_quantiles(self, norms, xp):
+        """:meth:`_quantiles` (numpy's "linear" quantiles) on the device."""
+        ordered = xp.sort(norms)
+        n = ordered.shape[0]
+        if n <= _N_STRENGTH_QUANTILES:
+            return ordered
+        # positions and weights are computed on the host (no data involved)
+        position = np.linspace(0.0, 1.0, _N_STRENGTH_QUANTILES) * (n - 1)
+        low = np.minimum(np.floor(position).astype(np.int64), n - 2)
+        dev = _array_api.device(norms)
+        frac = xp.asarray(position - low, dtype=norms.dtype, device=dev)
+        low = xp.asarray(low, device=dev)
+        below = xp.take(ordered, low)
+        above = xp.take(ordered, low + 1)
+        return below + (above - below) * frac
+
+    def _xp_unit_rows(self, rows):
+        """:meth:`_unit_rows` in ``rows.xp``."""
+        if rows.kappa is None:
+            return rows.z, None
+        xp = rows.xp
+        tiny = float(xp.finfo(rows.z.dtype).smallest_normal)
+        directions = rows.z / xp.clip(rows.kappa, min=tiny)[:, None]
+        return directions, (rows.kappa if bool(xp.sum(rows.kappa) > 0) else None)
+
+    def _xp_initialize_parameters(self, rows, random_state, y_idx, n_components):
+        """:meth:`_initialize_parameters` in ``rows.xp``.
+
+        Random numbers are drawn on the host from ``random_state`` exactly as
+        on the numpy path, except for "k-means++", which seeds on the device
+        (:meth:`_xp_oversampled_seeds`).
+        """
+        xp, z = rows.xp, rows.z
+        n = z.shape[0]
+        dev = _array_api.device(z)
+        score = xp.zeros(n, dtype=z.dtype, device=dev)
+        if y_idx is not None:
+            labels = y_idx
+        elif self.init_params == "random":
+            resp = random_state.uniform(size=(n, n_components))
+            resp /= resp.sum(axis=1, keepdims=True)
+            resp = xp.asarray(resp, dtype=z.dtype, device=dev)
+            self._xp_m_step(rows, resp, score)
+            return
+        else:
+            if self.init_params == "k-means++":
+                seeds = self._xp_oversampled_seeds(rows, n_components, random_state)
+            else:  # "random_from_data"
+                index = random_state.choice(n, size=n_components, replace=False)
+                seeds = xp.take(z, xp.asarray(index, device=dev), axis=0)
+                tiny = float(xp.finfo(z.dtype).smallest_normal)
+                seeds = seeds / xp.clip(_xp_row_norms(seeds, xp), min=tiny)[:, None]
+            cos = z @ seeds.T
+            labels = xp.argmax(cos, axis=1)
+            score = xp.max(cos, axis=1)
+        resp = _xp_one_hot(labels, n_components, z.dtype, xp)
+        self._xp_m_step(rows, resp, score)
+
+    def _xp_oversampled_seeds(self, rows, n_components, random_state):
+        """:meth:`_oversampled_seeds` on the device (see there for why).
+
+        The ``2 K`` seeds come from :func:`_xp_kmeans_plusplus`; cells, their
+        means and the greedy selection are computed in ``rows.xp``.
+        """
+        xp, z = rows.xp, rows.z
+        directions, weight = self._xp_unit_rows(rows)
+        n = directions.shape[0]
+        n_seeds = min(n, 2 * n_components)
+        seeds = _xp_kmeans_plusplus(directions, n_seeds, weight, random_state, xp)
+        if n_seeds == n_components:
+            return seeds
+        members = _xp_one_hot(xp.argmax(z @ seeds.T, axis=1), n_seeds, z.dtype, xp)
+        centers = members.T @ z
+        mass = xp.sum(members, axis=0) if rows.kappa is None else rows.kappa @ members
+        length = _xp_row_norms(centers, xp)
+        valid = (mass > 0) & (length > 0)
+        n_valid = int(xp.sum(xp.astype(valid, xp.int64)))
+        if n_valid < n_components:  # duplicate rows: too few distinct cells
+            return seeds[:n_components, ...]
+        valid = xp.nonzero(valid)[0]
+        centers = xp.take(centers, valid, axis=0) / xp.take(length, valid)[:, None]
+        mass = xp.take(mass, valid)
+        distance = xp.clip(1.0 - centers @ centers.T, 0.0, 2.0)
+        first = _xp_draw(mass, random_state.uniform(size=1), xp)
+        chosen = [first]
+        columns = xp.arange(n_valid, device=_array_api.device(z))
+        taken = columns == first
+        closest = xp.take(distance, first, axis=0)[0, :]
+        for _ in range(n_components - 1):
+            potential = xp.minimum(closest[None, :], distance) @ mass
+            potential = xp.where(taken, xp.inf, potential)
+            best = xp.reshape(xp.argmin(potential), (1,))
+            chosen.append(best)
+            taken = taken | (columns == best)
+            closest = xp.minimum(closest, xp.take(distance, best, axis=0)[0, :])
+        return xp.take(centers, xp.concat(chosen), axis=0)
+
+    def _xp_log_prob_resp(self, rows):
+        """:meth:`_log_prob_resp` in ``rows.xp`` (a log-space softmax)."""
+        xp = rows.xp
+        w = rows.z @ self._scaled_means.T + self._bias
+        log_prob = _array_api.logsumexp(w, axis=1, xp=xp)
+        resp = xp.exp(w - log_prob[:, None])
+        return log_prob + rows.offset, resp
+
+    def _xp_fill_dropped(self, rows, log_prob, resp):
+        """Dropped zero rows get the prior and the uniform density."""
+        xp = rows.xp
+        dim = self.means_.shape[1]
+        uniform = float(log_normalizer(dim, 0.0))
+        mask = rows.mask
+        if log_prob.shape[0] == 0:
+            full_log_prob = (
+                xp.zeros(
+                    mask.shape[0],
+                    dtype=self.means_.dtype,
+                    device=_array_api.device(mask),
+                )
+                + uniform
+            )
+            full_resp = xp.zeros_like(full_log_prob)[:, None] + self.weights_[None, :]
+            return full_log_prob, full_resp
+        # gather instead of scatter: row i takes kept row number cumsum(mask)-1
+        position = xp.clip(xp.cumulative_sum(xp.astype(mask, xp.int64)) - 1, min=0)
+        full_log_prob = xp.where(mask, xp.take(log_prob, position), uniform)
+        full_resp = xp.where(
+            mask[:, None], xp.take(resp, position, axis=0), self.weights_[None, :]
+        )
+        return full_log_prob, full_resp
+
+    def _xp_m_step(self, rows, resp, log_prob):
+        """:meth:`_m_step` in ``rows.xp``."""
+        xp, z = rows.xp, rows.z
+        n, dim = z.shape
+        nk = xp.sum(resp, axis=0)
+        resultant = resp.T @ z
+        mass = nk if rows.kappa is None else rows.kappa @ resp
+        length = _xp_row_norms(resultant, xp)
+        eps = float(xp.finfo(z.dtype).eps)
+        degenerate = (
+            (nk < 10 * eps * n) | ~(length > 1e-12 * mass) | ~xp.isfinite(length)
+        )
+        healthy = ~degenerate
+        means = xp.where(
+            healthy[:, None], resultant / xp.where(healthy, length, 1.0)[:, None], 0.0
+        )
+        safe_nk = xp.where(healthy, nk, 1.0)
+        if self.kappa == "learned":
+            rbar = xp.where(
+                healthy, xp.clip(length / safe_nk, 0.0, _rbar_max(xp, z)), 0.0
+            )
+            kappas = xp.where(healthy, self._xp_estimate_kappa(rbar, dim, xp), 0.0)
+        elif self.kappa == "revised":
+            kappas = xp.where(healthy, mass / safe_nk, 0.0)
+        else:
+            kappas = xp.zeros_like(nk) + float(self.kappa)
+        if bool(xp.any(degenerate)):
+            means, nk, kappas = self._xp_reseed(
+                rows, log_prob, degenerate, means, nk, kappas, resultant
+            )
+        self._xp_set_state(means, nk / xp.sum(nk), kappas, xp)
+
+    def _xp_estimate_kappa(self, rbar, dim, xp):
+        kappas = _xp_vmf.estimate_kappa(rbar, dim, xp)
+        kappas = xp.where(xp.isnan(kappas), _KAPPA_MAX, kappas)
+        return xp.clip(kappas, 0.0, _KAPPA_MAX)
+
+    def _xp_reseed(self, rows, log_prob, degenerate, means, nk, kappas, resultant):
+        """:meth:`_reseed` in ``rows.xp``; returns ``(means, nk, kappas)``."""
+        xp, z = rows.xp, rows.z
+        dim = z.shape[1]
+        dev = _array_api.device(z)
+        length = _xp_row_norms(z, xp)
+        candidates = xp.nonzero(length > 0)[0]
+        n_candidates = int(candidates.shape[0])
+        if n_candidates:
+            order = xp.take(
+                candidates, xp.argsort(xp.take(log_prob, candidates), stable=True)
+            )
+            # the j-th degenerate component takes the j-th worst row
+            rank = xp.cumulative_sum(xp.astype(degenerate, xp.int64)) - 1
+            picks = xp.take(order, xp.clip(rank, min=0) % n_candidates)
+            replacement = xp.take(z, picks, axis=0) / xp.take(length, picks)[:, None]
+        else:  # no row carries a direction: any unit vector will do
+            first_axis = xp.astype(xp.arange(dim, device=dev) == 0, z.dtype)
+            replacement = xp.zeros_like(means) + first_axis[None, :]
+        means = xp.where(degenerate[:, None], replacement, means)
+        healthy = ~degenerate
+        if self.kappa == "learned":
+            n_healthy = int(xp.sum(xp.astype(healthy, xp.int64)))
+            if n_healthy:
+                fill = xp.sum(xp.where(healthy, kappas, 0.0)) / n_healthy
+            else:
+                tiny = float(xp.finfo(z.dtype).smallest_normal)
+                total = xp.clip(
+                    _xp_row_norms(xp.sum(resultant, axis=0)[None, :], xp)
+                    / xp.clip(xp.sum(nk), min=tiny),
+                    0.0,
+                    _rbar_max(xp, z),
+                )
+                fill = self._xp_estimate_kappa(total, dim, xp)[0]
+            kappas = xp.where(degenerate, fill, kappas)
+        elif self.kappa == "revised":
+            kappas = xp.where(degenerate, xp.mean(rows.kappa), kappas)
+        nk = xp.where(degenerate, 1.0, nk)
+        return means, nk, kappas
+
+    def _xp_set_state(self, means, weights, kappas, xp=None):
+        """:meth:`_set_state` for arrays of another namespace."""
+        if xp is None:
+            xp = _array_api.get_namespace(means)[0]
+        self.means_ = means
+        self.weights_ = weights
+        self.kappas_ = kappas
+        dim = means.shape[1]
+        bias = xp.log(weights)  # log 0 = -inf: an emptied component
+        if self.kappa == "learned":
+            self._scaled_means = means * kappas[:, None]
+            bias = bias + _xp_vmf.log_normalizer(dim, kappas, xp)
+        elif self.kappa == "revised":
+            self._scaled_means = means
+        else:
+            self._scaled_means = means * float(self.kappa)
+        self._bias = bias
 
     # -------------------------------------------------------- prediction
-    def _rows_for_prediction(self, X):
+    def _fitted_namespace(self):
+        """Namespace of the fitted arrays; None when they are numpy."""
+        if isinstance(self.means_, np.ndarray):
+            return None
+        if not _array_api.dispatch_enabled():
+            raise ValueError(
+                "this RevisedVMFMixture was fitted on "
+                f"{type(self.means_).__module__.split('.')[0]} arrays with "
+                "array_api_dispatch on; turn array_api_dispatch on (sklearn."
+                "config_context(array_api_dispatch=True)) to use it, or refit it "
+                "on numpy arrays."
+            )
+        return _array_api.get_namespace(self.means_)[0]
+
+    def _rows_for_prediction(self, X, method):
         check_is_fitted(self)
-        refuse_complex(X, "X")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return self._prepare(X)
+        _array_api.check_same_namespace(X, self, attribute="means_", method=method)
+        xp = self._fitted_namespace()
+        if xp is None:
+            refuse_complex(X, "X")
+            X = validate_data(self, X, dtype=np.float64, reset=False)
+            return self._prepare(X)
+        _refuse_complex_xp(X, xp)
+        X = validate_data(self, X, dtype=self.means_.dtype, reset=False)
+        return self._prepare(X, xp)
 
     def predict(self, X):
         """Predict the component (or class) of each row.
@@ -797,8 +1332,9 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         >>> gm.predict([[3.0, 0.0], [0.0, 3.0]]).tolist()
         ['x', 'y']
         """
-        _, resp = self._full_log_prob_resp(self._rows_for_prediction(X))
-        return self._labels(resp.argmax(axis=1))
+        rows = self._rows_for_prediction(X, "predict")
+        _, resp = self._full_log_prob_resp(rows)
+        return self._labels(_argmax_rows(resp, rows.xp))
 
     def predict_proba(self, X):
         """Posterior probability of each component given each row.
@@ -823,7 +1359,9 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         >>> gm.predict_proba([[9.0, 0.0]]).round(3).tolist()
         [[1.0, 0.0]]
         """
-        _, resp = self._full_log_prob_resp(self._rows_for_prediction(X))
+        _, resp = self._full_log_prob_resp(
+            self._rows_for_prediction(X, "predict_proba")
+        )
         return resp
 
     def score_samples(self, X):
@@ -852,7 +1390,9 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         >>> gm.score_samples(X).shape
         (4,)
         """
-        log_prob, _ = self._full_log_prob_resp(self._rows_for_prediction(X))
+        log_prob, _ = self._full_log_prob_resp(
+            self._rows_for_prediction(X, "score_samples")
+        )
         return log_prob
 
     def score(self, X, y=None):
@@ -879,7 +1419,7 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(gm.score(X), gm.score_samples(X).mean()))
         True
         """
-        return float(np.mean(self.score_samples(X)))
+        return _float_mean(self.score_samples(X))
 
     def _n_parameters(self):
         n_components, dim = self.means_.shape
@@ -916,7 +1456,7 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         """
         log_prob = self.score_samples(X)
         n = log_prob.shape[0]
-        return -2 * log_prob.sum() + self._n_parameters() * np.log(n)
+        return -2 * _float_sum(log_prob) + self._n_parameters() * float(np.log(n))
 
     def aic(self, X):
         """Akaike information criterion on ``X`` (lower is better).
@@ -942,7 +1482,7 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(gm.aic(X), -2 * 4 * gm.score(X) + 2 * 5))
         True
         """
-        return -2 * self.score_samples(X).sum() + 2 * self._n_parameters()
+        return -2 * _float_sum(self.score_samples(X)) + 2 * self._n_parameters()
 
     @validate_params(
         {"n_samples": [Interval(Integral, 1, None, closed="left")]},
@@ -957,6 +1497,12 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         ``kappa(strength)``, and is returned as strength times direction. In
         the other modes the model is over directions only and rows are unit
         vectors from ``vMF(means_[k], kappas_[k])``.
+
+        The draws are made on the host (numpy) from the fitted parameters.
+        For a mixture fitted on another Array API namespace, the rows and
+        labels are moved to its namespace and device while
+        ``array_api_dispatch`` is on, and returned as numpy otherwise
+        (labels of text ``classes_`` always stay numpy).
 
         Parameters
         ----------
@@ -981,6 +1527,8 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         ((5, 2), True)
         """
         check_is_fitted(self)
+        if not isinstance(self.means_, np.ndarray):
+            return self._sample_from_device_fit(n_samples)
         rng = check_random_state(self.random_state)
         n_components, dim = self.means_.shape
         counts = rng.multinomial(n_samples, self.weights_)
@@ -1005,6 +1553,35 @@ class RevisedVMFMixture(DensityMixin, BaseEstimator):
         X = np.vstack(blocks)
         labels = np.repeat(np.arange(n_components), counts)
         return X, self._labels(labels)
+
+    def _sample_from_device_fit(self, n_samples):
+        """:meth:`sample` of a mixture fitted in another namespace.
+
+        Draws from a host copy of the (small) fitted parameters, in float64,
+        and moves the result to the fitted namespace and device when
+        dispatch is on.
+        """
+        fitted = {
+            name: getattr(self, name)
+            for name in ("means_", "weights_", "kappas_", "_strength_quantiles")
+            if hasattr(self, name)
+        }
+        classes = getattr(self, "classes_", None)
+        host = copy.copy(self)
+        for name, value in fitted.items():
+            setattr(host, name, _array_api.to_numpy(value).astype(np.float64))
+        # float32 weights may sum to slightly over 1, which multinomial refuses
+        host.weights_ = host.weights_ / host.weights_.sum()
+        if classes is not None:
+            host.classes_ = _array_api.to_numpy(classes)
+        X, labels = host.sample(n_samples)
+        if not _array_api.dispatch_enabled():
+            return X, labels
+        xp, _, dev = _array_api.get_namespace_and_device(self.means_)
+        X = xp.astype(_array_api.move_to(X, xp=xp, device=dev), self.means_.dtype)
+        if classes is None or not isinstance(classes, np.ndarray):
+            labels = _array_api.move_to(labels, xp=xp, device=dev)
+        return X, labels
 
     def _sample_revised(self, k, count, rng):
         dim = self.means_.shape[1]
