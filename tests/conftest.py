@@ -14,6 +14,34 @@ def rng():
     return np.random.default_rng(0)
 
 
+def _needs_cuda(item) -> bool:
+    """A test with a CUDA variant: marked ``cuda``, or parametrised on it.
+
+    scikit-learn's Array API checks are parametrised by device name
+    (``device_name=cuda``, ``device='cuda'``); it skips them only when torch
+    was built without CUDA, so a CUDA build on a machine without a GPU would
+    fail them.
+    """
+    if item.get_closest_marker("cuda") is not None:
+        return True
+    name = item.name
+    return "device_name=cuda" in name or "device='cuda'" in name or "[cuda" in name
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every CUDA variant ``cuda`` (``pytest -m cuda`` runs exactly them)
+    and skip them where torch sees no GPU."""
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch sees none)")
+    for item in items:
+        if _needs_cuda(item):
+            item.add_marker(pytest.mark.cuda)
+            if not has_gpu:
+                item.add_marker(skip)
+
+
 def pytest_configure(config):
     # Two xdist workers on a two-core machine: one BLAS/OpenMP/torch thread
     # each. Oversubscribed threads spin-wait and made small products 20-100x

@@ -130,30 +130,9 @@ def _expected_failed_checks(estimator):
     return {}
 
 
-def _missing_device(check):
-    """The accelerator a check of the Array API needs, if this machine lacks it.
-
-    scikit-learn skips torch "cuda" checks only when torch was built without
-    CUDA; a CUDA build on a machine without a usable GPU would fail them.
-    """
-    keywords = getattr(check, "keywords", {})
-    devices = [keywords.get("device_name")]
-    for key in ("X_ns_and_device", "other_ns_and_device"):
-        if key in keywords:
-            devices.append(keywords[key].device)
-    if "cuda" in devices:
-        import torch
-
-        if not torch.cuda.is_available():
-            return "cuda"
-    return None
-
-
 @parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible(estimator, check, request):
-    missing = _missing_device(check)
-    if missing is not None:
-        pytest.skip(f"no usable {missing} device on this machine")
+    # CUDA variants are marked and skipped without a GPU by tests/conftest.py
     if "array_api" in getattr(getattr(check, "func", check), "__name__", ""):
         # torch's small products: one thread is faster and reproducible
         request.getfixturevalue("one_torch_thread")
