@@ -48,9 +48,19 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._array_api import (
+    check_same_namespace,
+    dispatch_enabled,
+    float_dtype,
+    get_namespace_and_device,
+    is_numpy,
+    is_torch,
+    move_to,
+    to_numpy,
+)
 from ._convergence import warn_if_not_falling
 from ._progress import message, progress
-from ._soft_labels import check_soft_labels
+from ._soft_labels import _RANGE_TOL, _SUM_TOL, check_soft_labels
 from ._torch.utils import (
     MomentumSGD,
     real_array,
@@ -64,6 +74,8 @@ from .features import FeatureSet
 __all__ = ["SampleProjector", "procrustes_rotation"]
 
 _DTYPE = torch.float64
+# the fitted arrays of the model (numpy, or X's namespace with dispatch on)
+_ARRAY_ATTRIBUTES = ("components_", "directions_", "priors_")
 # mean KL per sample beyond which training has diverged: -log Q of a sample is
 # at most 2 kappa(l) + log(1 / pi), so this needs strengths ~ 700 and more
 _DIVERGED = 1e6
@@ -139,6 +151,211 @@ def _objective(M, F, P, log_p, log_pi, kappa_fn, *, exact, mu=None):
 
 
 # ---------------------------------------------------------------------------
+# namespaces and devices (SPEC 10)
+# ---------------------------------------------------------------------------
+# How an input is computed on. _NUMPY: dispatch off or numpy input, today's
+# path (torch on ``device``, numpy attributes). _TORCH: dispatch on and torch
+# tensors, computed on their device, attributes and outputs tensors there.
+# _HOST: dispatch on and another namespace (array-api-strict, ...): torch on
+# the CPU from a host copy, results moved back to the input's namespace and
+# device.
+_NUMPY, _TORCH, _HOST = "numpy", "torch", "host"
+
+
+def _namespace_of(array):
+    """``(xp, device, mode)`` of an input array (see the modes above)."""
+    if array is None or not dispatch_enabled():
+        return np, "cpu", _NUMPY
+    xp, _, dev = get_namespace_and_device(array)
+    if is_numpy(xp):
+        return xp, dev, _NUMPY
+    if is_torch(xp) and isinstance(array, torch.Tensor):
+        return xp, dev, _TORCH
+    return xp, dev, _HOST
+
+
+def _sample_of(X):
+    """The array whose namespace and device decide (X, or its ``sample``)."""
+    return X.sample if isinstance(X, FeatureSet) else X
+
+
+def _is_numeric(array) -> bool:
+    dtype = np.asarray(array).dtype if isinstance(array, (list, tuple)) else array.dtype
+    return bool(np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_))
+
+
+def _back(array, xp, device):
+    """A host result moved into ``xp`` on ``device`` (labels that are not
+    numbers, such as strings, stay numpy: no Array API namespace holds them)."""
+    if array is None or not _is_numeric(array):
+        return array
+    return move_to(array, xp=xp, device=device)
+
+
+def _labels_to(y, device):
+    """Labels ``y`` as a tensor on ``device`` (labels follow the features);
+    labels that are not numbers stay a numpy array."""
+    if isinstance(y, torch.Tensor):
+        return y.detach().to(device)
+    y_host = np.asarray(y) if isinstance(y, (list, tuple)) else to_numpy(y)
+    return torch.as_tensor(y_host, device=device) if _is_numeric(y_host) else y_host
+
+
+def _check_label_shape(y, pred):
+    if tuple(y.shape) != tuple(pred.shape):
+        raise ValueError(
+            f"y must have shape {tuple(pred.shape)} (one label per sample); "
+            f"got {tuple(y.shape)}"
+        )
+
+
+def _host_featureset(fs):
+    """The fields a projector reads, copied to the host (``_HOST`` mode)."""
+    return FeatureSet(
+        sample=None if fs.sample is None else to_numpy(fs.sample),
+        soft_labels=None if fs.soft_labels is None else to_numpy(fs.soft_labels),
+        classes=None if fs.classes is None else to_numpy(fs.classes),
+    )
+
+
+def _host_input(X):
+    """``X`` (array or FeatureSet) copied to the host (``_HOST`` mode)."""
+    if isinstance(X, FeatureSet):
+        return _host_featureset(X)
+    return None if X is None else to_numpy(X)
+
+
+def _moved(x, device, dtype):
+    """Tensor ``x`` as ``dtype`` on ``device``, cast where the dtype exists:
+    float64 is asked only of devices that have it (so move, then cast), and
+    a narrower type exists on both (so cast, then move: a float64 host
+    tensor reaches a device without float64 already narrowed)."""
+    if dtype == torch.float64:
+        return x.to(device).to(dtype)
+    return x.to(dtype).to(device)
+
+
+def _torch_real(x, name):
+    """Refuse complex tensors (``check_array`` would drop the imaginary part)."""
+    if x.is_complex():
+        raise ValueError(f"{name} must be real numbers; got complex dtype {x.dtype}")
+
+
+def _torch_soft_labels(P, *, n_samples, from_logits, temperature, name, dtype, device):
+    """:func:`~skvmf._soft_labels.check_soft_labels` for a tensor, on
+    ``device`` (the features'), without a host copy; same checks, messages
+    and result (probabilities, clipped and renormalised, or the tempered
+    softmax of logits computed in log space)."""
+    if P.is_complex():
+        raise ValueError(f"{name} must be real; got a tensor of dtype {P.dtype}")
+    if P.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_classes); "
+            f"got shape {tuple(P.shape)}"
+        )
+    if P.shape[1] < 2:
+        raise ValueError(
+            f"{name} needs at least 2 columns (classes); got shape {tuple(P.shape)}"
+        )
+    if n_samples is not None and P.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {P.shape[0]} rows but there are {n_samples} samples"
+        )
+    if P.shape[0] == 0:
+        raise ValueError(f"{name} is empty; got shape {tuple(P.shape)}")
+    # out of place from here on: .to() may return the caller's tensor itself
+    arr = _moved(P.detach(), device, dtype)
+    finite = torch.isfinite(arr)
+    if not bool(finite.all()):
+        row = int(torch.nonzero(~finite.all(dim=1))[0, 0])
+        value = float(arr[row][~finite[row]][0])
+        raise ValueError(f"{name} must be finite; row {row} contains {value}")
+    if from_logits:
+        # the row maximum first: every scaled logit is <= 0, nothing overflows
+        scaled = (arr - arr.amax(dim=1, keepdim=True)) / float(temperature)
+        return torch.exp(torch.log_softmax(scaled, dim=1))
+    bad = (arr < -_RANGE_TOL) | (arr > 1 + _RANGE_TOL)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad.any(dim=1))[0, 0])
+        value = float(arr[row][bad[row]][0])
+        raise ValueError(
+            f"{name} must be probabilities in [0, 1]; row {row} has the entry "
+            f"{value:g}; these look like logits: pass from_logits=True"
+        )
+    sums = arr.sum(dim=1)
+    off = torch.abs(sums - 1.0) > _SUM_TOL
+    if bool(off.any()):
+        row = int(torch.nonzero(off)[0, 0])
+        raise ValueError(
+            f"each row of {name} must sum to 1; row {row} sums to "
+            f"{float(sums[row]):.6g} (if these are logits or unnormalised "
+            "scores, pass from_logits=True)"
+        )
+    arr = arr.clamp(0.0, 1.0)
+    return arr / arr.sum(dim=1, keepdim=True)
+
+
+def _torch_hard_labels(y, n_samples, device, dtype):
+    """One-hot P (on ``device``) and the sorted classes of hard labels ``y``.
+
+    Numeric labels follow the features to their device and the classes stay
+    there; labels no namespace holds (strings) are encoded on the host, which
+    keeps their classes as a numpy array.
+    """
+    if isinstance(y, torch.Tensor):
+        _torch_real(y, "y")
+        y_dev, classes = y.detach().to(device), None
+    else:
+        y_host = to_numpy(y) if not isinstance(y, (list, tuple)) else np.asarray(y)
+        if _is_numeric(y_host):
+            y_dev, classes = torch.as_tensor(y_host, device=device), None
+        else:
+            y_dev = None
+    shape = tuple((y_dev if y_dev is not None else y_host).shape)
+    if len(shape) != 1 or shape[0] != n_samples:
+        raise ValueError(
+            f"y must be 1-D with one label per sample ({n_samples}); got shape {shape}"
+        )
+    if y_dev is not None:
+        classes, codes = torch.unique(y_dev, sorted=True, return_inverse=True)
+    else:
+        classes, codes = np.unique(y_host, return_inverse=True)
+        codes = torch.as_tensor(codes, device=device)
+    if classes.shape[0] < 2:
+        first = classes[0].item() if isinstance(classes, torch.Tensor) else classes[0]
+        raise ValueError(f"y has a single class ({first!r}); at least 2 are needed")
+    eye = torch.eye(classes.shape[0], dtype=dtype, device=device)
+    return eye[codes], classes
+
+
+def _no_targets_error():
+    return ValueError(
+        "SampleProjector requires y to be passed, but the target y is "
+        "None: it needs the network's soft labels (soft_labels=..., or a "
+        "FeatureSet with logits or soft_labels) or hard labels y"
+    )
+
+
+def _featureset_classes(fs, n_classes):
+    """The FeatureSet's class labels (numpy), checked against C; or None."""
+    if fs is None or fs.classes is None:
+        return None
+    classes = fs.classes
+    if isinstance(classes, torch.Tensor) or (
+        not isinstance(classes, (np.ndarray, list, tuple))
+        and hasattr(classes, "__array_namespace__")
+    ):
+        classes = to_numpy(classes)  # C labels, not features
+    classes = np.asarray(classes)
+    if classes.shape != (n_classes,):
+        raise ValueError(
+            f"FeatureSet.classes has shape {classes.shape} but the soft "
+            f"labels have {n_classes} columns"
+        )
+    return classes
+
+
+# ---------------------------------------------------------------------------
 # Procrustes
 # ---------------------------------------------------------------------------
 def _procrustes(A, B):
@@ -176,7 +393,9 @@ def procrustes_rotation(source, target, *, trim=0.1):
     Returns
     -------
     R : ndarray of shape (d, d)
-        Orthogonal matrix; ``source @ R`` is aligned with ``target``.
+        Orthogonal matrix; ``source @ R`` is aligned with ``target``. With
+        ``array_api_dispatch`` on, in the namespace and on the device of
+        ``source`` (``target`` is moved there).
 
     Examples
     --------
@@ -189,24 +408,77 @@ def procrustes_rotation(source, target, *, trim=0.1):
     >>> bool(np.allclose(R, Q))
     True
     """
+    xp, dev, mode = _namespace_of(source)
+    if mode == _TORCH:
+        # everything follows the source: the target joins it on its device
+        dtype = float_dtype(xp, dev, name="procrustes_rotation")
+        A = _torch_2d_finite(source, "source", dtype)
+        B = _torch_2d_finite(target, "target", dtype, device=A.device)
+        _check_same_shape(A, B)
+        return _torch_procrustes_rotation(A, B, trim)
+    if mode == _HOST:
+        source, target = to_numpy(source), to_numpy(target)
     A = _as_2d_finite(source, "source")
     B = _as_2d_finite(target, "target")
-    if A.shape != B.shape:
-        raise ValueError(
-            f"source and target must have the same shape; got {A.shape} and {B.shape}"
-        )
+    _check_same_shape(A, B)
     R = _procrustes(A, B)
     na = safe_norm(A, dim=1)
     nb = safe_norm(B, dim=1)
     ok = (na > 0) & (nb > 0)  # points at the origin have no direction
-    if not ok.any():
+    if ok.any():
+        Ua = A[ok] / na[ok, None]
+        Ub = B[ok] / nb[ok, None]
+        resid = np.linalg.norm(Ua @ R - Ub, axis=1)
+        keep = np.argsort(resid, kind="stable")[: _n_kept(len(resid), trim)]
+        R = _procrustes(Ua[keep], Ub[keep])
+    return move_to(R, xp=xp, device=dev) if mode == _HOST else R
+
+
+def _n_kept(n, trim):
+    """How many of ``n`` points the second Procrustes pass keeps."""
+    return max(1, math.ceil((1.0 - trim) * n - 1e-9))
+
+
+def _check_same_shape(A, B):
+    if tuple(A.shape) != tuple(B.shape):
+        raise ValueError(
+            "source and target must have the same shape; got "
+            f"{tuple(A.shape)} and {tuple(B.shape)}"
+        )
+
+
+def _torch_procrustes_rotation(A, B, trim):
+    """:func:`procrustes_rotation` on tensors, on their device."""
+
+    def fit(P, Q):
+        U, _, Vh = torch.linalg.svd(P.T @ Q)
+        return U @ Vh
+
+    R = fit(A, B)
+    na, nb = safe_norm(A, dim=1), safe_norm(B, dim=1)
+    ok = (na > 0) & (nb > 0)
+    if not bool(ok.any()):
         return R
     Ua = A[ok] / na[ok, None]
     Ub = B[ok] / nb[ok, None]
-    resid = np.linalg.norm(Ua @ R - Ub, axis=1)
-    n_keep = max(1, math.ceil((1.0 - trim) * len(resid) - 1e-9))
-    keep = np.argsort(resid, kind="stable")[:n_keep]
-    return _procrustes(Ua[keep], Ub[keep])
+    resid = torch.linalg.vector_norm(Ua @ R - Ub, dim=1)
+    keep = torch.argsort(resid, stable=True)[: _n_kept(resid.shape[0], trim)]
+    return fit(Ua[keep], Ub[keep])
+
+
+def _torch_2d_finite(X, name, dtype, device=None):
+    """A real, finite, non-empty 2-D tensor (moved to ``device``) as ``dtype``."""
+    if not isinstance(X, torch.Tensor):
+        X = torch.as_tensor(to_numpy(X), device=device)
+    _torch_real(X, name)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 2-D array; got shape {tuple(X.shape)}"
+        )
+    X = _moved(X.detach(), device or X.device, dtype)
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return X
 
 
 def _as_2d_finite(X, name):
@@ -354,7 +626,10 @@ default="random"
     temperature : float, default=4.0
         Temperature of the soft labels derived from logits.
     device : str or torch.device, default="cpu"
-        Where the optimisation runs (``"cuda"`` when available).
+        Where the optimisation runs for numpy input (``"cuda"`` when
+        available). With ``array_api_dispatch`` on, X's device decides
+        instead: torch tensors are computed on their own device (this
+        parameter is then not used), arrays of other namespaces on the CPU.
     random_state : int, RandomState instance or None, default=None
         Seed of the random initial M.
     verbose : int, default=0
@@ -362,13 +637,15 @@ default="random"
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components, n_features_in_)
-        The projection M (g = M f / scale).
-    directions_ : ndarray of shape (n_classes, n_components)
+    components_ : array of shape (n_components, n_features_in_)
+        The projection M (g = M f / scale). Every fitted array is a numpy
+        array, or in X's namespace and on its device with
+        ``array_api_dispatch`` on (see Notes).
+    directions_ : array of shape (n_classes, n_components)
         Unit category directions mu_c at the end of training.
-    priors_ : ndarray of shape (n_classes,)
+    priors_ : array of shape (n_classes,)
         Category priors pi_c.
-    classes_ : ndarray of shape (n_classes,)
+    classes_ : array of shape (n_classes,)
         Labels of the categories (the FeatureSet's ``classes``, the sorted
         labels of ``y`` for hard labels, else ``0 .. C-1``).
     n_features_in_ : int
@@ -388,7 +665,7 @@ default="random"
         lowest-loss iterate is what the run found.
     n_iter_ : int
         Number of steps run.
-    rotation_ : ndarray of shape (n_components, n_components)
+    rotation_ : array of shape (n_components, n_components)
         Only after :meth:`fit_sequence`: the Procrustes rotation applied.
     warm_started_ : bool
         Only after :meth:`fit_sequence`: whether the warm start was kept.
@@ -414,6 +691,27 @@ default="random"
     would need an lr about N times larger for the same 2000 steps. Adam's
     steps (the default) do not depend on the scale of the loss. All
     arithmetic is float64.
+
+    **Array API.** With ``sklearn.set_config(array_api_dispatch=True)``,
+    everything follows X (SPEC 10): for torch tensors (or a FeatureSet whose
+    ``sample`` is one) the fit runs on X's device with no host copy of the
+    features; ``components_``, ``directions_``, ``priors_``, numeric
+    ``classes_`` and ``rotation_`` are tensors there, as are the outputs of
+    :meth:`transform` (and the ``g``, ``directions`` and ``priors`` it adds
+    to a FeatureSet), :meth:`predict`, :meth:`predict_proba` and
+    :meth:`predict_log_proba`; :meth:`score` is a Python float. Arrays of
+    other namespaces (array-api-strict) are computed by torch on the CPU
+    from a host copy and every result is returned in their namespace, on
+    their device. ``y`` and soft labels are moved to X's namespace and
+    device; class labels no namespace holds (strings) stay numpy, and so
+    does :meth:`predict`'s output then. The arithmetic is float64 as
+    without dispatch (float32 inputs give float64 results, as numpy's do);
+    on a device without float64 it is float32, with a ``UserWarning``.
+    ``loss_curve_`` and ``loss_`` stay Python floats (a log kept on the
+    host, one scalar per step). Calling a method with X in another namespace
+    or on another device than the fit's is a ``ValueError`` naming both.
+    Without dispatch nothing changes: numpy in (tensors are converted), numpy
+    out.
 
     Examples
     --------
@@ -561,23 +859,92 @@ default="random"
                 )
             return np.eye(len(classes))[codes], classes
         else:
-            raise ValueError(
-                "SampleProjector requires y to be passed, but the target y is "
-                "None: it needs the network's soft labels (soft_labels=..., or a "
-                "FeatureSet with logits or soft_labels) or hard labels y"
-            )
-        if fs is not None and fs.classes is not None:
-            classes = np.asarray(fs.classes)
-            if classes.shape != (P.shape[1],):
+            raise _no_targets_error()
+        classes = _featureset_classes(fs, P.shape[1])
+        return P, np.arange(P.shape[1]) if classes is None else classes
+
+    def _torch_features(self, X, *, reset, dtype):
+        """:meth:`_features` for tensors (dispatch on): the features as
+        ``dtype`` on their own device, checked against the fit, no host copy."""
+        if isinstance(X, FeatureSet):
+            if X.sample is None:
                 raise ValueError(
-                    f"FeatureSet.classes has shape {classes.shape} but the soft "
-                    f"labels have {P.shape[1]} columns"
+                    "this FeatureSet has no sample features (FeatureSet.sample is None)"
                 )
+            F = X.sample
+            _torch_real(F, "FeatureSet.sample")
+            if F.ndim != 2:
+                raise ValueError(
+                    f"FeatureSet.sample must have shape (N, D); got {tuple(F.shape)}"
+                )
+            F = F.detach().to(dtype)
+            if not bool(torch.isfinite(F).all()):
+                raise ValueError("FeatureSet.sample contains NaN or infinite values")
+            if reset:
+                self.n_features_in_ = F.shape[1]
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif F.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {F.shape[1]} features, but SampleProjector is "
+                    f"expecting {self.n_features_in_} features as input"
+                )
+            return F
+        if X.is_complex():  # check_array would cast it to its real part
+            raise ValueError("Complex data not supported: X must be real numbers")
+        return validate_data(
+            self, X.detach(), reset=reset, dtype=dtype, ensure_min_samples=1
+        )
+
+    def _torch_targets(self, X, y, soft_labels, n_samples, device, dtype):
+        """:meth:`_targets` with the features on a torch ``device``: soft
+        labels (N, C) of ``dtype`` there, and the classes (a tensor there
+        when they are numbers, as labels follow the features)."""
+        fs = X if isinstance(X, FeatureSet) else None
+        if soft_labels is not None:
+            P = self._soft_labels_on(
+                soft_labels, "soft_labels", self.from_logits, n_samples, device, dtype
+            )
+        elif fs is not None and fs.soft_labels is not None:
+            P = self._soft_labels_on(
+                fs.soft_labels, "X.soft_labels", False, n_samples, device, dtype
+            )
+        elif y is not None:
+            return _torch_hard_labels(y, n_samples, device, dtype)
         else:
-            classes = np.arange(P.shape[1])
+            raise _no_targets_error()
+        classes = _featureset_classes(fs, P.shape[1])
+        if classes is None:
+            return P, torch.arange(P.shape[1], device=device)
+        if _is_numeric(classes):
+            classes = torch.as_tensor(classes, device=device)
         return P, classes
 
-    def _initial_components(self, n_features, generator, device, first=True):
+    def _soft_labels_on(self, value, name, from_logits, n_samples, device, dtype):
+        """Checked soft labels as a ``dtype`` tensor on ``device``: a tensor
+        is checked where it lies, anything else on the host (it is there)."""
+        options = {"n_samples": n_samples, "from_logits": from_logits, "name": name}
+        if isinstance(value, torch.Tensor):
+            return _torch_soft_labels(
+                value,
+                temperature=self.temperature,
+                dtype=dtype,
+                device=device,
+                **options,
+            )
+        if not isinstance(value, (np.ndarray, list, tuple)) and hasattr(
+            value, "__array_namespace__"
+        ):
+            value = to_numpy(value)
+        P = check_soft_labels(
+            real_array(value, name), temperature=self.temperature, **options
+        )
+        return torch.as_tensor(P, dtype=dtype, device=device)
+
+    def _initial_components(
+        self, n_features, generator, device, first=True, dtype=None
+    ):
+        dtype = _DTYPE if dtype is None else dtype
         if isinstance(self.init, str) or not first:
             M = torch.randn(
                 self.n_components,
@@ -586,16 +953,33 @@ default="random"
                 dtype=_DTYPE,
                 device=generator.device,
             )
-            return (self.init_std * M).to(device)
-        M = real_array(self.init, "init", dtype=np.float64)
-        if M.shape != (self.n_components, n_features):
+            # drawn in float64 on the generator's device whatever the compute
+            # device and dtype, so every device starts from the same M
+            return _moved(self.init_std * M, device, dtype)
+        init = self.init
+        if isinstance(init, torch.Tensor):
+            # a tensor start (fit_sequence's warm start with tensors) stays
+            # on the device; checked as an array would be
+            _torch_real(init, "init")
+            M = _moved(init.detach(), device, dtype).clone()
+        else:
+            if not isinstance(init, (np.ndarray, list, tuple)) and hasattr(
+                init, "__array_namespace__"
+            ):
+                init = to_numpy(init)  # another namespace's array: its values
+            M = real_array(init, "init", dtype=np.float64)
+        if tuple(M.shape) != (self.n_components, n_features):
             raise ValueError(
                 f"init must have shape (n_components, n_features) = "
-                f"({self.n_components}, {n_features}); got {M.shape}"
+                f"({self.n_components}, {n_features}); got {tuple(M.shape)}"
             )
+        if isinstance(M, torch.Tensor):
+            if not bool(torch.isfinite(M).all()):
+                raise ValueError("init contains NaN or infinite values")
+            return M
         if not np.isfinite(M).all():
             raise ValueError("init contains NaN or infinite values")
-        return torch.as_tensor(M.copy(), dtype=_DTYPE, device=device)
+        return torch.as_tensor(M.copy(), dtype=dtype, device=device)
 
     # -- fitting -------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -632,32 +1016,64 @@ default="random"
         """:meth:`fit` without the parameter validation and the warning:
         the problem, ``n_init`` descents, then the category model at the
         kept M."""
-        F = self._features(X, reset=True)
-        P, classes = self._targets(X, y, soft_labels, F.shape[0])
-        device = resolve_device(self.device)
+        xp, dev, mode = _namespace_of(_sample_of(X))
+        if mode == _TORCH:
+            # X's device decides; float64 where it has it, as the numpy path
+            dtype = float_dtype(xp, dev, name="SampleProjector")
+            F = self._torch_features(X, reset=True, dtype=dtype)
+            device = F.device
+            P, classes = self._torch_targets(
+                X, y, soft_labels, F.shape[0], device, dtype
+            )
+        else:
+            if mode == _HOST:
+                # no torch device holds these arrays: the CPU computes, from
+                # a host copy, and the results go back to X's namespace
+                X, y = _host_input(X), _host_input(y)
+                soft_labels = _host_input(soft_labels)
+                device = torch.device("cpu")
+            else:
+                device = resolve_device(self.device)
+            F = self._features(X, reset=True)
+            P, classes = self._targets(X, y, soft_labels, F.shape[0])
         problem = self._problem(F, P, device)
         gen = torch_generator(self.random_state)
         best = None
         for run in range(self.n_init):
-            M0 = self._initial_components(F.shape[1], gen, device, first=run == 0)
+            M0 = self._initial_components(
+                F.shape[1], gen, device, first=run == 0, dtype=problem.Ft.dtype
+            )
             found = self._descend(M0, problem, run)
             if best is None or found[1] < best[1]:
                 best = found
         M, _, curve = best
-        self._set_model(M, problem)
+        self._set_model(M, problem, keep_tensors=mode == _TORCH)
         self.classes_ = classes
+        if mode == _HOST:
+            for name in _ARRAY_ATTRIBUTES + ("classes_",):
+                setattr(self, name, _back(getattr(self, name), xp, dev))
         self.loss_curve_ = curve
         self.n_iter_ = self.max_iter
         message(f"{stage}: final loss {self.loss_:.6g}", verbose=self.verbose)
         return self
 
     def _problem(self, F, P, device):
-        """The fixed tensors and numbers of one fit (:class:`_Problem`)."""
-        Pt = torch.as_tensor(P, dtype=_DTYPE, device=device)
-        stiffness = float(np.sum(F * F)) / self.scale**2
-        l1 = float(np.mean(np.sum(np.abs(F), axis=1))) / self.scale
+        """The fixed tensors and numbers of one fit (:class:`_Problem`).
+
+        ``F`` and ``P`` are numpy arrays (moved to ``device`` as float64) or
+        tensors already on their device in the compute dtype.
+        """
+        if isinstance(F, torch.Tensor):
+            stiffness = float(torch.sum(F * F)) / self.scale**2
+            l1 = float(torch.mean(torch.sum(torch.abs(F), dim=1))) / self.scale
+            Ft, Pt = F / self.scale, P
+        else:
+            Pt = torch.as_tensor(P, dtype=_DTYPE, device=device)
+            stiffness = float(np.sum(F * F)) / self.scale**2
+            l1 = float(np.mean(np.sum(np.abs(F), axis=1))) / self.scale
+            Ft = torch.as_tensor(F / self.scale, dtype=_DTYPE, device=device)
         return _Problem(
-            Ft=torch.as_tensor(F / self.scale, dtype=_DTYPE, device=device),
+            Ft=Ft,
             Pt=Pt,
             log_p=torch.log(Pt),
             log_pi=torch.log(Pt.mean(dim=0)),
@@ -668,8 +1084,9 @@ default="random"
             lr=self._learning_rate(l1),
         )
 
-    def _set_model(self, M, problem):
-        """``components_``, the category model at M and ``loss_``."""
+    def _set_model(self, M, problem, keep_tensors=False):
+        """``components_``, the category model at M and ``loss_``: numpy
+        arrays, or tensors on the compute device (``keep_tensors``)."""
         log_pi_em, mu_em = problem.log_pi, None
         with torch.no_grad():
             if self.em_steps > 0:
@@ -678,9 +1095,10 @@ default="random"
                 M, problem.Ft, problem.Pt, problem.log_p, log_pi_em,
                 problem.kappa_fn, exact=True, mu=mu_em,
             )  # fmt: skip
-        self.components_ = M.detach().cpu().numpy().copy()
-        self.directions_ = mu.cpu().numpy().copy()
-        self.priors_ = torch.exp(log_pi_em).cpu().numpy().copy()
+        model = (M.detach(), mu, torch.exp(log_pi_em))
+        for name, value in zip(_ARRAY_ATTRIBUTES, model):
+            value = value.clone() if keep_tensors else value.cpu().numpy().copy()
+            setattr(self, name, value)
         self.loss_ = float(loss)
 
     def _learning_rate(self, l1):
@@ -769,8 +1187,34 @@ default="random"
             return _em_update(unit, kappa, mu, problem.log_pi, self.em_steps)
 
     # -- using the projection ------------------------------------------------
-    def _project(self, X):
+    def _method_mode(self, X, method):
+        """``(xp, device, mode)`` of ``X`` for ``method``, refusing ``X`` in
+        another namespace or on another device than the fit (dispatch on),
+        and a fit on tensors used without dispatch."""
         check_is_fitted(self)
+        sample = _sample_of(X)
+        xp, dev, mode = _namespace_of(sample)
+        if sample is not None:
+            check_same_namespace(sample, self, attribute="components_", method=method)
+        if mode == _NUMPY and not isinstance(self.components_, np.ndarray):
+            raise ValueError(
+                "SampleProjector was fitted on "
+                f"{type(self.components_).__module__.split('.')[0]} arrays with "
+                f"array_api_dispatch on; call {method}() with "
+                "dispatch on and inputs of that namespace and device, or refit"
+            )
+        return xp, dev, mode
+
+    def _project(self, X, mode=_NUMPY):
+        """g = M f / scale: numpy (numpy and host modes) or a tensor."""
+        check_is_fitted(self)
+        if mode == _TORCH:
+            M = self.components_
+            F = self._torch_features(X, reset=False, dtype=M.dtype)
+            return F @ M.T / self.scale
+        if mode == _HOST:
+            F = self._features(_host_input(X), reset=False)
+            return F @ to_numpy(self.components_).T / self.scale
         F = self._features(X, reset=False)
         return F @ self.components_.T / self.scale
 
@@ -786,27 +1230,31 @@ default="random"
         -------
         FeatureSet or ndarray of shape (N, n_components)
             For a FeatureSet, a copy with ``g``, ``directions`` and ``priors``
-            set (X itself is not modified); for an array, g.
+            set (X itself is not modified); for an array, g. With dispatch
+            on, in X's namespace and on its device.
         """
-        G = self._project(X)
+        xp, dev, mode = self._method_mode(X, "transform")
+        G = self._project(X, mode)
+        if mode == _HOST:
+            G = _back(G, xp, dev)
         if isinstance(X, FeatureSet):
             return X.replace(g=G, directions=self.directions_, priors=self.priors_)
         return G
 
-    def predict_log_proba(self, X):
-        """log Q(y|g) of the fitted category model.
-
-        Parameters
-        ----------
-        X : FeatureSet or array-like of shape (N, D)
-            Sample features.
-
-        Returns
-        -------
-        ndarray of shape (N, n_classes)
-            ``log_softmax_y(log pi_y + kappa(||g||) cos(g, mu_y))``.
-        """
-        G = self._project(X)
+    def _log_proba(self, X, mode):
+        """log Q(y|g), as numpy (numpy and host modes) or a tensor."""
+        G = self._project(X, mode)
+        if mode == _TORCH:
+            strength = safe_norm(G, dim=1)
+            unit = G / torch.where(strength > 0, strength, 1.0)[:, None]
+            kappa_fn = TorchKappa(self.kappa, self.n_components, self.sigma, G.device)
+            kappa = kappa_fn(strength)
+            cosines = unit @ self.directions_.T
+            logits = torch.log(self.priors_)[None, :] + kappa[:, None] * cosines
+            return torch.log_softmax(logits, dim=1)
+        priors, directions = self.priors_, self.directions_
+        if mode == _HOST:
+            priors, directions = to_numpy(priors), to_numpy(directions)
         strength = safe_norm(G, dim=1)
         unit = G / np.where(strength > 0, strength, 1.0)[:, None]
         if isinstance(self.kappa, str):
@@ -819,9 +1267,27 @@ default="random"
         else:
             kappa = np.full_like(strength, float(self.kappa))
         with np.errstate(divide="ignore"):
-            log_pi = np.log(self.priors_)
-        logits = log_pi[None, :] + kappa[:, None] * (unit @ self.directions_.T)
+            log_pi = np.log(priors)
+        logits = log_pi[None, :] + kappa[:, None] * (unit @ directions.T)
         return _np_log_softmax(logits, axis=1)
+
+    def predict_log_proba(self, X):
+        """log Q(y|g) of the fitted category model.
+
+        Parameters
+        ----------
+        X : FeatureSet or array-like of shape (N, D)
+            Sample features.
+
+        Returns
+        -------
+        ndarray of shape (N, n_classes)
+            ``log_softmax_y(log pi_y + kappa(||g||) cos(g, mu_y))``; with
+            dispatch on, in X's namespace and on its device.
+        """
+        xp, dev, mode = self._method_mode(X, "predict_log_proba")
+        log_proba = self._log_proba(X, mode)
+        return _back(log_proba, xp, dev) if mode == _HOST else log_proba
 
     def predict_proba(self, X):
         """Q(y|g) of the fitted category model, shape (N, n_classes).
@@ -834,9 +1300,32 @@ default="random"
         Returns
         -------
         ndarray of shape (N, n_classes)
-            Probabilities; rows sum to 1.
+            Probabilities; rows sum to 1. With dispatch on, in X's namespace
+            and on its device.
         """
-        return np.exp(self.predict_log_proba(X))
+        xp, dev, mode = self._method_mode(X, "predict_proba")
+        log_proba = self._log_proba(X, mode)
+        if mode == _TORCH:
+            return torch.exp(log_proba)
+        proba = np.exp(log_proba)
+        return _back(proba, xp, dev) if mode == _HOST else proba
+
+    def _labels_at(self, index, mode):
+        """``classes_[index]`` (index from an argmax), in the mode's arrays."""
+        if mode == _TORCH:
+            if isinstance(self.classes_, torch.Tensor):
+                return self.classes_[index]
+            # labels no namespace holds (strings) stay on the host; what
+            # comes back is the argmax, never the features
+            return self.classes_[np.asarray(index.tolist(), dtype=np.intp)]
+        classes = to_numpy(self.classes_) if mode == _HOST else self.classes_
+        return classes[index]
+
+    def _predict(self, X, mode):
+        log_proba = self._log_proba(X, mode)
+        if mode == _TORCH:
+            return self._labels_at(torch.argmax(log_proba, dim=1), mode)
+        return self._labels_at(np.argmax(log_proba, axis=1), mode)
 
     def predict(self, X):
         """The most probable category under Q, as labels from ``classes_``.
@@ -849,10 +1338,12 @@ default="random"
         Returns
         -------
         ndarray of shape (N,)
-            Predicted labels.
+            Predicted labels; with dispatch on, in X's namespace and on its
+            device (labels that are not numbers, such as strings, stay numpy).
         """
-        log_proba = self.predict_log_proba(X)
-        return self.classes_[np.argmax(log_proba, axis=1)]
+        xp, dev, mode = self._method_mode(X, "predict")
+        pred = self._predict(X, mode)
+        return _back(pred, xp, dev) if mode == _HOST else pred
 
     def score(self, X, y=None):
         """Accuracy of :meth:`predict` against ``y``, or agreement with the DNN.
@@ -869,23 +1360,43 @@ default="random"
         Returns
         -------
         float
-            A fraction in [0, 1].
+            A fraction in [0, 1] (a Python float in every namespace).
         """
-        pred = self.predict(X)
+        _, _, mode = self._method_mode(X, "score")
+        pred = self._predict(X, mode)
         if y is None:
             if not isinstance(X, FeatureSet) or X.soft_labels is None:
                 raise ValueError(
                     "score needs y, or a FeatureSet with soft labels to measure "
                     "the agreement with the network"
                 )
-            labels = real_array(X.soft_labels, "X.soft_labels")
-            y = self.classes_[np.argmax(labels, axis=1)]
-        y = np.asarray(y)
-        if y.shape != pred.shape:
-            raise ValueError(
-                f"y must have shape {pred.shape} (one label per sample); got {y.shape}"
-            )
+            y = self._network_labels(X.soft_labels, mode)
+        if isinstance(pred, torch.Tensor):
+            y = _labels_to(y, pred.device)
+            if isinstance(y, torch.Tensor):
+                _check_label_shape(y, pred)
+                # a count over N: the same fraction as numpy's mean of bools
+                return int(torch.count_nonzero(pred == y)) / pred.shape[0]
+            pred = np.asarray(pred.tolist())  # y holds strings: on the host
+        y = np.asarray(y) if mode == _NUMPY else _host_input(y)
+        _check_label_shape(y, pred)
         return float(np.mean(pred == y))
+
+    def _network_labels(self, soft_labels, mode):
+        """The labels of the network's argmax P, beside ``pred``."""
+        if mode == _TORCH and isinstance(soft_labels, torch.Tensor):
+            _torch_real(soft_labels, "X.soft_labels")
+            index = torch.argmax(soft_labels.detach(), dim=1)
+            if isinstance(self.classes_, torch.Tensor):
+                index = index.to(self.classes_.device)
+            return self._labels_at(index, mode)
+        if mode == _HOST:
+            soft_labels = to_numpy(soft_labels)
+        labels = real_array(soft_labels, "X.soft_labels")
+        index = np.argmax(labels, axis=1)
+        if mode == _TORCH and isinstance(self.classes_, torch.Tensor):
+            index = torch.as_tensor(index, device=self.classes_.device)
+        return self._labels_at(index, mode)
 
     # -- training checkpoints ------------------------------------------------
     def fit_sequence(self, feature_sets, *, n_average=3, trim=0.1):
@@ -996,7 +1507,11 @@ default="random"
             # the digits workload: KL 38.7 vs 17.5 from a fresh start),
             # so the lower loss of the two starts wins
             recent = [p.components_ for p in fitted[-n_average:]]
-            warm = clone(self).set_params(init=np.mean(recent, axis=0))
+            if isinstance(recent[0], torch.Tensor):
+                start = torch.mean(torch.stack(recent), dim=0)  # on the device
+            else:
+                start = np.mean([to_numpy(M) for M in recent], axis=0)
+            warm = clone(self).set_params(init=start)
             warm._fit(fs, stage=stage)
             if warm.loss_ <= est.loss_:
                 est = warm
@@ -1009,18 +1524,35 @@ default="random"
         """Rotate this fit (M, directions) so that its embedding of ``fs``
         lies on ``previous_g`` (the identity for the first checkpoint);
         returns the rotated embedding."""
-        g = self._project(fs)
+        xp, dev, mode = _namespace_of(_sample_of(fs))
+        g = self._project(fs, mode)
+        if mode == _TORCH:
+            if previous_g is None:
+                R = torch.eye(self.n_components, dtype=g.dtype, device=g.device)
+            else:
+                R = _torch_procrustes_rotation(g, previous_g, trim)
+            self.components_ = R.T @ self.components_
+            self.directions_ = self.directions_ @ R
+            self.rotation_ = R
+            return g @ R
         if previous_g is None:
             R = np.eye(self.n_components)
         else:
             R = procrustes_rotation(g, previous_g, trim=trim)
-        self.components_ = R.T @ self.components_
-        self.directions_ = self.directions_ @ R
+        M, D = self.components_, self.directions_
+        if mode == _HOST:
+            M, D = to_numpy(M), to_numpy(D)
+        self.components_ = R.T @ M
+        self.directions_ = D @ R
         self.rotation_ = R
+        if mode == _HOST:
+            for name in ("components_", "directions_", "rotation_"):
+                setattr(self, name, _back(getattr(self, name), xp, dev))
         return g @ R
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True  # labels (or soft labels) are needed
         tags.transformer_tags.preserves_dtype = ["float64"]
+        tags.array_api_support = True
         return tags
