@@ -60,7 +60,7 @@ from ._array_api import (
 )
 from ._convergence import warn_if_not_falling
 from ._progress import message, progress
-from ._soft_labels import _RANGE_TOL, _SUM_TOL, check_soft_labels
+from ._soft_labels import check_soft_labels, check_soft_labels_xp
 from ._torch.utils import (
     MomentumSGD,
     real_array,
@@ -239,60 +239,6 @@ def _torch_real(x, name):
     """Refuse complex tensors (``check_array`` would drop the imaginary part)."""
     if x.is_complex():
         raise ValueError(f"{name} must be real numbers; got complex dtype {x.dtype}")
-
-
-def _torch_soft_labels(P, *, n_samples, from_logits, temperature, name, dtype, device):
-    """:func:`~skvmf._soft_labels.check_soft_labels` for a tensor, on
-    ``device`` (the features'), without a host copy; same checks, messages
-    and result (probabilities, clipped and renormalised, or the tempered
-    softmax of logits computed in log space)."""
-    if P.is_complex():
-        raise ValueError(f"{name} must be real; got a tensor of dtype {P.dtype}")
-    if P.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array of shape (n_samples, n_classes); "
-            f"got shape {tuple(P.shape)}"
-        )
-    if P.shape[1] < 2:
-        raise ValueError(
-            f"{name} needs at least 2 columns (classes); got shape {tuple(P.shape)}"
-        )
-    if n_samples is not None and P.shape[0] != n_samples:
-        raise ValueError(
-            f"{name} has {P.shape[0]} rows but there are {n_samples} samples"
-        )
-    if P.shape[0] == 0:
-        raise ValueError(f"{name} is empty; got shape {tuple(P.shape)}")
-    # out of place from here on: .to() may return the caller's tensor itself
-    arr = _moved(P.detach(), device, dtype)
-    finite = torch.isfinite(arr)
-    if not bool(finite.all()):
-        row = int(torch.nonzero(~finite.all(dim=1))[0, 0])
-        value = float(arr[row][~finite[row]][0])
-        raise ValueError(f"{name} must be finite; row {row} contains {value}")
-    if from_logits:
-        # the row maximum first: every scaled logit is <= 0, nothing overflows
-        scaled = (arr - arr.amax(dim=1, keepdim=True)) / float(temperature)
-        return torch.exp(torch.log_softmax(scaled, dim=1))
-    bad = (arr < -_RANGE_TOL) | (arr > 1 + _RANGE_TOL)
-    if bool(bad.any()):
-        row = int(torch.nonzero(bad.any(dim=1))[0, 0])
-        value = float(arr[row][bad[row]][0])
-        raise ValueError(
-            f"{name} must be probabilities in [0, 1]; row {row} has the entry "
-            f"{value:g}; these look like logits: pass from_logits=True"
-        )
-    sums = arr.sum(dim=1)
-    off = torch.abs(sums - 1.0) > _SUM_TOL
-    if bool(off.any()):
-        row = int(torch.nonzero(off)[0, 0])
-        raise ValueError(
-            f"each row of {name} must sum to 1; row {row} sums to "
-            f"{float(sums[row]):.6g} (if these are logits or unnormalised "
-            "scores, pass from_logits=True)"
-        )
-    arr = arr.clamp(0.0, 1.0)
-    return arr / arr.sum(dim=1, keepdim=True)
 
 
 def _torch_hard_labels(y, n_samples, device, dtype):
@@ -925,13 +871,11 @@ default="random"
         is checked where it lies, anything else on the host (it is there)."""
         options = {"n_samples": n_samples, "from_logits": from_logits, "name": name}
         if isinstance(value, torch.Tensor):
-            return _torch_soft_labels(
-                value,
-                temperature=self.temperature,
-                dtype=dtype,
-                device=device,
-                **options,
+            xp, _, _ = get_namespace_and_device(value)
+            P = check_soft_labels_xp(
+                value, xp, device, temperature=self.temperature, **options
             )
+            return P.to(dtype)
         if not isinstance(value, (np.ndarray, list, tuple)) and hasattr(
             value, "__array_namespace__"
         ):

@@ -30,11 +30,11 @@ from scipy.special import softmax
 from sklearn.base import clone
 
 import skvmf._array_api as skvmf_array_api
-from skvmf._soft_labels import check_soft_labels
+from skvmf._array_api import get_namespace_and_device
+from skvmf._soft_labels import check_soft_labels, check_soft_labels_xp
 from skvmf.features import FeatureSet
 from skvmf.projection import (
     SampleProjector,
-    _torch_soft_labels,
     procrustes_rotation,
 )
 
@@ -53,6 +53,13 @@ def _data(n=60, n_classes=3, dim=8, seed=0, dtype=np.float64):
     F = rng.uniform(0.2, 1.2, n)[:, None] * means[y] + 3.0 * rng.normal(size=(n, dim))
     P = softmax(0.1 * F @ (means / 40.0).T + 0.3 * rng.normal(size=(n, n_classes)), 1)
     return F.astype(dtype), P.astype(dtype), y
+
+
+def _tensor_soft_labels(P, **options):
+    """The device check of soft labels the projector uses for tensors."""
+    with sklearn.config_context(array_api_dispatch=True):
+        xp, _, device = get_namespace_and_device(P)
+        return check_soft_labels_xp(P, xp, device, **options)
 
 
 def _projector(**params):
@@ -389,15 +396,7 @@ def test_tensor_soft_labels_are_refused_with_the_numpy_message(case):
     with pytest.raises(ValueError) as numpy_error:
         check_soft_labels(bad, name="X.soft_labels")
     with pytest.raises(ValueError) as torch_error:
-        _torch_soft_labels(
-            torch.as_tensor(bad),
-            n_samples=None,
-            from_logits=False,
-            temperature=4.0,
-            name="X.soft_labels",
-            dtype=torch.float64,
-            device=torch.device("cpu"),
-        )
+        _tensor_soft_labels(torch.as_tensor(bad), name="X.soft_labels")
     assert str(torch_error.value) == str(numpy_error.value)
 
 
@@ -418,14 +417,11 @@ def test_tensor_soft_labels_equal_numpy_ones(P, from_logits, temperature):
         P = np.abs(P) + 1e-3
         P /= P.sum(axis=1, keepdims=True)
     expected = check_soft_labels(P, from_logits=from_logits, temperature=temperature)
-    got = _torch_soft_labels(
+    got = _tensor_soft_labels(
         torch.as_tensor(P),
         n_samples=P.shape[0],
         from_logits=from_logits,
         temperature=temperature,
-        name="soft_labels",
-        dtype=torch.float64,
-        device=torch.device("cpu"),
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-15)
 
