@@ -62,6 +62,7 @@ _SUBMODULES = {
     "vmf",
     "mixture",
     "features",
+    "devices",
     "extraction",
     "projection",
     "alignment",

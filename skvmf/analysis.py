@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from joblib import Parallel, delayed, effective_n_jobs
+from sklearn import config_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, validate_params
 
-from . import _tables, _warn
+from . import _array_api, _tables, _warn
 from ._convergence import curve_summary
 from ._progress import message, progress
 from ._torch.images import all_images
-from ._torch.utils import to_numpy
+from ._torch.utils import resolve_device, to_numpy
 from ._uncertainty import Resampler, mean_of, pearson_of, ratio_of
 from .alignment import RegionalAligner
 from .attacks import embedding_change, pgd_attack
@@ -654,7 +655,32 @@ def _checkpoint_models(
 
 def _extract(model, X, layers, extractor_params):
     extractor = TorchFeatureExtractor(model, layers, **extractor_params).fit(X[:1])
+    if _array_api.dispatch_enabled():
+        # the tensor path: torch images give features on the model's device
+        return extractor, extractor.transform(torch.from_numpy(X))
     return extractor, extractor.transform(X)
+
+
+def _rows(array, index):
+    """Rows ``index`` (host integers) of an array of any namespace, taken
+    on the array's device."""
+    if isinstance(array, np.ndarray):
+        return array[index]
+    xp, _, dev = _array_api.get_namespace_and_device(array)
+    return xp.take(array, xp.asarray(index, device=dev), axis=0)
+
+
+def _host(array):
+    """A host numpy copy of an estimator's output (no-op for numpy): the
+    per-image measures that feed the tables."""
+    return _array_api.to_numpy(array)
+
+
+def _host_curve(curve):
+    """A loss curve (list of floats or an array of any namespace) as floats."""
+    if isinstance(curve, (list, tuple)):
+        return np.asarray([float(v) for v in curve], dtype=float)
+    return np.asarray(_host(curve), dtype=float)
 
 
 # ---------------------------------------------------------------------------
@@ -763,14 +789,15 @@ def _fit_projections(feats, fit_idx, seeds, projector_params, n_jobs):
     features and soft labels travel)."""
     sets = {
         key: FeatureSet(
-            sample=fs.sample[fit_idx],
-            soft_labels=fs.soft_labels[fit_idx],
+            sample=_rows(fs.sample, fit_idx),
+            soft_labels=_rows(fs.soft_labels, fit_idx),
             classes=fs.classes,
         )
         for key, fs in feats.items()
     }
     n_jobs = min(effective_n_jobs(n_jobs), len(seeds))
-    if n_jobs == 1 or str(projector_params.get("device", "cpu")) != "cpu":
+    on_device = str(projector_params.get("device", "cpu")) != "cpu"
+    if n_jobs == 1 or on_device or _array_api.dispatch_enabled():
         per_repeat = [_project_repeat(sets, projector_params, s) for s in seeds]
     else:
         threads = max(1, torch.get_num_threads() // n_jobs)
@@ -880,7 +907,10 @@ def _fit_aligners(jobs, params_of, n_jobs, verbose, scheduler=None):
         return _fit_aligners_dask(jobs, params_of, scheduler, verbose)
     n_jobs = effective_n_jobs(n_jobs)
     devices = {str(params_of(key).get("device", "cpu")) for key in jobs}
-    if n_jobs == 1 or len(jobs) == 1 or devices != {"cpu"}:
+    # the tensor path stays in this process: its features live on a device
+    # (and dispatch is this process' configuration)
+    tensors = _array_api.dispatch_enabled()
+    if n_jobs == 1 or len(jobs) == 1 or devices != {"cpu"} or tensors:
         return {
             key: RegionalAligner(**params_of(key)).fit(fs) for key, fs in jobs.items()
         }
@@ -923,7 +953,7 @@ def _diagnostics(projectors, aligners, layers, n_fit=1):
                 "layer": _SAMPLE_LAYER,
                 "stage": "projection",
                 "repeat": r,
-                "curve": list(np.asarray(proj.loss_curve_, dtype=float)),
+                "curve": list(_host_curve(proj.loss_curve_)),
             }
         )
     for (r, key), al in aligners.items():
@@ -938,9 +968,7 @@ def _diagnostics(projectors, aligners, layers, n_fit=1):
                         "layer": layer,
                         "stage": stage,
                         "repeat": r,
-                        "curve": list(
-                            np.asarray(getattr(al, attr)[layer], dtype=float)
-                        ),
+                        "curve": list(_host_curve(getattr(al, attr)[layer])),
                     }
                 )
     # the projection's loss is a sum over the fit images, the importance
@@ -994,12 +1022,12 @@ def _entropy(P):
 
 def _projection_measures(fs, projector, y):
     """Per-image agreement with the DNN, ||g|| and entropy of P(y|x)."""
-    P = np.asarray(fs.soft_labels, dtype=np.float64)
+    P = np.asarray(_host(fs.soft_labels), dtype=np.float64)
     dnn = P.argmax(1)
-    q = projector.predict_proba(fs).argmax(1)
+    q = _host(projector.predict_proba(fs)).argmax(1)
     return {
         "agree": (q == dnn).astype(float),
-        "strength": np.linalg.norm(np.asarray(fs.g, dtype=np.float64), axis=1),
+        "strength": np.linalg.norm(np.asarray(_host(fs.g), dtype=np.float64), axis=1),
         "entropy": _entropy(P),
         "dnn_correct": (dnn == y).astype(float),
     }
@@ -1010,22 +1038,43 @@ def _layer_measures(fit_fs, y_fit, eval_fs, y_eval, layers, counter_params):
     the vote's correctness and mean cos(h, g), with counters fitted on
     ``fit_fs`` (their strength scales come from the fit images)."""
     counter = KnowledgePointCounter(**counter_params).fit(fit_fs, y_fit)
-    g = np.asarray(eval_fs.g, dtype=np.float64)
-    g_unit = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300)
+    on_host = isinstance(eval_fs.g, np.ndarray)
+    if on_host:
+        g = np.asarray(eval_fs.g, dtype=np.float64)
+        g_unit = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300)
     out = {}
     for layer in layers:
-        points, cats = counter.masks(eval_fs, layer=layer)
+        points, cats = (_host(a) for a in counter.masks(eval_fs, layer=layer))
         single = KnowledgePointCounter(**{**counter_params, "layer": layer})
-        vote = single.fit(fit_fs, y_fit).predict(eval_fs)
-        h = np.asarray(eval_fs.h[layer], dtype=np.float64)
-        norm = np.maximum(np.linalg.norm(h, axis=-1), 1e-300)
+        vote = _host(single.fit(fit_fs, y_fit).predict(eval_fs))
+        if on_host:
+            h = np.asarray(eval_fs.h[layer], dtype=np.float64)
+            norm = np.maximum(np.linalg.norm(h, axis=-1), 1e-300)
+            cos = (np.einsum("nrd,nd->nr", h, g_unit) / norm).mean(1)
+        else:  # the (N, R, d') embedding stays on its device; (N,) comes back
+            cos = _host(_mean_cos_xp(eval_fs.h[layer], eval_fs.g))
         out[layer] = {
             "count": points.sum(1).astype(float),
             "reliable": (points & (cats == y_eval[:, None])).sum(1).astype(float),
             "vote": (vote == y_eval).astype(float),
-            "cos_h_g": (np.einsum("nrd,nd->nr", h, g_unit) / norm).mean(1),
+            "cos_h_g": cos,
         }
     return counter, out
+
+
+def _mean_cos_xp(h, g):
+    """Per image, the mean over regions of cos(h_r, g), in h's namespace
+    (the numpy path's formula: norms floored at 1e-300, in float64 where the
+    device has it)."""
+    xp, _, dev = _array_api.get_namespace_and_device(h, g)
+    dtype = _array_api.max_float_dtype(xp, dev)
+    h, g = xp.astype(h, dtype), xp.astype(g, dtype)
+    floor = max(1e-300, float(xp.finfo(dtype).tiny))
+    g_norm = xp.linalg.vector_norm(g, axis=1, keepdims=True)
+    g_unit = g / xp.clip(g_norm, min=floor)
+    h_norm = xp.clip(xp.linalg.vector_norm(h, axis=-1), min=floor)
+    cos = xp.sum(h * g_unit[:, None, :], axis=-1) / h_norm
+    return xp.mean(cos, axis=1)
 
 
 def _stack(per_repeat, *path):
@@ -1298,6 +1347,7 @@ def _settings(plan, layer_names, fs, scheduler):
         "temperature": plan.extractor_params["temperature"],
         "grid": list(fs.grid),
         "device": str(run["device"]),
+        "array_api_dispatch": bool(run.get("tensors", False)),
         "scheduler": None if scheduler is None else str(scheduler),
         "random_state": run["random_state"],
         "projector": dict(plan.projector_params),
@@ -1405,6 +1455,7 @@ _ANALYZE_PARAMS = {
     "n_display": [Interval(Integral, 0, None, closed="left")],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "device": [str, torch.device],
+    "array_api_dispatch": ["boolean", None],
     "n_jobs": [None, Integral],
     "scheduler": [None, str, object],
     "random_state": ["random_state"],
@@ -1440,6 +1491,7 @@ def analyze(
     n_display: int = 24,
     batch_size: int = 64,
     device: str = "cpu",
+    array_api_dispatch: bool | None = None,
     n_jobs: int | None = None,
     scheduler=None,
     random_state=0,
@@ -1542,8 +1594,29 @@ def analyze(
         Held-out images kept in the result for mask figures.
     batch_size : int, default=64
         Extraction batch size.
-    device : str, default="cpu"
-        "cpu" or "cuda".
+    device : str or torch.device, default="cpu"
+        Where the networks and the estimators run: ``"cpu"``, ``"cuda"``,
+        ``"cuda:1"``... Off the CPU the analysis takes the tensor path (see
+        ``array_api_dispatch``).
+    array_api_dispatch : bool, optional
+        Run the estimators on torch tensors under scikit-learn's
+        ``array_api_dispatch`` (the *tensor path*): the features are
+        extracted as tensors on ``device`` and the projection, the
+        alignment and the counting fit, transform and predict there, with no
+        copy of the features to the host; only the per-image measures
+        behind the tables come back (vectors of N values), and at the end
+        the result's estimators and features are moved to numpy
+        (:func:`skvmf.devices.move_estimator`), so the result is the same
+        kind of object either way. ``None`` (default): the tensor path
+        when ``device`` is not the CPU, the numpy path (today's numbers,
+        e.g. the demo's findings) on the CPU. ``True`` forces the tensor
+        path on the CPU too (it equals the numpy path within floating-point
+        rounding: see the tests); ``False`` keeps numpy features with the
+        estimators computing on ``device`` internally. The optional
+        ``attack`` and ``faithfulness`` analyses run on the numpy path
+        with the networks on ``device``. The tensor path runs in this
+        process (``n_jobs`` is ignored for it) and cannot be combined with
+        ``scheduler``.
     n_jobs : int, optional
         Alignments (one per network and repeat) run in parallel processes on
         the CPU (joblib; None means 1, -1 every core). Inside
@@ -1572,7 +1645,17 @@ def analyze(
     >>> result = skvmf.analyze(model, data)  # doctest: +SKIP
     >>> print(result.summary())  # doctest: +SKIP
     """
+    resolve_device(device)  # a missing GPU named before any work
+    tensors = _tensor_path(device, array_api_dispatch)
+    if tensors and scheduler is not None:
+        raise ValueError(
+            "scheduler= sends numpy features to Dask workers, but the tensor "
+            f"path (device={str(device)!r}, array_api_dispatch="
+            f"{array_api_dispatch}) keeps them on the device; give "
+            "array_api_dispatch=False to use the scheduler"
+        )
     run = {
+        "tensors": tensors,
         "tau": tau,
         "n_components": n_components,
         "n_repeats": n_repeats,
@@ -1601,26 +1684,38 @@ def analyze(
         message(f"[skvmf] {name}", verbose=verbose, level=1)
         return time.perf_counter()
 
-    t = step("extracting features")
     networks = _networks(model, checkpoints, students, device)
-    extractor, feats = _extract_networks(
-        networks, plan.X, layers, plan.extractor_params, verbose
+    # the path is analyze's choice, whatever the global configuration says
+    path = (
+        _array_api.dispatch() if tensors else config_context(array_api_dispatch=False)
     )
-    layer_names = list(feats[_MAIN].regions)
-    timings["extraction"] = time.perf_counter() - t
+    with path:
+        t = step("extracting features")
+        extractor, feats = _extract_networks(
+            networks, plan.X, layers, plan.extractor_params, verbose
+        )
+        layer_names = list(feats[_MAIN].regions)
+        timings["extraction"] = time.perf_counter() - t
 
-    projectors, aligners = _fit_stages(
-        plan, feats, layer_names, n_jobs, scheduler, step, timings
-    )
-    curves, diagnostics = _diagnostics(
-        projectors, aligners, layer_names, n_fit=len(plan.fit_idx)
-    )
-    _warn_diagnostics(diagnostics)
+        projectors, aligners = _fit_stages(
+            plan, feats, layer_names, n_jobs, scheduler, step, timings
+        )
+        curves, diagnostics = _diagnostics(
+            projectors, aligners, layer_names, n_fit=len(plan.fit_idx)
+        )
+        _warn_diagnostics(diagnostics)
 
-    t = step("counting knowledge points")
-    embedded, measures, counters = _measure(
-        plan, feats, projectors, aligners, layer_names
-    )
+        t = step("counting knowledge points")
+        embedded, measures, counters = _measure(
+            plan, feats, projectors, aligners, layer_names
+        )
+    if tensors:
+        # the result (its figures, the optional analyses) works on the host
+        projectors, aligners, counters = (
+            {key: _to_host(est) for key, est in fitted.items()}
+            for fitted in (projectors, aligners, counters)
+        )
+        embedded = _HostFeatures(embedded)
     rs = plan.resampler()
     main = [measures[(r, _MAIN)] for r in range(n_repeats)]
     tables = (
@@ -1644,6 +1739,39 @@ def analyze(
     _optional_analyses(result, plan, networks, fitted, rs, options, step)
     result.findings = _findings(result, rs, measures, n_repeats, plan.held_out)
     return result
+
+
+def _tensor_path(device, array_api_dispatch) -> bool:
+    """Whether :func:`analyze` runs its estimators on tensors (see its
+    ``array_api_dispatch``)."""
+    if array_api_dispatch is not None:
+        return bool(array_api_dispatch)
+    return torch.device(device).type != "cpu"
+
+
+def _to_host(estimator):
+    """A fitted estimator or FeatureSet with numpy arrays on the host."""
+    from .devices import move_estimator
+
+    return move_estimator(estimator, "cpu", namespace="numpy")
+
+
+class _HostFeatures(dict):
+    """The embedded FeatureSets of the tensor path, each copied to the host
+    when first read (the result reads only a few of them)."""
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if not isinstance(value.g, np.ndarray):
+            value = _to_host(value)
+            super().__setitem__(key, value)
+        return value
+
+    def values(self):
+        return [self[key] for key in self]
+
+    def items(self):
+        return [(key, self[key]) for key in self]
 
 
 def _grad_cam_maps(model, X, target, layer, device):

@@ -295,7 +295,10 @@ def _run_options() -> _Parser:
         "--device",
         default="cpu",
         choices=("cpu", "cuda"),
-        help="where the networks run (default: cpu)",
+        help="where the networks run (default: cpu); with cuda the analysis "
+        "also runs on the GPU: features, projection, alignment and counting "
+        "stay there as tensors (scikit-learn's array_api_dispatch) and only "
+        "the tables and figures come back (skvmf.analyze(device=...))",
     )
     group.add_argument(
         "--jobs",

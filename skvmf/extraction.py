@@ -31,6 +31,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from skvmf import _array_api
 from skvmf._progress import message, progress
 from skvmf._torch.hooks import Capture, check_finite, evaluating, finite_logits
 from skvmf._torch.images import check_batch, image_batches
@@ -52,6 +53,8 @@ from skvmf.sources import load_checkpoint
 
 __all__ = ["TorchFeatureExtractor", "load_checkpoint"]
 
+# torch >= 2.5 names the device-agnostic error; older ones only CUDA's
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _OUTPUTS = ("features", "sample", "logits", "soft_labels", "regions")
 _SAME_AS_MODEL = "__skvmf_model_is_model__"
 
@@ -213,7 +216,11 @@ class _Sink:
         self.tensors = tensors
         self.device = device
         self.torch_dtype = torch_dtype
-        self.np_dtype = torch.empty(0, dtype=torch_dtype).numpy().dtype
+        # numpy's dtype only for numpy storage: a tensor sink never touches
+        # numpy (bfloat16, for one, has no numpy dtype)
+        self.np_dtype = (
+            None if tensors else torch.empty(0, dtype=torch_dtype).numpy().dtype
+        )
         self.path = path
         self.count = 0
         self.trailing = None
@@ -295,6 +302,46 @@ class _Sink:
             self.file = None
         if self.path is not None and os.path.exists(self.path):
             os.remove(self.path)
+
+
+def _has_float64(device) -> bool:
+    """Whether tensors on ``device`` can be float64 (not on Apple's MPS)."""
+    return torch.device(device).type != "mps"
+
+
+def _out_of_memory(exc, tried: int, start: int, device):
+    """The device's out-of-memory error, restated with the batch size tried
+    and one that should fit.
+
+    The activations of a batch grow linearly with its size, so half the
+    batch needs about half the memory: the suggestion halves the batch that
+    failed (the device's free memory after the failure is reported too).
+    """
+    suggestion = max(1, tried // 2)
+    detail = ""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()  # the failed batch's blocks, back to the pool
+        try:
+            free, _ = torch.cuda.mem_get_info(dev)
+            detail = f" ({free / 2**30:.2f} GiB free on {dev} after the failure)"
+        except RuntimeError:  # pragma: no cover - a device that cannot say
+            pass
+    if tried == 1:
+        advice = (
+            "even one image does not fit: use a smaller dtype "
+            "(dtype='float16'), fewer or shallower layers, or device='cpu'"
+        )
+    else:
+        advice = (
+            f"set batch_size={suggestion} (halve it again until a batch fits; "
+            "the memory a batch needs grows with its size)"
+        )
+    return _OUT_OF_MEMORY(
+        f"TorchFeatureExtractor ran out of memory on {dev} with a batch of "
+        f"{tried} images (batch starting at image {start}){detail}: {advice}. "
+        f"The device said: {exc}"
+    )
 
 
 def _memmap_path(directory, key: str) -> str:
@@ -419,7 +466,8 @@ default="features"
         Compute dtype and dtype of the returned features. Soft labels are
         float64 (computed from the logits as :class:`~skvmf.FeatureSet` does).
     return_tensors : bool, default=False
-        Return torch tensors on ``device`` instead of numpy arrays.
+        Return torch tensors on ``device`` instead of numpy arrays. Implied
+        for torch images under ``array_api_dispatch=True`` (see Notes).
     memmap_dir : str or path, default=None
         Write each layer's regional features batch by batch to a file in this
         directory (created if needed) and return them as ``numpy.memmap``, so
@@ -472,6 +520,23 @@ default="features"
     ``torch.load(..., weights_only=True)`` on the CPU (moved back to CUDA if
     it was there and CUDA is available). Unpickling still runs pickle on the
     architecture: load only files you trust.
+
+    **Array API dispatch.** With ``sklearn.set_config(array_api_dispatch=True)``
+    (or inside ``sklearn.config_context(array_api_dispatch=True)``), torch
+    images give a :class:`~skvmf.FeatureSet` of torch tensors on the model's
+    ``device``, as ``return_tensors=True`` does: sample features, logits and
+    regional maps in ``dtype``, soft labels in float64 (float32 on a device
+    without float64), computed on the device. Nothing is copied to the host,
+    so the features go on to :class:`~skvmf.SampleProjector`,
+    :class:`~skvmf.RegionalAligner` and :class:`~skvmf.KnowledgePointCounter`
+    (which follow their input's device under dispatch) with no round trip.
+    ``image_ids`` stays a numpy index. numpy images, and any images without
+    dispatch, give numpy arrays as before; ``memmap_dir`` with torch images
+    under dispatch is a ``ValueError``.
+
+    **Out of memory.** A batch that does not fit the device raises
+    ``torch.OutOfMemoryError`` naming the batch size tried and a smaller
+    one to set as ``batch_size``.
 
     Examples
     --------
@@ -729,10 +794,27 @@ default="features"
         )
 
     # -- extraction -----------------------------------------------------------
+    def _returns_tensors(self, X) -> bool:
+        """Whether the features come back as tensors on the model's device:
+        asked for (``return_tensors``), or torch images under scikit-learn's
+        ``array_api_dispatch`` (the output follows the input's namespace)."""
+        if self.return_tensors:
+            return True
+        if not (isinstance(X, torch.Tensor) and _array_api.dispatch_enabled()):
+            return False
+        if self.memmap_dir is not None:
+            raise ValueError(
+                "memmap_dir writes numpy memmaps, but torch images under "
+                "array_api_dispatch=True give tensors on the model's device; "
+                "set memmap_dir=None, or pass numpy images"
+            )
+        return True
+
     def _extract(self, X, *, sample: bool, regions: bool) -> FeatureSet:
         """The features of ``X``: batches streamed through one :class:`_Pass`
         into the sinks (files removed when anything fails)."""
         check_is_fitted(self, "layers_")
+        tensors = self._returns_tensors(X)
         source = self._batches(X, self.batch_size)
         keys = list(zip(self.layer_names_, self.layers_)) if regions else []
         spec = None
@@ -746,7 +828,7 @@ default="features"
         capture = _Pass(
             self.model_, keys, spec, self.grid_, getattr(self, "_reshapes", {})
         )
-        sinks = self._open_sinks(source.n, keys, spec is not None)
+        sinks = self._open_sinks(source.n, keys, spec is not None, tensors)
         try:
             with evaluating(self.model_), capture:
                 self._stream(source, capture, sinks)
@@ -755,13 +837,13 @@ default="features"
             for sink in sinks.values():
                 sink.abort()
             raise
-        return self._feature_set(results, capture, keys, spec)
+        return self._feature_set(results, capture, keys, spec, tensors)
 
-    def _open_sinks(self, n, keys, sample) -> dict:
+    def _open_sinks(self, n, keys, sample, tensors) -> dict:
         """Extraction step 1: one sink for the logits, the sample features
         and each layer (a memmap file per layer with ``memmap_dir``)."""
         common = {
-            "tensors": self.return_tensors,
+            "tensors": tensors,
             "device": self.device_,
             "torch_dtype": self.dtype_,
         }
@@ -792,8 +874,13 @@ default="features"
         regions = [sink for name, sink in sinks.items() if isinstance(name, tuple)]
         for start, batch in bar:
             x = self._prepare(batch, start)
-            with torch.inference_mode():
-                logits, feats, maps = capture.forward(x, start)
+            try:
+                with torch.inference_mode():
+                    logits, feats, maps = capture.forward(x, start)
+            except _OUT_OF_MEMORY as exc:
+                tried = int(x.shape[0])
+                del x
+                raise _out_of_memory(exc, tried, start, self.device_) from exc
             sinks["logits"].put(logits)
             if "sample" in sinks:
                 sinks["sample"].put(feats)
@@ -802,12 +889,15 @@ default="features"
         if sinks["logits"].count == 0:
             raise ValueError("X yielded no images; need at least one")
 
-    def _feature_set(self, results, capture, keys, spec) -> FeatureSet:
+    def _feature_set(self, results, capture, keys, spec, tensors) -> FeatureSet:
         """Extraction step 3: the FeatureSet, soft labels from the logits."""
         logits = results["logits"]
-        soft = None
-        if self.return_tensors:
-            soft = torch.softmax(logits.double() / self.temperature, dim=1)
+        soft = None  # under dispatch FeatureSet computes them in the namespace
+        if tensors and not _array_api.dispatch_enabled():
+            # soft labels in float64 where the device has it (FeatureSet's
+            # numpy path computes them in float64 too); float32 elsewhere
+            wide = torch.float64 if _has_float64(logits.device) else torch.float32
+            soft = torch.softmax(logits.to(wide) / self.temperature, dim=1)
         return FeatureSet(
             sample=results.get("sample"),
             logits=logits,
@@ -896,7 +986,7 @@ default="features"
         blocks = [fs.region_rows(key) for key in self.layer_names_]
         if len(blocks) == 1:
             return blocks[0]
-        if self.return_tensors:
+        if isinstance(blocks[0], torch.Tensor):
             return torch.cat(blocks, dim=1)
         return np.concatenate(blocks, axis=1)
 

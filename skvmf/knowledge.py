@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _array_api
 from ._arrays import refuse_complex
+from ._persistence import DevicePicklingMixin
 from ._torch.utils import safe_norm, to_numpy, unit_rows
 from .features import FeatureSet
 
@@ -177,7 +178,7 @@ def _check_sample_weight(w, n, xp):
     return w / top
 
 
-class KnowledgePointCounter(ClassifierMixin, BaseEstimator):
+class KnowledgePointCounter(DevicePicklingMixin, ClassifierMixin, BaseEstimator):
     """Count each layer's knowledge points and classify images by their vote.
 
     Parameters

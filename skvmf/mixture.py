@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from skvmf import _array_api, _warn, _xp_vmf
 from skvmf._arrays import refuse_complex
+from skvmf._persistence import DevicePicklingMixin
 from skvmf._progress import message
 from skvmf.vmf import estimate_kappa, log_normalizer, revised_kappa
 from skvmf.vmf import sample as vmf_sample
@@ -253,7 +254,7 @@ class _Rows:
         self.mask = mask
 
 
-class RevisedVMFMixture(DensityMixin, BaseEstimator):
+class RevisedVMFMixture(DevicePicklingMixin, DensityMixin, BaseEstimator):
     r"""Mixture of revised von Mises-Fisher distributions, fitted by EM.
 
     Each row ``x_i`` of ``X`` is read as a strength ``l_i = ||x_i||`` and a

@@ -59,6 +59,7 @@ from ._array_api import (
     to_numpy,
 )
 from ._convergence import warn_if_not_falling
+from ._persistence import DevicePicklingMixin
 from ._progress import message, progress
 from ._soft_labels import check_soft_labels, check_soft_labels_xp
 from ._torch.utils import (
@@ -483,7 +484,7 @@ class _Adam:
 # ---------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------
-class SampleProjector(TransformerMixin, BaseEstimator):
+class SampleProjector(DevicePicklingMixin, TransformerMixin, BaseEstimator):
     """Project sample features to d' dimensions where a revised vMF model
     reproduces the network's soft labels (SPEC 3).
 
