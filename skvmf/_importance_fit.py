@@ -48,6 +48,10 @@ class ImportanceSGD:
         its previous weights, drops its momentum and halves its step size.
     chunk_size : int or None
         Anchors per chunk (None: from :func:`_matching.step_budget`).
+    precision : {"float32", "bfloat16", "tf32"}, default="float32"
+        Of the score matmuls (:class:`_matching.MatmulPrecision`); float32
+        is the reference. The gradients, softmaxes and weights stay in the
+        features' dtype.
 
     Notes
     -----
@@ -73,6 +77,7 @@ class ImportanceSGD:
         weight_decay,
         step_control,
         chunk_size,
+        precision="float32",
     ):
         N, R, K = fhat.shape
         dev, dtype = fhat.device, fhat.dtype
@@ -92,6 +97,9 @@ class ImportanceSGD:
         self.kept = _KeptPoint(self.w, self.v) if self.same_sets else None
         self.ws = _mk.Workspace()
         self.losses = []
+        self.precision = _mk.as_precision(precision, dev)
+        # the matmuls' copy of the features, made once (none for float32)
+        self.fmat = self.precision.operand(fhat)
 
     def _chunk_size(self, chunk_size):
         """Anchors per chunk: given, or as many as fit the step budget."""
@@ -114,6 +122,8 @@ class ImportanceSGD:
             self.cand[sl],
             self.kappa_p,
             self.ws,
+            self.precision,
+            self.fmat,
         )
 
     def _loss_and_grad(self, problem, sl):
@@ -258,16 +268,37 @@ class ImportanceSGD:
         evaluated on the last step's candidates, so that the first and last
         values compare start and end on the same candidates.
         """
-        for step in progress(
-            range(n_steps), verbose=verbose, total=n_steps, desc=desc, unit="step"
-        ):
-            self.step(step)
-        if n_steps > 0:
-            if self.same_sets:
-                self.settle_last_step(n_steps)
-            else:
-                self.start_on_last_candidates()
+        try:
+            for step in progress(
+                range(n_steps), verbose=verbose, total=n_steps, desc=desc, unit="step"
+            ):
+                self.step(step)
+            if n_steps > 0:
+                if self.same_sets:
+                    self.settle_last_step(n_steps)
+                else:
+                    self.start_on_last_candidates()
+        except _mk.KernelOutOfMemoryError:
+            raise
+        except _mk.OUT_OF_MEMORY as exc:
+            raise self._out_of_memory(exc) from exc
         return self.w, self.v, np.asarray(self.losses, dtype=np.float64)
+
+    def _out_of_memory(self, exc):
+        """The out-of-memory error with the chunk tried and one that fits."""
+        N, R, K = self.fhat.shape
+        per_anchor = _mk.bytes_per_anchor_importance(
+            self.n_candidates, R, K, self.fhat.element_size()
+        )
+        tried = self.chunks[0].stop - self.chunks[0].start
+        return _mk.out_of_memory(
+            exc,
+            f"the importance weights of N={N} images (R={R}, K={K}, "
+            f"n_candidates={self.n_candidates})",
+            tried,
+            per_anchor,
+            self.fhat.device,
+        )
 
 
 def fit_importance(fhat, phat, generator, *, n_steps, verbose=0, desc=None, **options):

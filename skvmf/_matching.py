@@ -41,6 +41,132 @@ def step_budget(device: torch.device) -> int:
     return _BUDGET_CUDA if device.type == "cuda" else min(_STEP_BUDGET_CPU, _BUDGET_CPU)
 
 
+# ---------------------------------------------------------------------------
+# matmul precision
+# ---------------------------------------------------------------------------
+PRECISIONS = ("float32", "bfloat16", "tf32")
+
+
+def check_precision(precision) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(map(repr, PRECISIONS))}; "
+            f"got {precision!r}"
+        )
+    return precision
+
+
+class MatmulPrecision:
+    """How the score matmuls of the matching and the importance weights run.
+
+    - ``"float32"`` (the reference): the features' own dtype throughout.
+    - ``"bfloat16"``: both operands rounded to bfloat16 (8 significant
+      bits), products accumulated and returned in float32. On CUDA the
+      matmul runs on bfloat16 tensors (``out_dtype=float32``, the tensor
+      cores); on the CPU torch has no bfloat16 matmul with a float32
+      result, so the rounded operands are multiplied in float32: the same
+      numbers up to summation order, at float32 speed.
+    - ``"tf32"``: TF32 tensor-core matmuls on CUDA (10-bit mantissas,
+      float32 accumulation); on the CPU, which has no TF32, float32.
+
+    Only the score matmuls change; maxima, softmaxes and the gradient of the
+    importance weights stay in the features' dtype.
+    """
+
+    def __init__(self, precision: str, device: torch.device):
+        self.name = check_precision(precision)
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        self.bfloat16 = self.name == "bfloat16"
+        # bfloat16 tensors into the matmul (CUDA) or rounded float32 ones (CPU)
+        self.native = self.bfloat16 and cuda
+        self.tf32 = self.name == "tf32" and cuda
+
+    @property
+    def reference(self) -> bool:
+        """Whether the matmuls are the plain float32 (dtype) ones."""
+        return not (self.bfloat16 or self.tf32)
+
+    def operand(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the matmuls take it (no copy for the reference)."""
+        if not self.bfloat16 or x.dtype == torch.bfloat16:
+            return x
+        rounded = x.to(torch.bfloat16)
+        return rounded if self.native else rounded.to(x.dtype)
+
+    def matmul(self, a, b, out):
+        """``a @ b`` (2-D: mm, 3-D: bmm) into ``out`` (the result dtype)."""
+        fn = torch.mm if a.dim() == 2 else torch.bmm
+        if self.native:
+            a, b = a.to(torch.bfloat16), b.to(torch.bfloat16)
+            return fn(a, b, out_dtype=out.dtype, out=out)
+        if self.tf32:
+            with _tf32():
+                return fn(a, b, out=out)
+        return fn(a, b, out=out)
+
+
+class _tf32:
+    """TF32 CUDA matmuls inside the block, the previous setting after it."""
+
+    def __enter__(self):
+        self.before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32 = self.before
+
+
+def as_precision(precision, device) -> MatmulPrecision:
+    """A :class:`MatmulPrecision` from a name, an instance or None (float32)."""
+    if isinstance(precision, MatmulPrecision):
+        return precision
+    return MatmulPrecision("float32" if precision is None else precision, device)
+
+
+# ---------------------------------------------------------------------------
+# running out of device memory
+# ---------------------------------------------------------------------------
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+class KernelOutOfMemoryError(OUT_OF_MEMORY):
+    """torch's out-of-memory error of a matching or importance-weight kernel,
+    with the sizes tried and an anchors-per-chunk ``chunk_size`` that fits."""
+
+
+def out_of_memory(exc, what, tried, per_anchor, device):
+    """:class:`KernelOutOfMemoryError` for ``exc``: ``what`` ran out of memory
+    with ``tried`` anchors per chunk of ``per_anchor`` bytes each."""
+    free = free_bytes(device)
+    fits = int(max(1, min(free // max(per_anchor, 1), max(1, tried // 2))))
+    if tried > 1:
+        hint = (
+            f"pass chunk_size={fits} (anchors per chunk; about {free} bytes are "
+            f"free on {device})"
+        )
+    else:
+        hint = "chunk_size is already 1: use fewer images, regions or candidates"
+    return KernelOutOfMemoryError(
+        f"{what} ran out of memory on {device} with chunks of {tried} anchors x "
+        f"{per_anchor} bytes = {tried * per_anchor} bytes; {hint}. ({exc})"
+    )
+
+
+def free_bytes(device) -> int:
+    """Bytes the device can still give (CUDA), else the working budget."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+            cached = torch.cuda.memory_reserved(device)
+            return int(free + cached - torch.cuda.memory_allocated(device))
+        except RuntimeError:  # pragma: no cover - a broken CUDA context
+            pass
+    return memory_budget(device)
+
+
 class Workspace:
     """Reusable scratch buffers, one per name, grown on demand.
 
@@ -127,6 +253,7 @@ def block_max(
     candidates: torch.Tensor,
     workspace=None,
     with_indices: bool = True,
+    precision: MatmulPrecision | None = None,
 ):
     """Best match of every anchor region among each candidate's regions.
 
@@ -138,7 +265,8 @@ def block_max(
     weighted : tensor (a, R, K)
         Anchor features already multiplied by their channel weights.
     candidates : tensor (m, R, K) or (a, m, R, K)
-        Candidates shared by all anchors, or one set per anchor.
+        Candidates shared by all anchors, or one set per anchor (already
+        :meth:`MatmulPrecision.operand`).
     workspace : Workspace, optional
         Holds the score block (and the results, which are then only valid
         until the next call with the same workspace).
@@ -146,6 +274,9 @@ def block_max(
         Also find the maximising regions. Without them the reduction is
         several times faster on the CPU (``amax`` against ``max`` with
         indices), which matters when only the scores are needed.
+    precision : MatmulPrecision, optional
+        Of the score matmul (default: float32, the reference); the scores
+        come out in ``weighted``'s dtype.
 
     Returns
     -------
@@ -158,12 +289,14 @@ def block_max(
     m = candidates.shape[0] if shared else candidates.shape[1]
     ws = workspace if workspace is not None else Workspace()
     dtype, device = weighted.dtype, weighted.device
+    prec = as_precision(precision, device)
+    weighted = prec.operand(weighted)
     if shared:
         scores = ws.get("scores", (a * R, m * R), dtype, device)
-        torch.mm(weighted.reshape(a * R, K), candidates.reshape(m * R, K).T, out=scores)
+        prec.matmul(weighted.reshape(a * R, K), candidates.reshape(m * R, K).T, scores)
     else:
         scores = ws.get("scores", (a, R, m * R), dtype, device)
-        torch.bmm(weighted, candidates.reshape(a, m * R, K).transpose(1, 2), out=scores)
+        prec.matmul(weighted, candidates.reshape(a, m * R, K).transpose(1, 2), scores)
     values = ws.get("values", (a, R, m), dtype, device)
     if not with_indices:
         torch.amax(scores.view(a, R, m, R), dim=-1, out=values)
@@ -182,6 +315,7 @@ def match_all(
     chunk_size: int,
     block_size: int,
     return_scores: bool,
+    precision="float32",
 ):
     """Region matching of ``anchors`` against all images or given candidates.
 
@@ -198,6 +332,9 @@ def match_all(
     chunk_size, block_size : int
         Anchors per chunk and candidates per block: the score block holds
         ``chunk_size * block_size * R * R`` numbers.
+    precision : {"float32", "bfloat16", "tf32"} or MatmulPrecision
+        Of the score matmuls (:class:`MatmulPrecision`); float32 is the
+        reference.
 
     Returns
     -------
@@ -205,36 +342,60 @@ def match_all(
         ``r'_ij(r)`` for M = N (full) or n (candidates).
     scores : tensor (A, M, R) or None
         ``s_ij^(r)`` when ``return_scores``.
+
+    Raises
+    ------
+    KernelOutOfMemoryError
+        When a chunk does not fit the device: names the sizes tried and a
+        ``chunk_size`` that fits.
     """
     N, R, K = fhat.shape
     A = anchors.shape[0]
     M = N if candidates is None else candidates.shape[1]
-    indices = torch.empty((A, M, R), dtype=torch.int16, device=fhat.device)
-    scores = (
-        torch.empty((A, M, R), dtype=fhat.dtype, device=fhat.device)
-        if return_scores
-        else None
-    )
-    ws = Workspace()
-    for start in range(0, A, chunk_size):
-        stop = min(start + chunk_size, A)
-        anchor_feats = fhat.index_select(0, anchors[start:stop])
-        if weights is None:
-            weighted = anchor_feats / K
-        else:
-            weighted = anchor_feats * weights[start:stop, None, :]
-        for j0 in range(0, M, block_size):
-            j1 = min(j0 + block_size, M)
-            if candidates is None:
-                cand = fhat[j0:j1]
+    try:
+        prec = as_precision(precision, fhat.device)
+        fmat = prec.operand(fhat)
+        indices = torch.empty((A, M, R), dtype=torch.int16, device=fhat.device)
+        scores = (
+            torch.empty((A, M, R), dtype=fhat.dtype, device=fhat.device)
+            if return_scores
+            else None
+        )
+        ws = Workspace()
+        for start in range(0, A, chunk_size):
+            stop = min(start + chunk_size, A)
+            anchor_feats = fhat.index_select(0, anchors[start:stop])
+            if weights is None:
+                weighted = anchor_feats / K
             else:
-                cand = gather_rows(
-                    fhat, candidates[start:stop, j0:j1].reshape(-1), ws, "cand"
-                ).view(stop - start, j1 - j0, R, K)
-            values, idx = block_max(weighted, cand, ws)
-            indices[start:stop, j0:j1] = idx.transpose(1, 2)
-            if scores is not None:
-                scores[start:stop, j0:j1] = values.transpose(1, 2)
+                weighted = anchor_feats * weights[start:stop, None, :]
+            for j0 in range(0, M, block_size):
+                j1 = min(j0 + block_size, M)
+                if candidates is None:
+                    cand = fmat[j0:j1]
+                else:
+                    cand = gather_rows(
+                        fmat, candidates[start:stop, j0:j1].reshape(-1), ws, "cand"
+                    ).view(stop - start, j1 - j0, R, K)
+                values, idx = block_max(weighted, cand, ws, precision=prec)
+                indices[start:stop, j0:j1] = idx.transpose(1, 2)
+                if scores is not None:
+                    scores[start:stop, j0:j1] = values.transpose(1, 2)
+    except KernelOutOfMemoryError:
+        raise
+    except OUT_OF_MEMORY as exc:
+        itemsize = fhat.element_size()
+        per_pair = (
+            itemsize * R * R + 12 * R + (0 if candidates is None else itemsize * R * K)
+        )
+        raise out_of_memory(
+            exc,
+            f"the region matching of {A} anchors x {M} images (R={R}, K={K}, "
+            f"blocks of {block_size} images)",
+            min(chunk_size, A),
+            per_pair * block_size,
+            fhat.device,
+        ) from exc
     return indices, scores
 
 
@@ -294,37 +455,49 @@ class _MatchedScores(torch.autograd.Function):
 
     Forward: one batched matmul and a max over r'. Backward: the gradient of a
     max flows to its argmax (as autograd's would), so
-    ``ds/dv_ik = f_ik^(r) f_jk^(r')`` at the matched r': a gather of the
-    matched candidate regions instead of a second matmul of the full score
-    block.
+    ``ds/dv_ik = f_ik^(r) f_jk^(r')`` at the matched r': for each anchor
+    region, the gradient-weighted sum of its matched candidate regions, read
+    straight from the features by one ``embedding_bag`` (no gathered copy of
+    the matched regions and no second matmul of the score block).
     """
 
     @staticmethod
-    def forward(ctx, v, anchor_feats, cand_feats, workspace):
-        # v (a, K); anchor_feats (a, R, K); cand_feats (a, n, R, K)
-        values, idx = block_max(anchor_feats * v[:, None, :], cand_feats, workspace)
-        values, idx = values.clone(), idx.clone()  # the workspace is reused
-        ctx.save_for_backward(anchor_feats, cand_feats, idx)
-        ctx.workspace = workspace
-        return values  # (a, R, n)
+    def forward(ctx, v, anchor_feats, cand_feats, workspace, *table):
+        # v (a, K); anchor_feats (a, R, K); cand_feats (a, n, R, K); table:
+        # optional (rows, fhat_flat, precision), rows (a, 1, n) the row of
+        # candidate j's region 0 in fhat_flat (N R, K). Without them the
+        # backward reads the gathered candidates, in float32 matmuls.
+        ctx.n_inputs = 4 + len(table)
+        rows, fhat_flat, prec = (*table, None, None, None)[:3]
+        a, n, R, K = cand_feats.shape
+        values, idx = block_max(
+            anchor_feats * v[:, None, :], cand_feats, workspace, precision=prec
+        )
+        if fhat_flat is None:
+            fhat_flat = cand_feats.reshape(a * n * R, K)
+            rows = (torch.arange(a * n, device=idx.device) * R).view(a, 1, n)
+        matched = (rows + idx).reshape(-1)  # the matched regions' rows
+        ctx.save_for_backward(anchor_feats, matched)
+        ctx.fhat_flat, ctx.n = fhat_flat, n
+        return values.clone()  # (a, R, n); the workspace is reused
 
     @staticmethod
     def backward(ctx, grad):
-        anchor_feats, cand_feats, idx = ctx.saved_tensors
-        a, n, R, K = cand_feats.shape
-        # row of cand_feats.reshape(a * n * R, K) holding region idx[a, r, j]
-        # of candidate j of anchor a
-        base = (torch.arange(a * n, device=idx.device) * R).view(a, 1, n)
-        rows = (base + idx).reshape(-1)
-        matched = gather_rows(
-            cand_feats.reshape(a * n * R, K), rows, ctx.workspace, "matched"
-        )
-        # sum_j grad[a, r, j] * matched[a, r, j, :]
-        summed = torch.bmm(
-            grad.reshape(a * R, 1, n).to(matched.dtype),
-            matched.view(a * R, n, K),
+        anchor_feats, matched = ctx.saved_tensors
+        a, R, K = anchor_feats.shape
+        n = ctx.n
+        # sum_j grad[a, r, j] * f_{cand_j}^(r'_j(r)): bags of n rows
+        offsets = torch.arange(0, a * R * n, n, device=matched.device)
+        fhat_flat = ctx.fhat_flat
+        summed = torch.nn.functional.embedding_bag(
+            matched,
+            fhat_flat,
+            offsets,
+            mode="sum",
+            per_sample_weights=grad.reshape(-1).to(fhat_flat.dtype),
         ).view(a, R, K)
-        return (summed * anchor_feats).sum(dim=1), None, None, None
+        grad_v = (summed * anchor_feats).sum(dim=1)
+        return (grad_v, *([None] * (ctx.n_inputs - 1)))
 
 
 class ImportanceProblem:
@@ -346,10 +519,27 @@ class ImportanceProblem:
     kappa_p : float
         Concentration of the network's sample-to-sample distribution.
     workspace : Workspace, optional
+    precision : str or MatmulPrecision, default="float32"
+        Of the score matmuls; the gradient uses ``fhat`` itself.
+    fmat : tensor (N, R, K), optional
+        ``precision.operand(fhat)``, when the caller keeps it across chunks.
     """
 
-    def __init__(self, fhat, phat, anchors, candidates, kappa_p, workspace=None):
+    def __init__(
+        self,
+        fhat,
+        phat,
+        anchors,
+        candidates,
+        kappa_p,
+        workspace=None,
+        precision="float32",
+        fmat=None,
+    ):
         self.ws = workspace if workspace is not None else Workspace()
+        self.prec = as_precision(precision, fhat.device)
+        if fmat is None:
+            fmat = self.prec.operand(fhat)
         a, n = candidates.shape
         N, R, K = fhat.shape
         self.log_p = log_sample_distribution(phat, anchors, candidates, kappa_p).to(
@@ -358,8 +548,10 @@ class ImportanceProblem:
         self.p = self.log_p.exp()
         self.anchor_feats = fhat.index_select(0, anchors)
         self.cand_feats = gather_rows(
-            fhat, candidates.reshape(-1), self.ws, "cand"
+            fmat, candidates.reshape(-1), self.ws, "cand"
         ).view(a, n, R, K)
+        self.rows = (candidates * R).view(a, 1, n)
+        self.fhat_flat = fhat.view(N * R, K)
 
     def loss(self, w, v, kappa_m):
         """KL(P(.|x_i) || Q(.|x_i)) of SPEC 4 for each anchor, shape (a,).
@@ -369,13 +561,22 @@ class ImportanceProblem:
         workspace. Otherwise only the scores are computed (no argmax).
         """
         if v.requires_grad and torch.is_grad_enabled():
-            s = _MatchedScores.apply(v, self.anchor_feats, self.cand_feats, self.ws)
+            s = _MatchedScores.apply(
+                v,
+                self.anchor_feats,
+                self.cand_feats,
+                self.ws,
+                self.rows,
+                self.fhat_flat,
+                self.prec,
+            )
         else:
             s, _ = block_max(
                 self.anchor_feats * v[:, None, :],
                 self.cand_feats,
                 self.ws,
                 with_indices=False,
+                precision=self.prec,
             )
         log_q_r = torch.log_softmax(kappa_m * s, dim=2)  # expert of region r over j
         log_q = torch.log_softmax(torch.einsum("ar,arn->an", w, log_q_r), dim=1)
@@ -392,15 +593,19 @@ def importance_loss(
     kappa_p,
     kappa_m,
     workspace=None,
+    precision="float32",
 ) -> torch.Tensor:
     """KL(P(.|x_i) || Q(.|x_i)) of SPEC 4 for each anchor, shape (a,).
 
     ``w`` (a, R) and ``v`` (a, K) are the anchors' region and channel weights;
     ``fhat`` (N, R, K) the channel-normalised features and ``phat`` (N, C) the
-    unit soft labels. Run the backward pass before the next call with the
-    same ``workspace``: the gathered candidates live there.
+    unit soft labels; ``precision`` that of the score matmuls. Run the
+    backward pass before the next call with the same ``workspace``: the
+    gathered candidates live there.
     """
-    problem = ImportanceProblem(fhat, phat, anchors, candidates, kappa_p, workspace)
+    problem = ImportanceProblem(
+        fhat, phat, anchors, candidates, kappa_p, workspace, precision
+    )
     return problem.loss(w, v, kappa_m)
 
 
@@ -416,7 +621,10 @@ def bytes_per_anchor_importance(n: int, R: int, K: int, itemsize: int) -> int:
     """Working memory of one anchor in :func:`importance_loss` and its backward.
 
     Gathered candidates (n R K), the score block (n R R), the max values and
-    indices (n R), the matched regions of the backward (n R K).
+    indices (n R), the matched rows and gradient sums of the backward (n R
+    and R K). Kept at its former value (the backward once gathered the
+    matched regions, another n R K) so that the automatic chunk sizes, and
+    with them the results, stay those of earlier releases.
     """
     return itemsize * (2 * n * R * K + n * R * R) + 12 * n * R
 

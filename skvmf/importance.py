@@ -161,7 +161,9 @@ def sample_distribution(soft_labels, candidates, *, anchors=None, kappa_p=5.0):
     return out if is_tensor(soft_labels) else out.numpy()
 
 
-def _match(F, weights, anchors, candidates, chunk_size, return_scores):
+def _match(
+    F, weights, anchors, candidates, chunk_size, return_scores, precision="float32"
+):
     """The matching of :func:`match_regions` on checked tensors: plan the
     chunks and blocks within the memory budget, then match."""
     N, R, K = F.shape
@@ -183,6 +185,7 @@ def _match(F, weights, anchors, candidates, chunk_size, return_scores):
         chunk_size=chunk,
         block_size=block,
         return_scores=return_scores,
+        precision=precision,
     )
 
 
@@ -195,6 +198,7 @@ def _match(F, weights, anchors, candidates, chunk_size, return_scores):
         "chunk_size": [_POSITIVE_INT, None],
         "device": "no_validation",  # resolve_device validates
         "return_scores": ["boolean"],
+        "precision": [StrOptions(set(_mk.PRECISIONS))],
     },
     prefer_skip_nested_validation=True,
 )
@@ -207,6 +211,7 @@ def match_regions(
     chunk_size=None,
     device=None,
     return_scores=False,
+    precision="float32",
 ):
     """Match every region of each anchor image with a region of other images.
 
@@ -234,6 +239,16 @@ def match_regions(
         Where to compute (default: the tensor's device, else the CPU).
     return_scores : bool, default=False
         Also return ``s_ij^(r)``.
+    precision : {"float32", "bfloat16", "tf32"}, default="float32"
+        Of the score matmuls, accumulated in float32 in every case.
+        ``"float32"`` is the reference. ``"bfloat16"`` rounds both operands
+        to bfloat16 (8 significant bits): on CUDA the matmul then runs on
+        the tensor cores; on the CPU the rounded numbers are multiplied in
+        float32 (same results up to summation order, no speed-up: torch has
+        no CPU bfloat16 matmul with a float32 result). ``"tf32"``: TF32
+        tensor cores on CUDA, float32 on the CPU. With reduced precision,
+        near-ties between candidate regions can resolve differently; see
+        doc/benchmarks.md for the measured agreement with float32.
 
     Returns
     -------
@@ -242,6 +257,12 @@ def match_regions(
         matching, else n (column j is ``candidates[a, j]``).
     scores : ndarray or tensor of shape (A, M, R)
         ``s_ij^(r)``; only when ``return_scores``.
+
+    Raises
+    ------
+    torch.OutOfMemoryError
+        (A subclass of it) when a chunk does not fit the device, naming the
+        sizes tried and a ``chunk_size`` that fits.
 
     Notes
     -----
@@ -276,7 +297,7 @@ def match_regions(
         if channel_weights is None
         else channel_weights_tensor(channel_weights, F, a)
     )
-    idx, scores = _match(F, weights, a, c, chunk_size, return_scores)
+    idx, scores = _match(F, weights, a, c, chunk_size, return_scores, precision)
     if not is_tensor(features):
         idx = idx.cpu().numpy()
         scores = None if scores is None else scores.cpu().numpy()
@@ -316,6 +337,7 @@ def _importance_inputs(features, soft_labels, device, from_logits, temperature):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "return_losses": ["boolean"],
+        "precision": [StrOptions(set(_mk.PRECISIONS))],
     },
     prefer_skip_nested_validation=True,
 )
@@ -338,6 +360,7 @@ def fit_importance_weights(
     random_state=None,
     verbose=0,
     return_losses=False,
+    precision="float32",
 ):
     """Fit each image's region weights w_i and channel weights v_i (SPEC 4).
 
@@ -401,6 +424,9 @@ def fit_importance_weights(
         Progress bar over the steps when positive.
     return_losses : bool, default=False
         Also return the loss curve.
+    precision : {"float32", "bfloat16", "tf32"}, default="float32"
+        Of the score matmuls (as :func:`match_regions`); the gradients,
+        softmaxes and weights stay in the features' dtype.
 
     Returns
     -------
@@ -420,6 +446,12 @@ def fit_importance_weights(
     ConvergenceWarning
         When the loss did not fall (:func:`skvmf._convergence.loss_fell`).
 
+    Raises
+    ------
+    torch.OutOfMemoryError
+        (A subclass of it) when a chunk of anchors does not fit the device,
+        naming the sizes tried and a ``chunk_size`` that fits.
+
     Notes
     -----
     All N per-image problems are solved at once, in chunks of anchors: the
@@ -427,7 +459,8 @@ def fit_importance_weights(
     gradient of its own loss, and SGD acts element-wise, so this is the same
     computation as one image at a time. The gradient of the max over r'
     flows to the argmax (computed by a gather of the matched regions rather
-    than a second matmul). Cost per step: N n K R^2 multiply-adds, twice
+    than a second matmul; an ``embedding_bag`` reads them from the
+    features). Cost per step: N n K R^2 multiply-adds, twice
     (the loss after the step is evaluated too, with or without
     ``step_control``, for the loss curve).
 
@@ -465,6 +498,7 @@ def fit_importance_weights(
         weight_decay=float(weight_decay),
         step_control=bool(step_control),
         chunk_size=chunk_size,
+        precision=precision,
     )
     warn_if_not_falling(losses, "importance weights")
     if not is_tensor(features):

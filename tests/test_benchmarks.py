@@ -113,11 +113,32 @@ def check_gpu(phase, row, module):
     has_columns(row, module.COLUMNS)
     assert row["phase"].startswith(phase)
     assert positive(row["seconds"]) and positive(row["rate"])
+    assert positive(row["rate_before"]) and positive(row["rate_after"])
+    assert row["rate"] == pytest.approx((row["rate_before"] + row["rate_after"]) / 2)
+    assert len(row["load"]) == 3 and positive(row["peak_mib"])
     if phase == "analysis":
         assert row["flops"] is None
     else:
         assert positive(row["flops"])
         assert math.isfinite(row["seconds"] / (row["flops"] / row["rate"]))
+    if phase == "precision":
+        assert 0.0 <= row["index_agreement"] <= 1.0
+        for key in ("loss_float32", "loss_bfloat16"):
+            # a mean KL per point: the start and one value per step
+            assert len(row[key]) == module.SIZES["toy"]["precision_steps"] + 1
+            assert all(0.0 <= x < math.inf for x in row[key])
+
+
+def check_batch_size(phase, rows, module):
+    plan = module.SIZES["toy"]
+    assert len(rows) == len(plan["seeds"]) * len(module.BATCH_SIZES)
+    assert sorted({r["batch_size"] for r in rows}) == sorted(module.BATCH_SIZES)
+    for r in rows:
+        has_columns(r, module.COLUMNS)
+        assert positive(r["seconds"])
+        assert r["sim"] >= -1e-9  # a KL divergence
+        assert -1.0 - 1e-6 <= r["align"] <= 1.0 + 1e-6  # -sum_r w cos
+    assert "| 32 |" in module.table(rows, "toy")
 
 
 def check_importance_sweep(phase, rows, module):
@@ -191,6 +212,7 @@ CHECKS = {
     "bench_mixture": check_mixture,
     "bench_extractor": check_extractor,
     "bench_gpu": check_gpu,
+    "bench_batch_size": check_batch_size,
     "bench_importance_sweep": check_importance_sweep,
     "bench_align_weight": check_align_weight,
     "bench_projection_quality": check_projection_quality,
@@ -204,6 +226,7 @@ PHASES = {
     "bench_align_weight": ("held_out",),
     "bench_projection_quality": ("settings",),
     "bench_sensitivity": ("findings",),
+    "bench_batch_size": ("held_out",),
 }
 CASES = [
     *[
@@ -216,7 +239,14 @@ CASES = [
             "bench_gpu", phase, {"device": device}, id=f"bench_gpu-{phase}-{device}"
         )
         for device in ("cpu", "cuda")
-        for phase in ("matching", "importance", "alignment", "analysis")
+        for phase in (
+            "matching",
+            "importance",
+            "epochs",
+            "alignment",
+            "precision",
+            "analysis",
+        )
     ],
 ]
 
