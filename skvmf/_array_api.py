@@ -136,6 +136,14 @@ def is_torch(xp) -> bool:
     return getattr(xp, "__name__", "").split(".")[-1] == "torch"
 
 
+def torch_namespace():
+    """The Array API namespace of torch tensors (array-api-compat's wrapper,
+    as scikit-learn's ``get_namespace`` returns it), with or without dispatch."""
+    from sklearn.externals.array_api_compat import torch as xp_torch
+
+    return xp_torch
+
+
 def move_to(*arrays, xp, device):
     """scikit-learn's ``move_to``: each array into ``xp`` on ``device``."""
     _require()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._array_api import torch_namespace
 from ._matching import MAX_REGIONS
+from ._soft_labels import check_soft_labels_xp
 from ._torch.utils import real_array, resolve_device
 
 _DTYPE = torch.float32
@@ -196,3 +198,60 @@ def resolve_kappa_m(kappa_m, n_channels: int) -> float:
     if isinstance(kappa_m, str):
         return _KAPPA_M_REFERENCE * n_channels / _KAPPA_M_CHANNELS
     return float(kappa_m)
+
+
+# ---------------------------------------------------------------------------
+# tensors that stay on their device (scikit-learn's Array API dispatch)
+# ---------------------------------------------------------------------------
+def _numeric_tensor(x, name: str) -> torch.Tensor:
+    """``x`` as a detached real tensor: complex, non-numeric and sparse input
+    is a ``ValueError`` naming ``name`` (never a cast)."""
+    if not is_tensor(x):
+        raise ValueError(f"{name} must be a tensor here; got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise ValueError(f"{name}: sparse input is not supported; give a dense array")
+    if x.is_complex():
+        raise ValueError(f"{name} must be real numbers; got complex dtype {x.dtype}")
+    return x.detach()
+
+
+def _first_bad_row(bad: torch.Tensor) -> int:
+    """Index of the first row of a boolean (N, C) tensor holding a True."""
+    return int(torch.nonzero(bad.any(dim=1))[0, 0])
+
+
+def finite_matrix_tensor(x, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`finite_matrix` for a tensor, on its device: a finite real 2-D
+    tensor of ``dtype`` (nothing is copied to the host)."""
+    t = _numeric_tensor(x, name)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D array; got shape {tuple(t.shape)}")
+    t = t.to(dtype)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def soft_labels_tensor(
+    P, *, n_samples, from_logits, temperature, name, dtype
+) -> torch.Tensor:
+    """:func:`skvmf._soft_labels.check_soft_labels` for a tensor, on its
+    device, in ``dtype`` (float64 where the device has it): the shared
+    namespace check (:func:`~skvmf._soft_labels.check_soft_labels_xp`), with
+    the same checks and messages and no host copy."""
+    t = _numeric_tensor(P, name)
+    if t.dim() != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_classes); "
+            f"got shape {tuple(t.shape)}"
+        )
+    checked = check_soft_labels_xp(
+        t,
+        torch_namespace(),
+        t.device,
+        n_samples=n_samples,
+        from_logits=from_logits,
+        temperature=temperature,
+        name=name,
+    )
+    return checked.to(dtype)

@@ -1003,7 +1003,20 @@ def _expected_failed_checks(estimator):
         "check_n_features_in_after_fitting",
         "check_positive_only_tag_during_fit",
     ]
-    return dict.fromkeys(names, _NEEDS_FEATURESET)
+    expected = dict.fromkeys(names, _NEEDS_FEATURESET)
+    # array_api_support=True adds these, for every installed namespace,
+    # device and dtype; they too fit on 2-D X. Their FeatureSet equivalents
+    # are in tests/test_alignment_array_api.py.
+    for name in (
+        "check_array_api_input",
+        "check_array_api_mixed_inputs",
+        "check_array_api_same_namespace",
+    ):
+        expected[name] = (
+            _NEEDS_FEATURESET + "; tests/test_alignment_array_api.py checks "
+            "namespaces and devices with FeatureSets"
+        )
+    return expected
 
 
 @parametrize_with_checks(
