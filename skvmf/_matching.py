@@ -643,15 +643,19 @@ def _distinct_regions(candidates: torch.Tensor, matched: torch.Tensor):
     """
     a, n, R = matched.shape
     device = matched.device
-    local = torch.arange(a * n, device=device)[:, None] * R + matched.view(a * n, R)
-    local = local.view(-1)
-    seen = torch.zeros(a * n * R, dtype=torch.bool, device=device)
-    seen[local] = True
-    distinct = torch.nonzero(seen).squeeze(1)
-    position = torch.empty(a * n * R, dtype=torch.long, device=device)
-    position[distinct] = torch.arange(distinct.shape[0], device=device)
-    rows = candidates.reshape(-1)[distinct // R] * R + distinct % R
-    return rows, position[local]
+    starts = torch.arange(0, a * n * R, R, device=device)
+    local = (starts[:, None] + matched.view(a * n, R)).view(-1)
+    # (bincount, cumsum, masked_select and index_select: the cheapest CPU
+    # kernels for these small index arrays, together 0.3 ms a paper-size step)
+    if device.type == "cpu":
+        seen = torch.bincount(local, minlength=a * n * R) > 0
+    else:
+        seen = torch.zeros(a * n * R, dtype=torch.bool, device=device)
+        seen.index_fill_(0, local, True)
+    # a distinct row's position is the number of distinct rows before it
+    position = torch.cumsum(seen, 0).sub_(1)
+    every = (candidates[..., None] * R + torch.arange(R, device=device)).view(-1)
+    return torch.masked_select(every, seen), position.index_select(0, local)
 
 
 def _norm_leading(x: torch.Tensor) -> torch.Tensor:
@@ -851,7 +855,9 @@ class _FaithfulForward:
         self.kappa = kappa_fn(self.norm_anchor)  # (a, 1, R)
         dots = (self.h_anchor * self.h_cand).sum(dim=0)
         # 1 / (||h_i^(r)|| ||h_j^(r')||): the experts' norms, held constant
-        self.inv = _safe_divide(torch.ones_like(dots), self.norm_anchor * norm_cand)
+        # (0 where the product underflows; reciprocal is 1 / x, in fewer ops)
+        den = self.norm_anchor * norm_cand
+        self.inv = torch.where(den > 0, den.reciprocal(), 0.0)
         self.log_q_r, self.log_q = _log_product_of_experts(
             self.kappa * (dots * self.inv), w_a
         )
@@ -869,8 +875,9 @@ class _FaithfulForward:
         return sim_weight * l_sim - align_weight * (self.w_a * self.cos_g).sum(dim=1)
 
     def grad_embeddings(self, sim_weight, align_weight):
-        """d mean(loss) / d h_source, (d', rows): the experts' norms and
-        kappa held constant, L_align differentiated exactly."""
+        """d mean(loss) / d h_source, (d', rows) under zero rows up to a
+        multiple of 4: the experts' norms and kappa held constant, L_align
+        differentiated exactly."""
         a, w_a = self.a, self.w_a
         h_anchor, h_cand = self.h_anchor, self.h_cand
         # d mean(loss) / d log_q = sim_weight (q - p) / a; through the product
@@ -888,9 +895,11 @@ class _FaithfulForward:
             self.g_cols * self.inv_ag
             - (self.cos_g / self.norm_anchor[:, 0].square()) * h_anchor[:, :, 0]
         )
-        d_source = torch.zeros_like(self.h_source)
-        d_source.index_add_(1, self.cand_idx, d_cand.reshape(d_cand.shape[0], -1))
-        d_source.index_add_(1, self.anchor_idx, d_anchor.reshape(d_anchor.shape[0], -1))
+        # zero rows pad d' to the product's fast multiple of 4
+        D, rows = self.h_source.shape
+        d_source = self.h_source.new_zeros((_padded(D), rows))
+        d_source[:D].index_add_(1, self.cand_idx, d_cand.reshape(D, -1))
+        d_source[:D].index_add_(1, self.anchor_idx, d_anchor.reshape(D, -1))
         return d_source
 
 
@@ -934,7 +943,16 @@ def aligner_loss_grad(
     source, anchor_idx, cand_idx = _embedding_source(
         feats_flat, n_regions, matching, anchors, candidates, ws
     )
-    h_source = (components @ source.T) / scale  # (d', rows)
+    # Both products with the K-wide rows run MKL's fast kernels with d'
+    # padded by zero rows to a multiple of 4 and the forward in the (rows, K)
+    # @ (K, d') layout: at paper size (d' = 3, one thread, 12.6k rows) about
+    # 2.8x and 1.6x faster than (d', K) @ (K, rows) and (d', rows) @ (rows, K)
+    # with d' = 3 (the step's two passes over the rows, with their gather)
+    D = components.shape[0]
+    padded = components.new_zeros((_padded(D), components.shape[1]))
+    padded[:D] = components
+    h_rows = source @ padded.T  # (rows, padded d')
+    h_source = torch.div(h_rows[:, :D].T, scale, out=h_rows.new_empty((D, len(h_rows))))
     fwd = _FaithfulForward(
         h_source, anchor_idx, cand_idx, a, n, n_regions, g[anchors], w[anchors],
         kappa_fn,
@@ -943,4 +961,10 @@ def aligner_loss_grad(
     loss = fwd.loss(p, l_sim, sim_weight, align_weight)
     if not with_grad:
         return loss, None
-    return loss, (fwd.grad_embeddings(sim_weight, align_weight) @ source) / scale
+    d_source = fwd.grad_embeddings(sim_weight, align_weight)  # (padded d', rows)
+    return loss, (d_source @ source)[:D] / scale
+
+
+def _padded(n_dims: int) -> int:
+    """``n_dims`` rounded up to a multiple of 4."""
+    return -(-n_dims // 4) * 4
