@@ -227,6 +227,15 @@ def _xp_kmeans_plusplus(directions, n_seeds, weight, random_state, xp):
     return xp.take(directions, xp.concat(chosen), axis=0)
 
 
+def _class_without_rows(label):
+    """The error for a class whose every row was dropped for its zero norm."""
+    label = label.item() if hasattr(label, "item") else label
+    return ValueError(
+        f"class {label!r} has no row with non-zero norm "
+        "left after zero_norm='drop': its direction is undefined."
+    )
+
+
 class _Rows:
     """The kept rows of ``X`` in the form the E- and M-steps use.
 
@@ -700,12 +709,7 @@ class RevisedVMFMixture(DevicePicklingMixin, DensityMixin, BaseEstimator):
             y_idx = y_idx[rows.kept]
             empty = np.setdiff1d(np.arange(len(classes)), y_idx)
             if empty.size:
-                label = classes[empty[0]]
-                label = label.item() if hasattr(label, "item") else label
-                raise ValueError(
-                    f"class {label!r} has no row with non-zero norm "
-                    "left after zero_norm='drop': its direction is undefined."
-                )
+                raise _class_without_rows(classes[empty[0]])
         return y_idx, classes
 
     def _check_warm_start(self, n_components, classes):
@@ -1017,12 +1021,7 @@ class RevisedVMFMixture(DevicePicklingMixin, DensityMixin, BaseEstimator):
             present = xp.any(_xp_one_hot(y_idx, classes.shape[0], xp.bool, xp), axis=0)
             if not bool(xp.all(present)):
                 first = int(xp.argmin(xp.astype(present, xp.int32)))
-                label = _array_api.to_numpy(classes)[first]
-                label = label.item() if hasattr(label, "item") else label
-                raise ValueError(
-                    f"class {label!r} has no row with non-zero norm "
-                    "left after zero_norm='drop': its direction is undefined."
-                )
+                raise _class_without_rows(_array_api.to_numpy(classes)[first])
         return y_idx, classes
 
     def _xp_prepare(self, X, xp):

@@ -740,6 +740,19 @@ default="random"
         self.verbose = verbose
 
     # -- input handling ------------------------------------------------------
+    def _check_n_features(self, n_features, reset):
+        """Record (``reset``) or check the number of sample features of a
+        FeatureSet, as ``validate_data`` does for arrays."""
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but SampleProjector is "
+                f"expecting {self.n_features_in_} features as input"
+            )
+
     def _features(self, X, *, reset):
         """The sample features as float64 (N, D), checked against the fit."""
         if isinstance(X, FeatureSet):
@@ -754,15 +767,7 @@ default="random"
                 )
             if not np.isfinite(F).all():
                 raise ValueError("FeatureSet.sample contains NaN or infinite values")
-            if reset:
-                self.n_features_in_ = F.shape[1]
-                if hasattr(self, "feature_names_in_"):
-                    del self.feature_names_in_
-            elif F.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {F.shape[1]} features, but SampleProjector is "
-                    f"expecting {self.n_features_in_} features as input"
-                )
+            self._check_n_features(F.shape[1], reset)
             return F
         try:
             return validate_data(
@@ -827,15 +832,7 @@ default="random"
             F = F.detach().to(dtype)
             if not bool(torch.isfinite(F).all()):
                 raise ValueError("FeatureSet.sample contains NaN or infinite values")
-            if reset:
-                self.n_features_in_ = F.shape[1]
-                if hasattr(self, "feature_names_in_"):
-                    del self.feature_names_in_
-            elif F.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {F.shape[1]} features, but SampleProjector is "
-                    f"expecting {self.n_features_in_} features as input"
-                )
+            self._check_n_features(F.shape[1], reset)
             return F
         if X.is_complex():  # check_array would cast it to its real part
             raise ValueError("Complex data not supported: X must be real numbers")
