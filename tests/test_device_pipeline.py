@@ -100,13 +100,16 @@ def test_extractor_gives_tensors_on_the_model_device_under_dispatch(dispatch_on)
         isinstance(rows, torch.Tensor)
         and rows.shape[0] == 10 * fs.regions["conv_53"].shape[1]
     )
-    # the numpy path's values: the same forward pass
+    # the numpy path's values: the same forward pass (float32 maps from
+    # torch kernels: compared to float32 rounding, not bit for bit, so that
+    # a different thread split cannot fail it)
     ref = TorchFeatureExtractor(model, ["conv_33", "conv_53"], batch_size=4)
     ref = ref.fit(X[:1].numpy()).transform(X.numpy())
+    close = {"rtol": 1e-5, "atol": 1e-6}
     for key in ref.regions:
-        assert_array_equal(fs.regions[key].numpy(), ref.regions[key])
-    assert_array_equal(fs.logits.numpy(), ref.logits)
-    assert_array_equal(fs.sample.numpy(), ref.sample)
+        assert_allclose(fs.regions[key].numpy(), ref.regions[key], **close)
+    assert_allclose(fs.logits.numpy(), ref.logits, **close)
+    assert_allclose(fs.sample.numpy(), ref.sample, **close)
     assert_allclose(fs.soft_labels.numpy(), ref.soft_labels, **SOFT_LABELS_TOL)
     assert_array_equal(fs.image_ids, np.arange(10))  # a host index
 
