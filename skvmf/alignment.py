@@ -41,13 +41,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _array_api as _xa
-from . import _matching as _mk
-from . import _warn
-from ._convergence import warn_if_not_falling
-from ._importance_fit import fit_importance
-from ._persistence import DevicePicklingMixin
-from ._progress import message, progress
-from ._region_inputs import (
+from ._kernels import matching as _mk
+from ._kernels.importance_fit import fit_importance
+from ._kernels.kappa import TorchKappa
+from ._kernels.region_inputs import (
     finite_matrix,
     finite_matrix_tensor,
     is_tensor,
@@ -57,7 +54,8 @@ from ._region_inputs import (
     resolve_kappa_m,
     soft_labels_tensor,
 )
-from ._soft_labels import check_soft_labels
+from ._numerics.soft_labels import check_soft_labels
+from ._persistence import DevicePicklingMixin
 from ._torch.utils import (
     MomentumSGD,
     real_array,
@@ -66,7 +64,9 @@ from ._torch.utils import (
     torch_generator,
     unit_rows,
 )
-from ._torch_kappa import TorchKappa
+from ._utils import warn as _warn
+from ._utils.convergence import warn_if_not_falling
+from ._utils.progress import message, progress
 from .features import FeatureSet
 from .importance import (
     draw_candidates,

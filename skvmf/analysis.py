@@ -25,12 +25,14 @@ from sklearn import config_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, validate_params
 
-from . import _array_api, _tables, _warn
-from ._convergence import curve_summary
-from ._progress import message, progress
+from . import _array_api
 from ._torch.images import all_images
 from ._torch.utils import resolve_device, to_numpy
-from ._uncertainty import Resampler, mean_of, pearson_of, ratio_of
+from ._utils import tables as _tables
+from ._utils import warn as _warn
+from ._utils.convergence import curve_summary
+from ._utils.progress import message, progress
+from ._utils.uncertainty import Resampler, mean_of, pearson_of, ratio_of
 from .alignment import RegionalAligner
 from .attacks import embedding_change, pgd_attack
 from .extraction import TorchFeatureExtractor

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, validate_params
 
-from ._progress import progress
 from ._torch.hooks import check_finite, evaluating, finite_logits
 from ._torch.images import as_images
 from ._torch.utils import (
@@ -30,6 +29,7 @@ from ._torch.utils import (
     torch_generator,
     unit_rows,
 )
+from ._utils.progress import progress
 
 
 @dataclasses.dataclass

@@ -32,7 +32,6 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from skvmf import _array_api
-from skvmf._progress import message, progress
 from skvmf._torch.hooks import Capture, check_finite, evaluating, finite_logits
 from skvmf._torch.images import check_batch, image_batches
 from skvmf._torch.layers import (
@@ -45,6 +44,7 @@ from skvmf._torch.layers import (
 )
 from skvmf._torch.layout import check_grid, check_reshape, resolve_layout, to_maps
 from skvmf._torch.utils import resolve_device, resolve_dtype
+from skvmf._utils.progress import message, progress
 from skvmf.features import FeatureSet
 
 # the checkpoint reader lives with the other file readers (skvmf.sources);

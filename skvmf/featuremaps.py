@@ -28,7 +28,6 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from torch import nn
 
-from ._progress import progress
 from ._torch.hooks import (
     Capture,
     check_finite,
@@ -40,6 +39,7 @@ from ._torch.hooks import (
 from ._torch.images import check_batch, first_conv_channels, image_batches
 from ._torch.layout import check_reshape, layer_maps
 from ._torch.utils import resolve_device
+from ._utils.progress import progress
 
 # the constraints every function here shares
 _RUN = {

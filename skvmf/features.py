@@ -27,7 +27,7 @@ from skvmf._array_api import (
     namespace_name,
     to_numpy,
 )
-from skvmf._soft_labels import softmax_of_logits, softmax_of_logits_xp
+from skvmf._numerics.soft_labels import softmax_of_logits, softmax_of_logits_xp
 
 # Fields indexed by image (first axis is N). The others describe the model
 # (category directions, class names, grid) and are shared by every subset.

@@ -31,10 +31,9 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from . import _matching as _mk
-from ._convergence import warn_if_not_falling
-from ._importance_fit import fit_importance
-from ._region_inputs import (
+from ._kernels import matching as _mk
+from ._kernels.importance_fit import fit_importance
+from ._kernels.region_inputs import (
     anchors_and_candidates,
     candidate_count,
     channel_weights_tensor,
@@ -43,8 +42,9 @@ from ._region_inputs import (
     regions_tensor,
     resolve_kappa_m,
 )
-from ._soft_labels import check_soft_labels
+from ._numerics.soft_labels import check_soft_labels
 from ._torch.utils import real_array, torch_generator, unit_rows
+from ._utils.convergence import warn_if_not_falling
 
 __all__ = [
     "draw_candidates",
@@ -444,7 +444,7 @@ def fit_importance_weights(
     Warns
     -----
     ConvergenceWarning
-        When the loss did not fall (:func:`skvmf._convergence.loss_fell`).
+        When the loss did not fall (:func:`skvmf._utils.convergence.loss_fell`).
 
     Raises
     ------

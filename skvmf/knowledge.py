@@ -31,7 +31,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _array_api
-from ._arrays import refuse_complex
+from ._numerics.arrays import refuse_complex
 from ._persistence import DevicePicklingMixin
 from ._torch.utils import safe_norm, to_numpy, unit_rows
 from .features import FeatureSet
@@ -612,7 +612,7 @@ class KnowledgePointCounter(DevicePicklingMixin, ClassifierMixin, BaseEstimator)
         cos = unit @ self.directions_.T
         strength = norm[..., 0]
         if isinstance(self.kappa, str):
-            from ._xp_vmf import revised_kappa
+            from ._numerics.xp_vmf import revised_kappa
 
             kappa = revised_kappa(
                 strength / self.scales_[name], H.shape[2], self.sigma, xp

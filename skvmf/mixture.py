@@ -11,7 +11,7 @@ scikit-learn only.
 With scikit-learn's ``array_api_dispatch`` on and ``X`` from another Array
 API namespace (torch on any device, array-api-strict), EM runs in that
 namespace on ``X``'s device (the ``_xp_*`` methods, numerics from
-:mod:`skvmf._xp_vmf`) and every fitted array and output stays there; numpy
+:mod:`skvmf._numerics.xp_vmf`) and every fitted array and output stays there; numpy
 input keeps the numpy code path, with its in-place operations.
 """
 
@@ -31,10 +31,12 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from skvmf import _array_api, _warn, _xp_vmf
-from skvmf._arrays import refuse_complex
+from skvmf import _array_api
+from skvmf._numerics import xp_vmf as _xp_vmf
+from skvmf._numerics.arrays import refuse_complex
 from skvmf._persistence import DevicePicklingMixin
-from skvmf._progress import message
+from skvmf._utils import warn as _warn
+from skvmf._utils.progress import message
 from skvmf.vmf import estimate_kappa, log_normalizer, revised_kappa
 from skvmf.vmf import sample as vmf_sample
 

@@ -24,9 +24,9 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skvmf._arrays import check_real, power_of_two_scale, refuse_complex
-from skvmf._progress import progress
-from skvmf._ties import TIE_TOL, first_min
+from skvmf._numerics.arrays import check_real, power_of_two_scale, refuse_complex
+from skvmf._numerics.ties import TIE_TOL, first_min
+from skvmf._utils.progress import progress
 
 __all__ = [
     "FilterPredictionTree",

@@ -58,10 +58,9 @@ from ._array_api import (
     move_to,
     to_numpy,
 )
-from ._convergence import warn_if_not_falling
+from ._kernels.kappa import TorchKappa
+from ._numerics.soft_labels import check_soft_labels, check_soft_labels_xp
 from ._persistence import DevicePicklingMixin
-from ._progress import message, progress
-from ._soft_labels import check_soft_labels, check_soft_labels_xp
 from ._torch.utils import (
     MomentumSGD,
     real_array,
@@ -69,7 +68,8 @@ from ._torch.utils import (
     safe_norm,
     torch_generator,
 )
-from ._torch_kappa import TorchKappa
+from ._utils.convergence import warn_if_not_falling
+from ._utils.progress import message, progress
 from .features import FeatureSet
 
 __all__ = ["SampleProjector", "procrustes_rotation"]
@@ -601,7 +601,7 @@ default="random"
         The loss (sum of KL divergences, without the L2 penalty) of the kept
         start: at its initial M, then after every step, the last value at
         the final iterate. Its first and last values compare start and end;
-        :func:`skvmf._convergence.loss_fell` judges it, and :meth:`fit`
+        :func:`skvmf._utils.convergence.loss_fell` judges it, and :meth:`fit`
         raises a :class:`~sklearn.exceptions.ConvergenceWarning` naming the
         stage ``"projection"`` when it did not fall.
     loss_ : float

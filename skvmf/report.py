@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils._param_validation import Interval, validate_params
 
-from . import _tables
+from ._utils import tables as _tables
 from .analysis import AnalysisResult
 
 __all__ = ["write_report"]

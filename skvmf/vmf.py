@@ -4,7 +4,7 @@ The vMF density of a unit vector ``o`` in ``R^d`` is
 ``p(o | mu, kappa) = C_d(kappa) exp(kappa mu.o)`` with
 ``C_d(kappa) = kappa^(d/2-1) / ((2 pi)^(d/2) I_(d/2-1)(kappa))``. Everything
 here works in log space and stays finite and accurate for dimensions up to
-4096 and concentrations up to 1e6 (see :mod:`skvmf._bessel`), where
+4096 and concentrations up to 1e6 (see :mod:`skvmf._numerics.bessel`), where
 ``scipy.stats.vonmises_fisher`` overflows.
 
 The revised vMF of Li, Wang and Zhang (NeurIPS 2021) gives features of
@@ -17,8 +17,8 @@ supplement.
 
 Only numpy and scipy (and scikit-learn's ``check_random_state`` and
 ``validate_params``) are used. The tabulated kappa(l) and the Newton solve of
-``A_d(kappa) = r`` live in :mod:`skvmf._kappa_table`, which
-:mod:`skvmf._torch_kappa` shares.
+``A_d(kappa) = r`` live in :mod:`skvmf._numerics.kappa_table`, which
+:mod:`skvmf._kernels.kappa` shares.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from scipy import special
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from skvmf._bessel import _log_series, _ratio_parts, log_iv
-from skvmf._kappa_table import (
+from skvmf._numerics.bessel import _log_series, _ratio_parts, log_iv
+from skvmf._numerics.kappa_table import (
     _banerjee,
     _kappa_from_rbar,
     _newton_kappa,

@@ -1,5 +1,5 @@
 """An arbitrary-precision reference for log I_nu(x), shared by the tests of
-skvmf._bessel and skvmf.vmf (independent of the code under test: mpmath)."""
+skvmf._numerics.bessel and skvmf.vmf (independent of the code under test: mpmath)."""
 
 from functools import cache
 

@@ -13,10 +13,10 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skvmf import _matching as mk
 from skvmf import alignment
+from skvmf._kernels import matching as mk
+from skvmf._kernels.kappa import TorchKappa
 from skvmf._torch.utils import torch_generator
-from skvmf._torch_kappa import TorchKappa
 from skvmf.alignment import (
     RegionalAligner,
     draw_candidates,

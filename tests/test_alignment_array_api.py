@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skvmf import _array_api, alignment
-from skvmf._region_inputs import soft_labels_tensor
-from skvmf._soft_labels import check_soft_labels
+from skvmf._kernels.region_inputs import soft_labels_tensor
+from skvmf._numerics.soft_labels import check_soft_labels
 from skvmf.alignment import AlignerOutOfMemoryError, RegionalAligner
 from skvmf.features import FeatureSet
 

@@ -355,8 +355,8 @@ def private_uses(source):
 @pytest.mark.parametrize(
     "source",
     [
-        "from skvmf._matching import unit_rows",
-        "import skvmf._torch_kappa",
+        "from skvmf._kernels.matching import unit_rows",
+        "import skvmf._kernels.kappa",
         "from skvmf.alignment import _align_epoch",
         "from skvmf import _hooks as h",
         "import skvmf\nskvmf.cli._spread([], 1)",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from _mp_reference import mp_log_iv
 
-from skvmf._bessel import bessel_ratio, log_bessel_ratio, log_iv
+from skvmf._numerics.bessel import bessel_ratio, log_bessel_ratio, log_iv
 
 mp.mp.dps = 40
 

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skvmf import _matching as mk
-from skvmf._torch_kappa import TorchKappa
+from skvmf._kernels import matching as mk
+from skvmf._kernels.kappa import TorchKappa
 
 
 @settings(max_examples=40, deadline=None)

@@ -96,14 +96,14 @@ def test_non_finite_logits_are_an_error_not_nan_soft_labels(bad):
     logits[1, 2] = bad
     with pytest.raises(ValueError, match="FeatureSet.logits contains NaN or inf"):
         FeatureSet(logits=logits)
-    from skvmf._soft_labels import check_soft_labels
+    from skvmf._numerics.soft_labels import check_soft_labels
 
     with pytest.raises(ValueError, match="logits must be finite; row 1"):
         check_soft_labels(logits, from_logits=True, name="logits")
 
 
 def test_extreme_finite_logits_and_temperatures_give_exact_soft_labels():
-    from skvmf._soft_labels import check_soft_labels
+    from skvmf._numerics.soft_labels import check_soft_labels
 
     logits = np.array([[1e308, -1e308, 0.0], [1.0, 2.0, 3.0], [-5e307, -5e307, 0.0]])
     for temperature in (1e-300, 1.0, 1e300):

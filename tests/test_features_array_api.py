@@ -181,7 +181,7 @@ def test_no_host_copy_of_torch_fields(monkeypatch):
         sub = fs[torch.tensor([True, False, True, False, True, True])]
         sub = sub[[0, 2]]
         sub = sub[1:]
-        from skvmf._soft_labels import check_soft_labels_xp
+        from skvmf._numerics.soft_labels import check_soft_labels_xp
 
         xp, _, dev = get_namespace_and_device(fs.logits)
         checked = check_soft_labels_xp(fs.soft_labels, xp, dev, n_samples=6)
@@ -311,7 +311,7 @@ def test_xp_soft_labels_match_the_numpy_path(logits, temperature):
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("namespace, device", COMBOS)
 def test_check_soft_labels_xp_matches_the_numpy_check(namespace, device):
-    from skvmf._soft_labels import check_soft_labels, check_soft_labels_xp
+    from skvmf._numerics.soft_labels import check_soft_labels, check_soft_labels_xp
 
     make = _maker(namespace, device)
     rng = np.random.default_rng(1)

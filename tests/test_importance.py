@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
-from skvmf import _matching as mk
+from skvmf._kernels import matching as mk
 from skvmf.alignment import (
     RegionalAligner,
     fit_importance_weights,

@@ -11,7 +11,7 @@ same estimator fitted without dispatch on the same values).
 Tolerance: both paths compute in float64 (the numpy path always casts to
 float64; the dispatch path uses float64 wherever the device has it), from
 the same input values, so attributes and posteriors agree to 1e-12
-absolute (measured <= 1.8e-15; the revised kappa of ``skvmf._xp_vmf`` equals
+absolute (measured <= 1.8e-15; the revised kappa of ``skvmf._numerics.xp_vmf`` equals
 ``skvmf.vmf.revised_kappa`` to ~1e-12 relative), and the discrete outputs
 (masks, labels, votes, counts, scores) are equal.
 """

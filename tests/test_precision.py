@@ -30,7 +30,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skvmf import _matching as mk
+from skvmf._kernels import matching as mk
 from skvmf.importance import draw_candidates, fit_importance_weights, match_regions
 
 REFERENCE = Path(__file__).parent / "data" / "precision_reference.npz"

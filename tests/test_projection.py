@@ -12,9 +12,9 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skvmf._convergence import loss_fell
-from skvmf._soft_labels import check_soft_labels
-from skvmf._torch_kappa import TorchKappa
+from skvmf._kernels.kappa import TorchKappa
+from skvmf._numerics.soft_labels import check_soft_labels
+from skvmf._utils.convergence import loss_fell
 from skvmf.features import FeatureSet
 from skvmf.projection import (
     SampleProjector,

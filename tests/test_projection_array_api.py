@@ -31,7 +31,7 @@ from sklearn.base import clone
 
 import skvmf._array_api as skvmf_array_api
 from skvmf._array_api import get_namespace_and_device
-from skvmf._soft_labels import check_soft_labels, check_soft_labels_xp
+from skvmf._numerics.soft_labels import check_soft_labels, check_soft_labels_xp
 from skvmf.features import FeatureSet
 from skvmf.projection import (
     SampleProjector,

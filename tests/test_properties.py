@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from skvmf._soft_labels import check_soft_labels
+from skvmf._numerics.soft_labels import check_soft_labels
 from skvmf.embedding import embed_features
 from skvmf.features import FeatureSet
 from skvmf.hierarchy import CategoryHierarchy, cosine_distance_matrix

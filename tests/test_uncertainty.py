@@ -11,8 +11,8 @@ from hypothesis.extra.numpy import arrays
 from scipy import stats
 from sklearn.exceptions import ConvergenceWarning
 
-from skvmf._convergence import curve_summary, loss_fell, warn_if_not_falling
-from skvmf._uncertainty import Resampler, mean_of, pearson_of, ratio_of
+from skvmf._utils.convergence import curve_summary, loss_fell, warn_if_not_falling
+from skvmf._utils.uncertainty import Resampler, mean_of, pearson_of, ratio_of
 
 
 def test_constant_values_give_a_point_interval():

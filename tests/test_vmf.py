@@ -6,8 +6,8 @@ import pytest
 from _mp_reference import mp_log_iv
 from scipy import integrate, stats
 
-from skvmf._bessel import bessel_ratio
-from skvmf._kappa_table import (
+from skvmf._numerics.bessel import bessel_ratio
+from skvmf._numerics.kappa_table import (
     _asymptote_offset,
     _rbar_quadrature,
     _revised_kappa_slopes,

@@ -1,6 +1,6 @@
-"""Tests of skvmf._xp_vmf, the Array API implementation of the vMF numerics.
+"""Tests of skvmf._numerics.xp_vmf, the Array API implementation of the vMF numerics.
 
-References: the numpy path (skvmf.vmf, skvmf._bessel, itself checked against
+References: the numpy path (skvmf.vmf, skvmf._numerics.bessel, itself checked against
 mpmath in test_vmf.py / test_bessel.py), mpmath directly for a few log I_nu
 values, and closed forms. Measured worst relative errors against the numpy
 path in float64 (torch CPU, 70 dimensions from 2 to 4096 x 450 kappas from
@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from sklearn.externals.array_api_compat import numpy as compat_numpy
 from sklearn.externals.array_api_compat import torch as compat_torch
 
-from skvmf import _bessel, vmf
-from skvmf import _xp_vmf as xv
+from skvmf import vmf
+from skvmf._numerics import bessel as _bessel
+from skvmf._numerics import xp_vmf as xv
 
 DIMS = [2, 3, 4, 5, 10, 50, 100, 512, 1000, 4096]
 KAPPAS = np.array([0.0, 1e-6, 1e-3, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6])

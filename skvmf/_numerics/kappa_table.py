@@ -1,7 +1,7 @@
 """The revised-kappa table: kappa(l) on a grid, and the Newton solve of A_d.
 
 Private machinery of :func:`skvmf.vmf.revised_kappa` and
-:func:`skvmf.vmf.estimate_kappa`, shared with :mod:`skvmf._torch_kappa`,
+:func:`skvmf.vmf.estimate_kappa`, shared with :mod:`skvmf._kernels.kappa`,
 which interpolates the same table on torch tensors. ``rbar(a)`` for clean
 strength ``a = l / sigma`` comes from an exact one-dimensional integral,
 kappa from Banerjee's closed form (optionally refined by Newton steps on
@@ -19,7 +19,7 @@ from scipy import special
 from scipy.interpolate import CubicHermiteSpline
 from sklearn.utils._param_validation import Interval, validate_params
 
-from skvmf._bessel import _ratio_parts
+from skvmf._numerics.bessel import _ratio_parts
 
 _DIM = [Interval(Integral, 2, None, closed="left")]
 _SIGMA = [Interval(Real, 0, None, closed="neither")]
@@ -34,7 +34,7 @@ def _newton_kappa(kappa, r, q, d, steps):
     linear (slope 1 at both ends), so each step gains more digits than a
     plain step in ``kappa`` from Banerjee's start (about 1e-7 relative after
     two steps in 2-D, 1e-10 from d = 10, against 3e-5 and 4e-8), and iterates
-    stay positive. ``1 - A_d`` comes from :func:`skvmf._bessel._ratio_parts`
+    stay positive. ``1 - A_d`` comes from :func:`skvmf._numerics.bessel._ratio_parts`
     at full relative precision, so ``r`` close to 1 loses nothing.
     """
     kappa = np.array(kappa, dtype=np.float64)

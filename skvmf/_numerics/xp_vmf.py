@@ -1,6 +1,6 @@
 """The vMF numerics written against the Array API standard.
 
-The namespace twin of :mod:`skvmf.vmf` and :mod:`skvmf._bessel` for arrays
+The namespace twin of :mod:`skvmf.vmf` and :mod:`skvmf._numerics.bessel` for arrays
 of any Array API namespace ``xp`` (numpy through array-api-compat or plain
 numpy 2, torch through array-api-compat, array-api-strict): the log
 normaliser ``log C_d(kappa)``, ``log I_nu(x)``, the Bessel ratio
@@ -15,7 +15,7 @@ is cast back to the input's floating dtype (integer and bool input give the
 work dtype). Where the device has no float64 the work is float32, with a
 Debye series truncated for that precision.
 
-Numerics (the same mathematics as :mod:`skvmf._bessel`):
+Numerics (the same mathematics as :mod:`skvmf._numerics.bessel`):
 
 * ``log I_nu(x)`` at order ``nu >= 20``: Olver's uniform (Debye) expansion,
   DLMF 10.41.3, valid for every ``x > 0``. The series in ``p = 1/sqrt(1 +
@@ -49,7 +49,7 @@ import numpy as np
 
 from skvmf._array_api import device as _device_of
 from skvmf._array_api import max_float_dtype, namespace_name
-from skvmf._bessel import _NU_DEBYE, _debye_bounds, _debye_polynomials
+from skvmf._numerics.bessel import _NU_DEBYE, _debye_bounds, _debye_polynomials
 
 __all__ = [
     "bessel_ratio",
@@ -330,13 +330,13 @@ def log_iv(nu, x, xp):
         in its floating dtype (computed in float64 where the device has
         it): ``-inf`` at ``x = 0`` for ``nu > 0``, ``0`` at ``x = 0`` for
         ``nu = 0``, ``+inf`` at ``x = +inf``. Agrees with
-        :func:`skvmf._bessel.log_iv` to about 1e-14 relative.
+        :func:`skvmf._numerics.bessel.log_iv` to about 1e-14 relative.
 
     Examples
     --------
     >>> import math
     >>> import numpy as np
-    >>> from skvmf._xp_vmf import log_iv
+    >>> from skvmf._numerics.xp_vmf import log_iv
     >>> x = np.asarray([2.0])   # I_{1/2}(x) = sqrt(2 / (pi x)) sinh(x)
     >>> ref = math.log(math.sqrt(2 / (math.pi * 2.0)) * math.sinh(2.0))
     >>> bool(abs(log_iv(0.5, x, np)[0] - ref) < 1e-14)
@@ -386,14 +386,14 @@ def bessel_ratio(nu, x, xp):
     ratio, complement, derivative : array
         ``R``, ``1 - R`` (to full relative precision, also when ``R`` is
         close to 1) and ``dR/dx``, each with the shape, namespace, device and
-        floating dtype of ``x``; agree with :func:`skvmf._bessel.bessel_ratio`
+        floating dtype of ``x``; agree with :func:`skvmf._numerics.bessel.bessel_ratio`
         to about 1e-14 relative.
 
     Examples
     --------
     >>> import math
     >>> import numpy as np
-    >>> from skvmf._xp_vmf import bessel_ratio
+    >>> from skvmf._numerics.xp_vmf import bessel_ratio
     >>> r, c, d = bessel_ratio(0.5, np.asarray([3.0]), np)  # coth(x) - 1/x
     >>> bool(abs(r[0] - (1 / math.tanh(3.0) - 1 / 3.0)) < 1e-14)
     True
@@ -432,7 +432,7 @@ def log_normalizer(dim, kappa, xp):
     --------
     >>> import math
     >>> import numpy as np
-    >>> from skvmf._xp_vmf import log_normalizer
+    >>> from skvmf._numerics.xp_vmf import log_normalizer
     >>> k = 2.0   # in 3-D, C_3(k) = k / (4 pi sinh k)
     >>> got = log_normalizer(3, np.asarray([k]), np)[0]
     >>> bool(abs(got - math.log(k / (4 * math.pi * math.sinh(k)))) < 1e-14)
@@ -475,7 +475,7 @@ def mean_resultant_length(kappa, dim, xp):
     --------
     >>> import math
     >>> import numpy as np
-    >>> from skvmf._xp_vmf import mean_resultant_length
+    >>> from skvmf._numerics.xp_vmf import mean_resultant_length
     >>> a = mean_resultant_length(np.asarray([3.0]), 3, np)  # coth k - 1/k
     >>> bool(abs(a[0] - (1 / math.tanh(3.0) - 1 / 3.0)) < 1e-14)
     True
@@ -515,7 +515,7 @@ def estimate_kappa(rbar, dim, xp, newton_steps=2):
     Examples
     --------
     >>> import numpy as np
-    >>> from skvmf._xp_vmf import estimate_kappa
+    >>> from skvmf._numerics.xp_vmf import estimate_kappa
     >>> float(estimate_kappa(np.asarray(0.5), 3, np, newton_steps=0))
     1.8333333333333333
     """
@@ -557,7 +557,7 @@ def _host_spline(dim, sigma):
     ``t = (log l - x0) / width`` is expanded once to ``c0 + c1 t + c2 t^2 +
     c3 t^3``, so the device does one search, five gathers and a Horner step.
     """
-    from skvmf._kappa_table import _revised_kappa_slopes, _revised_kappa_table
+    from skvmf._numerics.kappa_table import _revised_kappa_slopes, _revised_kappa_table
 
     strengths, kappas = _revised_kappa_table(dim, sigma)
     x = np.log(np.asarray(strengths[1:], dtype=np.float64))
@@ -606,7 +606,7 @@ def revised_kappa(strength, dim, sigma, xp):
     """Strength-dependent concentration ``kappa(l)`` of the revised vMF.
 
     The cubic Hermite spline of ``log kappa`` against ``log l`` through the
-    cached table of :func:`skvmf._kappa_table._revised_kappa_table` (with its
+    cached table of :func:`skvmf._numerics.kappa_table._revised_kappa_table` (with its
     exact node slopes), linear in ``l`` below the first positive grid point
     (``kappa(0) = 0``) and ``(l / sigma)^2 + (d - 2) / 2`` beyond the last:
     :func:`skvmf.vmf.revised_kappa` with its defaults, and ``TorchKappa``.
@@ -631,7 +631,7 @@ def revised_kappa(strength, dim, sigma, xp):
     Examples
     --------
     >>> import numpy as np
-    >>> from skvmf._xp_vmf import revised_kappa
+    >>> from skvmf._numerics.xp_vmf import revised_kappa
     >>> k = revised_kappa(np.asarray([0.0, 1.0, 10.0, 1e6]), 3, 1.0, np)
     >>> [round(float(v), 3) for v in k]
     [0.0, 1.748, 100.487, 1000000000000.5]

@@ -275,7 +275,7 @@ def log_iv(nu, x):
     Examples
     --------
     >>> import numpy as np
-    >>> from skvmf._bessel import log_iv
+    >>> from skvmf._numerics.bessel import log_iv
     >>> x = 2.0   # I_{1/2}(x) = sqrt(2 / (pi x)) sinh(x)
     >>> bool(np.isclose(log_iv(0.5, x), np.log(np.sqrt(2 / (np.pi * x)) * np.sinh(x))))
     True
@@ -373,7 +373,7 @@ def bessel_ratio(nu, x):
     Examples
     --------
     >>> import numpy as np
-    >>> from skvmf._bessel import bessel_ratio
+    >>> from skvmf._numerics.bessel import bessel_ratio
     >>> r, c, d = bessel_ratio(0.5, 3.0)   # I_{3/2}/I_{1/2} = coth(x) - 1/x
     >>> bool(np.isclose(r, 1 / np.tanh(3.0) - 1 / 3.0, rtol=1e-14))
     True
@@ -411,7 +411,7 @@ def log_bessel_ratio(nu, x):
     Examples
     --------
     >>> import numpy as np
-    >>> from skvmf._bessel import log_bessel_ratio
+    >>> from skvmf._numerics.bessel import log_bessel_ratio
     >>> x = 1e6   # log(coth(x) - 1/x) = log1p(-1/x) up to exp(-2x)
     >>> bool(np.isclose(log_bessel_ratio(0.5, x), np.log1p(-1 / x), rtol=1e-13))
     True

@@ -10,7 +10,8 @@ import sklearn
 
 # frames inside these folders are skipped when attributing a warning
 _OWN = (
-    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    # this file lives in skvmf/_utils/: skip the whole skvmf package
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
     os.path.dirname(os.path.abspath(sklearn.__file__)) + os.sep,
 )
 

@@ -3,7 +3,8 @@
 One interpolant of :func:`skvmf.vmf.revised_kappa`'s table, evaluated in
 torch so it stays on the tensors' device and, when asked, carries its
 derivative: the cubic Hermite spline of log kappa against log l with the
-exact node slopes of ``skvmf._kappa_table._revised_kappa_slopes`` between grid points
+exact node slopes of
+``skvmf._numerics.kappa_table._revised_kappa_slopes`` between grid points
 (it equals ``revised_kappa`` to ~1e-12), linear in l below the first positive
 grid point (kappa(0) = 0), and ``(l / sigma)^2 + (d - 2) / 2`` beyond the last
 one (the asymptote ``revised_kappa`` uses there).
@@ -40,7 +41,10 @@ class TorchKappa:
         self.sigma = float(sigma)
         self._tables: dict[torch.dtype, tuple] = {}
         if self.fixed is None:
-            from ._kappa_table import _revised_kappa_slopes, _revised_kappa_table
+            from .._numerics.kappa_table import (
+                _revised_kappa_slopes,
+                _revised_kappa_table,
+            )
 
             strengths, kappas = _revised_kappa_table(self.dim, self.sigma)
             self._log_l = np.log(np.asarray(strengths[1:], dtype=np.float64))

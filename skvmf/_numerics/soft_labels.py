@@ -75,7 +75,7 @@ def check_soft_labels(
     Examples
     --------
     >>> import numpy as np
-    >>> from skvmf._soft_labels import check_soft_labels
+    >>> from skvmf._numerics.soft_labels import check_soft_labels
     >>> check_soft_labels([[0.25, 0.75], [1.0, 0.0]])
     array([[0.25, 0.75],
            [1.  , 0.  ]])
@@ -235,7 +235,7 @@ def check_soft_labels_xp(
     ValueError
         As :func:`check_soft_labels`, naming ``name``.
     """
-    from ._array_api import float_dtype, is_numpy, move_to, to_numpy
+    from .._array_api import float_dtype, is_numpy, move_to, to_numpy
 
     if is_numpy(xp):
         return check_soft_labels(

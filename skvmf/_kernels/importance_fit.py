@@ -14,9 +14,9 @@ import math
 import numpy as np
 import torch
 
-from . import _matching as _mk
-from ._progress import progress
-from ._torch.utils import RowMomentumSGD
+from .._torch.utils import RowMomentumSGD
+from .._utils.progress import progress
+from . import matching as _mk
 
 
 class _KeptPoint:

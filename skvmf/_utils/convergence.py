@@ -12,7 +12,7 @@ import math
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from . import _warn
+from . import warn as _warn
 
 __all__ = ["curve_summary", "loss_fell", "warn_if_not_falling"]
 

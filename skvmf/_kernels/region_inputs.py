@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._array_api import torch_namespace
-from ._matching import MAX_REGIONS
-from ._soft_labels import check_soft_labels_xp
-from ._torch.utils import real_array, resolve_device
+from .._array_api import torch_namespace
+from .._kernels.matching import MAX_REGIONS
+from .._numerics.soft_labels import check_soft_labels_xp
+from .._torch.utils import real_array, resolve_device
 
 _DTYPE = torch.float32
 # kappa_m = 1000 is the reference's value for K = 512 channels (SPEC 4)
@@ -235,9 +235,9 @@ def finite_matrix_tensor(x, name: str, dtype: torch.dtype) -> torch.Tensor:
 def soft_labels_tensor(
     P, *, n_samples, from_logits, temperature, name, dtype
 ) -> torch.Tensor:
-    """:func:`skvmf._soft_labels.check_soft_labels` for a tensor, on its
+    """:func:`skvmf._numerics.soft_labels.check_soft_labels` for a tensor, on its
     device, in ``dtype`` (float64 where the device has it): the shared
-    namespace check (:func:`~skvmf._soft_labels.check_soft_labels_xp`), with
+    namespace check (:func:`~skvmf._numerics.soft_labels.check_soft_labels_xp`), with
     the same checks and messages and no host copy."""
     t = _numeric_tensor(P, name)
     if t.dim() != 2:
