@@ -54,16 +54,11 @@ from ._kernels.region_inputs import (
     resolve_kappa_m,
     soft_labels_tensor,
 )
+from ._numerics.arrays import real_array, safe_norm, unit_rows
 from ._numerics.soft_labels import check_soft_labels
 from ._persistence import DevicePicklingMixin
-from ._torch.utils import (
-    MomentumSGD,
-    real_array,
-    resolve_device,
-    safe_norm,
-    torch_generator,
-    unit_rows,
-)
+from ._torch.devices import resolve_device, torch_generator
+from ._torch.optimisers import MomentumSGD
 from ._utils import warn as _warn
 from ._utils.convergence import warn_if_not_falling
 from ._utils.progress import message, progress

@@ -26,8 +26,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, validate_params
 
 from . import _array_api
+from ._numerics.arrays import to_numpy
+from ._torch.devices import resolve_device
 from ._torch.images import all_images
-from ._torch.utils import resolve_device, to_numpy
 from ._utils import tables as _tables
 from ._utils import warn as _warn
 from ._utils.convergence import curve_summary

@@ -65,7 +65,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from ._digits_recipe import model_options
-from ._torch.utils import seed_of
+from ._torch.devices import seed_of
 
 __all__ = [
     "ARCHITECTURES",

@@ -21,14 +21,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ._numerics.arrays import safe_norm, unit_rows
+from ._torch.devices import resolve_device, torch_generator
 from ._torch.hooks import check_finite, evaluating, finite_logits
 from ._torch.images import as_images
-from ._torch.utils import (
-    resolve_device,
-    safe_norm,
-    torch_generator,
-    unit_rows,
-)
 from ._utils.progress import progress
 
 

@@ -688,7 +688,7 @@ def _use_agg() -> None:
 
 
 def _check_device(name: str) -> None:
-    from ._torch.utils import resolve_device
+    from ._torch.devices import resolve_device
 
     resolve_device(name)
 

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from torch import nn
 
+from ._torch.devices import resolve_device, seed_of
 from ._torch.hooks import Capture, evaluating
 from ._torch.images import as_images
 from ._torch.layers import detect_architecture, resolve_layer
-from ._torch.utils import resolve_device, seed_of
 from .training import Trainer, TrainingResult
 
 _METHODS = ("logits", "features")

@@ -28,8 +28,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from skvmf._numerics.arrays import power_of_two_scale, refuse_complex
-from skvmf._torch.utils import safe_norm
+from skvmf._numerics.arrays import power_of_two_scale, refuse_complex, safe_norm
 
 __all__ = ["FeatureEmbedding", "embed_features", "trustworthiness_report"]
 

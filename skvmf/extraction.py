@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from skvmf import _array_api
+from skvmf._torch.devices import resolve_device, resolve_dtype
 from skvmf._torch.hooks import Capture, check_finite, evaluating, finite_logits
 from skvmf._torch.images import check_batch, image_batches
 from skvmf._torch.layers import (
@@ -43,7 +44,6 @@ from skvmf._torch.layers import (
     set_conv5_stride1,
 )
 from skvmf._torch.layout import check_grid, check_reshape, resolve_layout, to_maps
-from skvmf._torch.utils import resolve_device, resolve_dtype
 from skvmf._utils.progress import message, progress
 from skvmf.features import FeatureSet
 

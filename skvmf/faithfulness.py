@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ._torch.devices import resolve_device
 from ._torch.hooks import evaluating, finite_logits
 from ._torch.images import all_images, check_dtype, class_per_image
 from ._torch.layout import check_grid
-from ._torch.utils import resolve_device
 
 __all__ = [
     "compare_faithfulness",

@@ -28,6 +28,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from torch import nn
 
+from ._torch.devices import resolve_device
 from ._torch.hooks import (
     Capture,
     check_finite,
@@ -38,7 +39,6 @@ from ._torch.hooks import (
 )
 from ._torch.images import check_batch, first_conv_channels, image_batches
 from ._torch.layout import check_reshape, layer_maps
-from ._torch.utils import resolve_device
 from ._utils.progress import progress
 
 # the constraints every function here shares

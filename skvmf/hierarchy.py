@@ -33,9 +33,13 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skvmf._numerics.arrays import check_real, power_of_two_scale, refuse_complex
+from skvmf._numerics.arrays import (
+    check_real,
+    power_of_two_scale,
+    refuse_complex,
+    safe_norm,
+)
 from skvmf._numerics.ties import first_min
-from skvmf._torch.utils import safe_norm
 from skvmf.prediction_tree import (
     FilterPredictionTree,
     PredictionPath,

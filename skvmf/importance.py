@@ -42,8 +42,9 @@ from ._kernels.region_inputs import (
     regions_tensor,
     resolve_kappa_m,
 )
+from ._numerics.arrays import real_array, unit_rows
 from ._numerics.soft_labels import check_soft_labels
-from ._torch.utils import real_array, torch_generator, unit_rows
+from ._torch.devices import torch_generator
 from ._utils.convergence import warn_if_not_falling
 
 __all__ = [

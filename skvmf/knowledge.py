@@ -31,9 +31,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _array_api
-from ._numerics.arrays import refuse_complex
+from ._numerics.arrays import refuse_complex, safe_norm, to_numpy, unit_rows
 from ._persistence import DevicePicklingMixin
-from ._torch.utils import safe_norm, to_numpy, unit_rows
 from .features import FeatureSet
 
 __all__ = ["KnowledgePointCounter"]

@@ -59,15 +59,11 @@ from ._array_api import (
     to_numpy,
 )
 from ._kernels.kappa import TorchKappa
+from ._numerics.arrays import real_array, safe_norm
 from ._numerics.soft_labels import check_soft_labels, check_soft_labels_xp
 from ._persistence import DevicePicklingMixin
-from ._torch.utils import (
-    MomentumSGD,
-    real_array,
-    resolve_device,
-    safe_norm,
-    torch_generator,
-)
+from ._torch.devices import resolve_device, torch_generator
+from ._torch.optimisers import MomentumSGD
 from ._utils.convergence import warn_if_not_falling
 from ._utils.progress import message, progress
 from .features import FeatureSet
@@ -461,7 +457,7 @@ class _Adam:
     """``torch.optim.Adam``'s update (no amsgrad, coupled weight decay) for
     one tensor, written out so that fitting does not import torch's
     compiler stack; reads and clears ``param.grad`` like
-    :class:`~skvmf._torch.utils.MomentumSGD`."""
+    :class:`~skvmf._torch.optimisers.MomentumSGD`."""
 
     def __init__(self, param, *, lr, weight_decay):
         self.param, self.lr, self.weight_decay = param, lr, weight_decay

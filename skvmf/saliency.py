@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import validate_params
 from torch import nn
 
+from ._torch.devices import resolve_device
 from ._torch.hooks import Capture, Hooks, evaluating, finite_logits, resolve_layer
 from ._torch.images import all_images, class_per_image
 from ._torch.layout import LayerOutputs, check_reshape, layer_maps, to_maps
-from ._torch.utils import resolve_device
 from .objectives import channel_mean, filter_output, layer_mean, logit
 
 _POOLING = (

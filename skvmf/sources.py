@@ -40,9 +40,9 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from . import datasets
+from ._torch.devices import resolve_device
 from ._torch.files import file_error, read_torch, state_differences
 from ._torch.layers import detect_architecture, module_names, resolve_layer
-from ._torch.utils import resolve_device
 
 __all__ = [
     "ARCHITECTURES",

@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ._torch.devices import resolve_device, torch_generator
 from ._torch.hooks import Capture, evaluating, resolve_layer
 from ._torch.images import all_images, as_images, check_dtype
 from ._torch.layout import LayerOutputs
-from ._torch.utils import MomentumSGD, resolve_device, torch_generator
+from ._torch.optimisers import MomentumSGD
 from ._utils.progress import progress
 
 # the objectives live in skvmf.objectives; importable from here as before

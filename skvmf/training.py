@@ -35,9 +35,9 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from ._digits_recipe import split_overrides
+from ._torch.devices import resolve_device, seed_of
 from ._torch.files import read_torch, state_differences
 from ._torch.hooks import evaluating
-from ._torch.utils import resolve_device, seed_of
 from ._utils.progress import message, progress
 from .architectures import (
     ARCHITECTURES,

@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skvmf import alignment
 from skvmf._kernels import matching as mk
 from skvmf._kernels.kappa import TorchKappa
-from skvmf._torch.utils import torch_generator
+from skvmf._torch.devices import torch_generator
 from skvmf.alignment import (
     RegionalAligner,
     draw_candidates,

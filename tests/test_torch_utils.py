@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from skvmf._torch.utils import (
-    MomentumSGD,
-    resolve_device,
-    resolve_dtype,
-    torch_generator,
-)
+from skvmf._torch.devices import resolve_device, resolve_dtype, torch_generator
+from skvmf._torch.optimisers import MomentumSGD
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
@@ -58,7 +54,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from skvmf._torch.utils import safe_norm, to_numpy, unit_rows  # noqa: E402
+from skvmf._numerics.arrays import safe_norm, to_numpy, unit_rows  # noqa: E402
 
 
 def test_to_numpy_refuses_complex_and_passes_arrays_through():

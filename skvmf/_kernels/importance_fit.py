@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from .._torch.utils import RowMomentumSGD
+from .._torch.optimisers import RowMomentumSGD
 from .._utils.progress import progress
 from . import matching as _mk
 

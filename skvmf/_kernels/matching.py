@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .._torch.utils import safe_norm, unit_rows
+from .._numerics.arrays import safe_norm, unit_rows
 
 # Working-memory budget of the automatic chunk sizes (score blocks, gathered
 # candidates); a GPU gets larger blocks because its matmuls need them.

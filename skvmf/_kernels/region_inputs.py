@@ -13,8 +13,9 @@ import torch
 
 from .._array_api import torch_namespace
 from .._kernels.matching import MAX_REGIONS
+from .._numerics.arrays import real_array
 from .._numerics.soft_labels import check_soft_labels_xp
-from .._torch.utils import real_array, resolve_device
+from .._torch.devices import resolve_device
 
 _DTYPE = torch.float32
 # kappa_m = 1000 is the reference's value for K = 512 channels (SPEC 4)

@@ -8,6 +8,8 @@ reduced to their real part) and nothing is written into the caller's array.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 
@@ -100,3 +102,76 @@ def refuse_complex(x, name):
             f"Complex data not supported: {name} must be real. Pass the real "
             "part or the modulus explicitly."
         )
+
+
+def _is_tensor(x) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch (a tensor
+    can only exist once torch is loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def to_numpy(x, dtype=None) -> np.ndarray:
+    """A numpy array from a tensor (detached, on the CPU) or an array-like.
+
+    Complex values are refused, never cast to their real part.
+    """
+    if _is_tensor(x):
+        if x.is_complex():
+            raise ValueError(f"complex input is not supported; got dtype {x.dtype}")
+        out = x.detach().cpu().numpy()
+    else:
+        out = np.asarray(x)
+        if np.iscomplexobj(out):
+            raise ValueError(f"complex input is not supported; got dtype {out.dtype}")
+    return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def safe_norm(x, dim=-1, keepdim: bool = False):
+    """Euclidean norm that neither overflows nor underflows.
+
+    Each vector is divided by its largest absolute entry before squaring and
+    the norm multiplied back, so vectors of 1e300 or 1e-200 (float64) and
+    1e20 (float32) get their true norm instead of ``inf`` or ``0``. Works on
+    tensors and numpy arrays.
+    """
+    if _is_tensor(x):
+        import torch  # only reached with a tensor: torch is loaded already
+
+        scale = x.abs().amax(dim=dim, keepdim=True)
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        norm = torch.linalg.vector_norm(x / safe, dim=dim, keepdim=True) * safe
+        return norm if keepdim else norm.squeeze(dim)
+    x = np.asarray(x)
+    scale = np.max(np.abs(x), axis=dim, keepdims=True)
+    safe = np.where(scale > 0, scale, 1.0)
+    norm = np.linalg.norm(x / safe, axis=dim, keepdims=True) * safe
+    return norm if keepdim else np.squeeze(norm, axis=dim)
+
+
+def unit_rows(x, dim=-1):
+    """``x`` divided by its safe norm along ``dim``; zero vectors stay zero."""
+    norm = safe_norm(x, dim=dim, keepdim=True)
+    if _is_tensor(x):
+        import torch
+
+        return x / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+def real_array(x, name: str, dtype=None) -> np.ndarray:
+    """:func:`to_numpy` for the argument ``name``: complex, object and other
+    non-numeric input is a ``ValueError`` naming it (never a cast)."""
+    if _is_tensor(x) and x.is_complex():
+        raise ValueError(f"{name} must be real numbers; got complex dtype {x.dtype}")
+    try:
+        out = to_numpy(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} must be a numeric array; got {type(x).__name__}"
+        ) from exc
+    if np.iscomplexobj(out):
+        raise ValueError(f"{name} must be real numbers; got complex dtype {out.dtype}")
+    if not (np.issubdtype(out.dtype, np.number) or out.dtype == bool):
+        raise ValueError(f"{name} must be a numeric array; got dtype {out.dtype}")
+    return out if dtype is None else out.astype(dtype, copy=False)

@@ -11,8 +11,11 @@
 - :mod:`.layout`: CNN maps, ViT tokens and channels-last maps read as one
   (N, K, H, W) view;
 - :mod:`.layers`: the paper's layer aliases per architecture;
-- :mod:`.utils`: devices, dtypes, seeds, ``to_numpy``, overflow-safe norms
-  and the one momentum-SGD step.
+- :mod:`.devices`: devices, dtypes and seeds;
+- :mod:`.optimisers`: the one momentum-SGD step and its per-row form.
+
+``to_numpy``, ``real_array`` and the overflow-safe norms are numpy-side
+(duck-typed for tensors) and live in :mod:`skvmf._numerics.arrays`.
 
 Nothing here is public; public modules import from here, never from each
 other's private names.

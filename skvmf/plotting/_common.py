@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .._torch.utils import safe_norm, to_numpy
+from .._numerics.arrays import safe_norm, to_numpy
 
 # magnitudes beyond which a colour scale (``(x - vmin) / (vmax - vmin)``)
 # may overflow or lose its subnormal precision: data outside is drawn divided

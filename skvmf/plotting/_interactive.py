@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.colors import to_hex
 from sklearn.utils._param_validation import Interval, validate_params
 
-from .._torch.utils import safe_norm
+from .._numerics.arrays import safe_norm
 from ._common import (
     check_frames,
     class_colors,
