@@ -34,6 +34,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, validate_params
 
 from ._utils import tables as _tables
+from ._utils.figures import subsample
 from .analysis import AnalysisResult
 
 __all__ = ["write_report"]
@@ -313,7 +314,7 @@ def _layer_regions_data(result: AnalysisResult, max_points=1500) -> tuple[dict, 
     lookup = {c: i for i, c in enumerate(classes)}
     n, r = next(iter(fs.h.values())).shape[:2]
     # the same regions as the figure draws
-    keep = np.random.default_rng(0).choice(n * r, min(max_points, n * r), replace=False)
+    keep = subsample(n * r, max_points)
     layers, records = {}, []
     for layer in result.layers:
         h = np.asarray(fs.h[layer], dtype=float) / counter.scales_[layer]
@@ -484,7 +485,7 @@ def _interactive_views(result: AnalysisResult) -> dict[str, str]:
     keeps only per-layer summaries of the attacked images' regions, not the
     regions themselves.
     """
-    from .plotting._interactive import _figure_script
+    from ._utils.figures import figure_script
 
     makers = {
         "sample_space": lambda: result.plot_sample_space(interactive=True),
@@ -501,7 +502,7 @@ def _interactive_views(result: AnalysisResult) -> dict[str, str]:
         views[name] = (
             f'<figure id="view-{name}"><div id="{element}" data-skvmf-view="3d" '
             f'role="img" aria-label="{_esc(caption)}"></div>'
-            f"{_figure_script(make(), element)}"
+            f"{figure_script(make(), element)}"
             f"<figcaption>{_esc(caption)}</figcaption></figure>"
         )
     return views
@@ -509,9 +510,9 @@ def _interactive_views(result: AnalysisResult) -> dict[str, str]:
 
 def _plotly_head() -> str:
     """plotly.js from the installed plotly package, inline, once per page."""
-    from .plotting._interactive import _plotly_bundle
+    from ._utils.figures import plotly_bundle
 
-    return f"<script>{_plotly_bundle()}</script>"
+    return f"<script>{plotly_bundle()}</script>"
 
 
 def _table_html(records, caption=None) -> str:
@@ -521,45 +522,15 @@ def _table_html(records, caption=None) -> str:
     return _tables.to_html(_tables.with_intervals(list(records)), caption=caption)
 
 
-def _columns(records, cols):
-    """Columns ``cols`` of each record, with their interval bounds."""
-    keep = [k for c in cols for k in (c, f"{c}_low", f"{c}_high")]
-    return [{c: r[c] for c in keep if c in r} for r in records]
-
-
 def _findings_html(findings) -> str:
     if not findings:
         return ""
-    verdicts = {True: "holds", False: "does NOT hold", None: "not evaluated"}
-    rows = []
-    for f in findings:
-        rows.append(
-            {
-                "finding": f["name"],
-                "statement": f["statement"],
-                "value": "" if f["value"] is None else f["value"],
-                "value_low": f["low"],
-                "value_high": f["high"],
-                "verdict": verdicts[f["holds"]],
-                "measured on": "held-out images" if f["held_out"] else "fit images",
-            }
-        )
+    rows = _tables.findings_rows(findings, wide=True)
     return _table_html(rows, "Findings (value [interval])")
 
 
 def _diagnostics_html(diagnostics) -> str:
-    rows = [
-        {
-            "network": d["network"],
-            "layer": d["layer"],
-            "stage": d["stage"],
-            "loss_first": d["loss_first"],
-            "loss_last": d["loss_last"],
-            "fell": f"{d['n_converged']}/{d['n_repeats']}",
-            "converged": {True: "yes", False: "NO", None: "-"}[d["converged"]],
-        }
-        for d in diagnostics
-    ]
+    rows = _tables.diagnostics_rows(diagnostics)
     bad = sum(d["converged"] is False for d in diagnostics)
     head = (
         f"<p><strong>{bad} of {len(diagnostics)} fitted stages did not lower "
@@ -895,7 +866,7 @@ class _Page:
         self.section(
             "knowledge",
             _table_html(
-                _columns(result.knowledge, _tables.KNOWLEDGE_COLUMNS),
+                _tables.select(result.knowledge, _tables.KNOWLEDGE_COLUMNS),
                 "Knowledge points per image",
             ),
             {"tau": _esc(result.counter.tau)},
@@ -947,7 +918,7 @@ class _Page:
         self.section(
             "distillation",
             _table_html(
-                _columns(self.result.distillation, cols), "Teacher and students"
+                _tables.select(self.result.distillation, cols), "Teacher and students"
             ),
         )
 

@@ -175,7 +175,7 @@ def test_diagnostics_cover_every_network_layer_and_stage(result):
 def test_a_stage_whose_loss_rises_is_reported_and_warned():
     from types import SimpleNamespace
 
-    from skvmf.analysis import _diagnostics, _warn_diagnostics
+    from skvmf.analysis._findings import _diagnostics, _warn_diagnostics
 
     proj = SimpleNamespace(loss_curve_=[3.0, 2.0, 1.0])
     al = SimpleNamespace(

@@ -10,7 +10,7 @@ from _helpers import four_class_workload
 from sklearn.exceptions import ConvergenceWarning
 
 import skvmf
-from skvmf import analysis
+from skvmf.analysis._parallel import _dask_client
 
 distributed = pytest.importorskip("distributed")
 
@@ -103,4 +103,4 @@ def test_a_scheduler_address_works_too(workload, cluster):
 def test_bad_scheduler_is_a_clear_error(workload):
     model, X, y, _ = workload
     with pytest.raises(ValueError, match="address of a Dask scheduler"):
-        analysis._dask_client(3)
+        _dask_client(3)

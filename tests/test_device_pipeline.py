@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 import skvmf
 from skvmf import analysis as analysis_module
 from skvmf.alignment import RegionalAligner
+from skvmf.analysis._pipeline import _tensor_path
 from skvmf.extraction import TorchFeatureExtractor
 from skvmf.knowledge import KnowledgePointCounter
 from skvmf.models import make_classifier, train_classifier
@@ -299,7 +300,7 @@ def test_analyze_tensor_path_finds_what_the_numpy_path_finds(
         seen.append(type(next(iter(X.regions.values()))))
         return fit(self, X, y, **kwargs)
 
-    monkeypatch.setattr(analysis_module.RegionalAligner, "fit", spy)
+    monkeypatch.setattr(RegionalAligner, "fit", spy)
     options = {**FAST, **options}
     numpy_path = _quiet(model, X, y, **options)
     n_fits = len(seen)  # 2 repeats x (model, 2 checkpoints, student)
@@ -328,10 +329,10 @@ def test_analyze_tensor_path_finds_what_the_numpy_path_finds(
 
 def test_analyze_device_checks(workload):
     model, X, y, _ = workload
-    assert analysis_module._tensor_path("cpu", None) is False
-    assert analysis_module._tensor_path("cuda", None) is True
-    assert analysis_module._tensor_path(torch.device("cuda", 1), False) is False
-    assert analysis_module._tensor_path("cpu", True) is True
+    assert _tensor_path("cpu", None) is False
+    assert _tensor_path("cuda", None) is True
+    assert _tensor_path(torch.device("cuda", 1), False) is False
+    assert _tensor_path("cpu", True) is True
     with pytest.raises(ValueError, match="scheduler.*array_api_dispatch=False"):
         skvmf.analyze(
             model, X, y, array_api_dispatch=True, scheduler="tcp://x:1", **FAST
@@ -365,7 +366,7 @@ def test_cli_device_reaches_analyze(monkeypatch):
     )
     assert cli._analyze_images(args, None, None, []) == "result"
     assert calls[0]["device"] == "cuda"  # analyze(device="cuda"): the tensor path
-    assert analysis_module._tensor_path(calls[0]["device"], None) is True
+    assert _tensor_path(calls[0]["device"], None) is True
     assert sklearn.get_config()["array_api_dispatch"] is False  # nothing leaked
     if not torch.cuda.is_available():  # refused before any work, by name
         with pytest.raises(ValueError, match="CUDA is not available"):

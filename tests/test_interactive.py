@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 
+from skvmf._utils.figures import figure_script as _figure_script
 from skvmf.plotting import (
     plot_layer_regions_interactive,
     plot_sample_evolution_interactive,
     plot_sample_space_interactive,
 )
 from skvmf.plotting._common import class_colors as _class_colors
-from skvmf.plotting._interactive import _figure_script
 
 go = pytest.importorskip("plotly.graph_objects")
 

@@ -2,7 +2,9 @@
 
 Every table in skvmf is a list of dicts with the same keys, so it is JSON as
 is, loads into pandas with ``pandas.DataFrame(records)``, and needs no
-dependency here.
+dependency here. The display rows that the analysis' summary and the HTML
+report both show (knowledge columns, findings, diagnostics) are built here
+once, so the two views cannot drift apart.
 """
 
 from __future__ import annotations
@@ -124,6 +126,61 @@ def with_intervals(records: Sequence[dict], digits: int = 3) -> list[dict]:
                 shown[key] = "" if value is None else value
         out.append(shown)
     return out
+
+
+def select(records: Sequence[dict], cols: Sequence[str]) -> list[dict]:
+    """Columns ``cols`` of every record, with their interval bounds."""
+    keep = [k for c in cols for k in (c, f"{c}_low", f"{c}_high")]
+    return [{c: r[c] for c in keep if c in r} for r in records]
+
+
+# a finding's ``holds`` as every view words it
+VERDICTS = {True: "holds", False: "does NOT hold", None: "not evaluated"}
+
+
+def findings_rows(findings: Sequence[dict], *, wide: bool = False) -> list[dict]:
+    """The findings of an analysis for display: verdict, value and interval
+    (``value``, ``value_low``, ``value_high``: see :func:`with_intervals`).
+
+    ``wide`` is the report page's form: each statement too, and where it was
+    measured in words; the narrow form fits a terminal.
+    """
+    rows = []
+    for f in findings:
+        row = {"finding": f["name"]}
+        if wide:
+            row["statement"] = f["statement"]
+        row.update(
+            {
+                "value": "" if f["value"] is None else f["value"],
+                "value_low": f["low"],
+                "value_high": f["high"],
+                "verdict": VERDICTS[f["holds"]],
+            }
+        )
+        if wide:
+            row["measured on"] = "held-out images" if f["held_out"] else "fit images"
+        else:
+            row["on"] = "held-out" if f["held_out"] else "fit images"
+        rows.append(row)
+    return rows
+
+
+def diagnostics_rows(diagnostics: Sequence[dict]) -> list[dict]:
+    """The diagnostics of an analysis for display: mean first and last loss
+    of every fitted stage, how many repeats lowered it, and the verdict."""
+    return [
+        {
+            "network": d["network"],
+            "layer": d["layer"],
+            "stage": d["stage"],
+            "loss_first": d["loss_first"],
+            "loss_last": d["loss_last"],
+            "fell": f"{d['n_converged']}/{d['n_repeats']}",
+            "converged": {True: "yes", False: "NO", None: "-"}[d["converged"]],
+        }
+        for d in diagnostics
+    ]
 
 
 def pivot(records, value):

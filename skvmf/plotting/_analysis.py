@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from .._utils.figures import subsample
 from ._common import (
     channel_stats,
     check_frames,
@@ -109,9 +110,8 @@ def _space_data(g, labels, directions, max_points):
     g = points(g, "g")
     mu = directions_for(directions, g.shape[1])
     labels = int_array(labels, "labels", len(g), low=0, high=len(mu))
-    if len(g) > max_points:
-        keep = np.random.default_rng(0).choice(len(g), max_points, replace=False)
-        g, labels = g[keep], labels[keep]
+    keep = subsample(len(g), max_points)
+    g, labels = g[keep], labels[keep]
     return g, labels, mu
 
 

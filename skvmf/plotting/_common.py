@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .._numerics.arrays import safe_norm, to_numpy
+from .._numerics.arrays import real_array as _real_array
+from .._numerics.arrays import safe_norm
+from .._utils.figures import subsample
 
 # magnitudes beyond which a colour scale (``(x - vmin) / (vmax - vmin)``)
 # may overflow or lose its subnormal precision: data outside is drawn divided
@@ -43,7 +45,8 @@ def class_names(classes, n: int) -> list[str]:
 
 
 def real_array(x, name: str, *, ndim=None, allow_empty: bool = False) -> np.ndarray:
-    """``x`` as a finite float64 array, checked.
+    """``x`` as a finite float64 array: :func:`skvmf._numerics.arrays.real_array`'s
+    rule, on the host, refusing empty data by default (nothing to draw).
 
     Parameters
     ----------
@@ -61,27 +64,8 @@ def real_array(x, name: str, *, ndim=None, allow_empty: bool = False) -> np.ndar
         Complex (never cast), object or text data, a ragged list, a wrong
         rank, no elements, or a NaN or infinite value.
     """
-    try:
-        arr = to_numpy(x)
-    except (TypeError, ValueError) as exc:
-        if "complex" in str(exc):
-            raise ValueError(
-                f"{name} must be real numbers; got a complex array (never cast)"
-            ) from exc
-        raise ValueError(
-            f"{name} must be a numeric array; got {type(x).__name__}"
-        ) from exc
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{name} must be a numeric array; got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if ndim is not None and arr.ndim not in np.atleast_1d(ndim):
-        ranks = " or ".join(str(k) for k in np.atleast_1d(ndim))
-        raise ValueError(f"{name} must have {ranks} dimensions; got shape {arr.shape}")
-    if arr.size == 0 and not allow_empty:
-        raise ValueError(f"{name} is empty: nothing to draw (shape {arr.shape})")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    arr = _real_array(x, name, finite=True, ndim=ndim, allow_empty=allow_empty)
+    return arr.astype(np.float64)  # a copy: figures may rescale it in place
 
 
 def int_array(x, name: str, n: int | None = None, *, low=None, high=None):
@@ -298,8 +282,7 @@ def region_sample(h, directions, region_labels, max_points: int, random_state):
             )
     mu = directions_for(directions, arrays[layers[0]].shape[-1])
     n, r = shape
-    rng = np.random.default_rng(random_state)
-    keep = rng.choice(n * r, min(max_points, n * r), replace=False)
+    keep = subsample(n * r, max_points, random_state)
     drawn = {layer: arr.reshape(n * r, -1)[keep] for layer, arr in arrays.items()}
     labels = {}
     for layer in layers:

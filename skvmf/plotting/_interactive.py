@@ -23,6 +23,7 @@ from matplotlib.colors import to_hex
 from sklearn.utils._param_validation import Interval, validate_params
 
 from .._numerics.arrays import safe_norm
+from .._utils.figures import subsample
 from ._common import (
     check_frames,
     class_colors,
@@ -184,13 +185,6 @@ def _sphere_trace(go, radius: float):
     )
 
 
-def _subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
-    """The same subsample as the matplotlib figures draw."""
-    if n <= max_points:
-        return np.arange(n)
-    return np.random.default_rng(seed).choice(n, max_points, replace=False)
-
-
 def _class_of(values, names, i) -> str:
     """Name of the class index ``values[i]``, "-" when none was given."""
     return "-" if values is None else names[int(values[i])]
@@ -287,7 +281,7 @@ def plot_sample_space_interactive(
     )
     colors = [to_hex(c) for c in class_colors(len(mu))]
     names = _labels_text(classes, len(mu))
-    keep = _subsample(len(g), max_points)
+    keep = subsample(len(g), max_points)
     strength = safe_norm(g, dim=1)
     radius = reach(g[keep])
     xyz = _xyz(g)
@@ -582,7 +576,7 @@ def plot_sample_evolution_interactive(
     ids = per_item(image_ids, n, np.arange(n), "image_ids")
     colors = [to_hex(c) for c in class_colors(n_classes)]
     names = _labels_text(classes, n_classes)
-    keep = _subsample(n, max_points)
+    keep = subsample(n, max_points)
     lim = max(reach(g) for _, g, _ in checked)
     traces, owner = [], []
     for fi, (_, g, mu) in enumerate(checked):
@@ -601,37 +595,3 @@ def plot_sample_evolution_interactive(
     )
     _make_room_for_slider(fig)
     return fig
-
-
-# ---------------------------------------------------------------------------
-# embedding in a self-contained HTML page
-# ---------------------------------------------------------------------------
-def _plotly_bundle() -> str:
-    """The plotly.js bundle shipped inside the installed plotly package."""
-    from plotly.offline import get_plotlyjs
-
-    return get_plotlyjs()
-
-
-def _script_safe(text: str) -> str:
-    # inside <script>, "</script" or "<!--" in a string (a class or layer
-    # name) would end or confuse the element; in JSON every "<" lies in a
-    # string, where the escape \u003c means the same character
-    return text.replace("<", "\\u003c")
-
-
-def _figure_script(fig, element_id: str) -> str:
-    """``<script>`` that draws ``fig`` into the element ``element_id``."""
-    config = {"displaylogo": False, "responsive": True}
-    spec = _script_safe(fig.to_json())
-    return (
-        f"<script>(function(){{var f={spec};"
-        f'Plotly.newPlot("{element_id}",f.data,f.layout,'
-        f"{_script_safe(_json(config))});}})();</script>"
-    )
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))
