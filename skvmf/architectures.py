@@ -65,6 +65,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from ._digits_recipe import model_options
+from ._torch.arch_names import BUILT
 from ._torch.devices import seed_of
 
 __all__ = [
@@ -74,7 +75,11 @@ __all__ = [
     "make_vit_classifier",
 ]
 
-ARCHITECTURES = ("vgg16", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+#: The CNN architectures :func:`make_classifier` builds (VGG-16-BN is
+#: ``"vgg16"`` with ``batch_norm=True``; the ViT is :func:`make_vit_classifier`).
+#: The names :func:`skvmf.sources.resolve_model` takes, torchvision's included,
+#: are :data:`skvmf.sources.ARCH_NAMES`.
+ARCHITECTURES = BUILT
 
 # torchvision's VGG-16 ("D") configuration: five blocks of 3x3 convolutions.
 _VGG16_BLOCKS = (

@@ -24,24 +24,21 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
+
+# both without torch, so that --help and usage errors stay fast
+from ._torch import arch_names
+from ._torch.checkpoints import FILE_NAME as _CHECKPOINT_NAME
 
 __all__ = ["main"]
 
 PROG = "skvmf"
 
-# torchvision's standard-size architectures (``--arch NAME``); the same names
-# with ``skvmf:`` are the small-input variants of skvmf.architectures.make_classifier
-_CNN_ARCHS = ("vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
-# torchvision's vision transformers: 224 px inputs (their positional
-# embeddings are built for it); regions are the patch tokens
-_TRANSFORMER_ARCHS = ("vit_b_16", "vit_b_32", "swin_t")
-_ARCHS = _CNN_ARCHS + _TRANSFORMER_ARCHS
-# skvmf's small-input variants (skvmf:NAME): the CNNs and a small ViT
-_SKVMF_ARCHS = (*_CNN_ARCHS, "vit")
+# torchvision's standard-size architectures (``--arch NAME``) and skvmf's
+# small-input variants (``--arch skvmf:NAME``): skvmf.sources.ARCH_NAMES
+_ARCH_NAMES = arch_names.ARCH_NAMES
 
 # --quick: optimisation settings small enough for a smoke run
 _QUICK_PARAMS = {
@@ -148,10 +145,8 @@ def _width(text: str) -> float:
 
 
 def _arch(text: str) -> str:
-    small = text.startswith("skvmf:")
-    name = text[len("skvmf:") :] if small else text
-    if name not in (_SKVMF_ARCHS if small else _ARCHS):
-        choices = ", ".join([*_ARCHS, *(f"skvmf:{a}" for a in _SKVMF_ARCHS)])
+    if text not in _ARCH_NAMES:
+        choices = ", ".join(_ARCH_NAMES)
         raise argparse.ArgumentTypeError(
             f"unknown architecture {text!r}; choose from {choices}"
         )
@@ -697,7 +692,6 @@ def _check_device(name: str) -> None:
 # the output folder: nothing of the user's lost, no work wasted
 # ---------------------------------------------------------------------------
 _REPORT_KEYS = {"settings", "classes", "layers", "tables"}
-_CHECKPOINT_NAME = re.compile(r"checkpoint_iter\d+\.pt")
 
 
 def _is_report(folder: Path) -> bool:

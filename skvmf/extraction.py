@@ -10,7 +10,12 @@ average pooling to one common grid and stored as R = H * W rows of K values.
 Forward hooks (not graph tracing) capture the layers, so any
 ``torch.nn.Module`` works; the paper's layer names (``conv_53``, ``conv_5``,
 ``layer_18`` ...) resolve by the model's structure (see :mod:`skvmf._torch.layers`).
-:func:`load_checkpoint` loads user weights safely (``weights_only=True``).
+User weights go into a model with :func:`skvmf.sources.load_weights`
+(``weights_only=True``).
+
+.. deprecated:: 0.1
+   ``skvmf.extraction.load_checkpoint`` (a re-export of what is now
+   :func:`skvmf.sources.load_weights`) warns and will be removed in 0.2.
 """
 
 from __future__ import annotations
@@ -47,14 +52,30 @@ from skvmf._torch.layout import check_grid, check_reshape, resolve_layout, to_ma
 from skvmf._utils.progress import message, progress
 from skvmf.features import FeatureSet
 
-# the checkpoint reader lives with the other file readers (skvmf.sources);
-# re-exported so that ``from skvmf.extraction import load_checkpoint`` works
-from skvmf.sources import load_checkpoint
-
-__all__ = ["TorchFeatureExtractor", "load_checkpoint"]
+__all__ = ["TorchFeatureExtractor"]
 
 # torch >= 2.5 names the device-agnostic error; older ones only CUDA's
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def __getattr__(name):
+    """``load_checkpoint``, deprecated (PEP 562): a FutureWarning, then
+    :func:`skvmf.sources.load_weights`, which it always was."""
+    if name == "load_checkpoint":
+        from skvmf._utils.warn import warn
+        from skvmf.sources import load_weights
+
+        warn(
+            "skvmf.extraction.load_checkpoint was renamed "
+            "skvmf.sources.load_weights in 0.1 and will be removed in 0.2; use "
+            "skvmf.sources.load_weights (skvmf.training.load_checkpoint(path) "
+            "rebuilds a network from a checkpoint skvmf wrote)",
+            FutureWarning,
+        )
+        return load_weights
+    raise AttributeError(f"module 'skvmf.extraction' has no attribute {name!r}")
+
+
 _OUTPUTS = ("features", "sample", "logits", "soft_labels", "regions")
 _SAME_AS_MODEL = "__skvmf_model_is_model__"
 

@@ -35,9 +35,9 @@ from ._torch.hooks import (
     evaluating,
     finite_logits,
     model_dtype,
-    resolve_layer,
 )
 from ._torch.images import check_batch, first_conv_channels, image_batches
+from ._torch.layers import resolve_module
 from ._torch.layout import check_reshape, layer_maps
 from ._utils.progress import progress
 
@@ -165,7 +165,7 @@ def feature_maps(model, images, layer, *, reshape=None, batch_size=256, device="
     _run_layer(
         model,
         images,
-        resolve_layer(model, layer),
+        resolve_module(model, layer),
         reshape=check_reshape(reshape),
         batch_size=batch_size,
         device=resolve_device(device),
@@ -282,7 +282,7 @@ def top_activating(
     >>> res.indices.shape, res.activations.shape
     ((3, 4), (20, 3))
     """
-    layer = resolve_layer(model, layer)
+    layer = resolve_module(model, layer)
     run = {"reshape": check_reshape(reshape), "batch_size": batch_size}
     run.update(device=resolve_device(device), verbose=verbose)
     activations, chan_idx = _channel_scores(

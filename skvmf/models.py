@@ -10,7 +10,9 @@ This module gathers two others under the name earlier versions used:
   :func:`train_classifier`, the digits recipe
   :func:`train_digits_classifier`), evaluates them (:func:`evaluate`) and
   writes and reads checkpoints (:func:`list_checkpoints`,
-  :func:`load_checkpoint`).
+  :func:`load_checkpoint`, which rebuilds the network a checkpoint of
+  skvmf's names; :func:`skvmf.sources.load_weights` puts any weights file
+  into a network you built).
 
 Every name below is importable from here as before.
 """

@@ -36,6 +36,7 @@ only; the parameters' ``.grad`` are never touched.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -45,8 +46,9 @@ from sklearn.utils._param_validation import validate_params
 from torch import nn
 
 from ._torch.devices import resolve_device
-from ._torch.hooks import Capture, Hooks, evaluating, finite_logits, resolve_layer
+from ._torch.hooks import Capture, Hooks, evaluating, finite_logits
 from ._torch.images import all_images, class_per_image
+from ._torch.layers import resolve_module
 from ._torch.layout import LayerOutputs, check_reshape, layer_maps, to_maps
 from .objectives import channel_mean, filter_output, layer_mean, logit
 
@@ -113,25 +115,84 @@ def _guided_hook(module, inputs, output):
     return _PositiveGradient.apply(output)
 
 
+class _FunctionalReluCounter(torch.overrides.TorchFunctionMode):
+    """Counts the relu calls of a forward pass that no ``nn.ReLU`` made.
+
+    Those (``torch.relu``, ``F.relu``, ``x.relu()``, their in-place forms)
+    cannot be hooked, so they keep their plain gradient: the guided map
+    would silently mix two rules. ``nn.ReLU.forward`` calls ``F.relu`` too;
+    those calls are told apart by ``depth``, which the modules' pre- and
+    post-forward hooks raise and lower.
+    """
+
+    _RELUS = frozenset(
+        {
+            torch.relu,
+            torch.relu_,
+            F.relu,
+            F.relu_,
+            torch.Tensor.relu,
+            torch.Tensor.relu_,
+        }
+    )
+
+    def __init__(self):
+        super().__init__()
+        self.depth = 0
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.depth == 0 and func in self._RELUS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def _guided_relus(model: nn.Module):
-    """Guided backward through every ``nn.ReLU``; hooks and flags restored."""
+    """Guided backward through every ``nn.ReLU``; hooks and flags restored.
+
+    Yields the counter of functional relu calls (not guided) in the pass.
+    """
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     if not relus:
         raise ValueError(
             "guided backpropagation needs nn.ReLU modules; the model has none "
             "(a functional relu in forward() cannot be hooked)"
         )
+    counter = _FunctionalReluCounter()
+
+    def enter(module, inputs):
+        counter.depth += 1
+
+    def leave(module, inputs, output):
+        counter.depth -= 1
+        return _guided_hook(module, inputs, output)
+
     flags = [(m, m.inplace) for m in relus]
     try:
         with Hooks() as hooks:
             for m in relus:
                 m.inplace = False
-                hooks.forward(m, _guided_hook)
-            yield
+                hooks.forward(m, enter, pre=True)
+                hooks.forward(m, leave)
+            with counter:
+                yield counter
     finally:
         for m, flag in flags:
             m.inplace = flag
+
+
+def _warn_functional_relus(count: int) -> None:
+    if count:
+        warnings.warn(
+            f"guided backpropagation: the forward pass called a functional relu "
+            f"{count} time(s) (torch.relu, F.relu or Tensor.relu in forward()); "
+            "those cannot be hooked and kept their plain gradient, so the map "
+            "is not fully guided. Make them modules: define nn.ReLU() in "
+            "__init__ and call it in forward().",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _gradient(model, images, target, layer, channel, position, device, guided, reshape):
@@ -146,11 +207,11 @@ def _gradient(model, images, target, layer, channel, position, device, guided, r
         raise ValueError(
             "give either target (a class score) or layer (a feature map), not both"
         )
-    layers = {} if layer is None else {0: resolve_layer(model, layer)}
+    layers = {} if layer is None else {0: resolve_module(model, layer)}
     with evaluating(model, dev):
         x = all_images(images, model, dev).requires_grad_(True)
         hooks = _guided_relus(model) if guided else contextlib.nullcontext()
-        with hooks, Capture(model, layers, detach=False) as cap:
+        with hooks as relus, Capture(model, layers, detach=False) as cap:
             output = model(x)
             if layer is None:
                 logits = finite_logits(output)
@@ -167,6 +228,8 @@ def _gradient(model, images, target, layer, channel, position, device, guided, r
                 )
             value = objective.evaluate(output, acts)
             (grad,) = torch.autograd.grad(value.sum(), x)
+    if guided:
+        _warn_functional_relus(relus.count)
     return grad.detach().cpu().numpy()
 
 
@@ -303,8 +366,11 @@ def guided_backprop(
 
     Works on the model's ``nn.ReLU`` modules (in-place ones included: their
     ``inplace`` flag is switched off for the call and restored). A relu
-    applied functionally inside ``forward`` cannot be hooked and keeps its
-    plain gradient; a model with no ``nn.ReLU`` at all is refused.
+    applied functionally inside ``forward`` (``torch.relu``, ``F.relu``,
+    ``Tensor.relu``) cannot be hooked and keeps its plain gradient: such
+    calls are counted during the pass and reported in one ``UserWarning``
+    (make them ``nn.ReLU`` modules); a model with no ``nn.ReLU`` at all is
+    refused.
 
     Parameters
     ----------
@@ -385,7 +451,7 @@ def _gap_linear_head(model, x, feature_layer):
         )
 
     if feature_layer is not None:
-        name, module = resolve_layer(model, feature_layer)
+        name, module = resolve_module(model, feature_layer)
         found = [r for r in records if r[1] is module]
         if not found:
             raise ValueError(
@@ -551,7 +617,7 @@ def grad_cam(
     ((2, 10, 10), True)
     """
     dev = resolve_device(device)
-    layer = resolve_layer(model, layer)
+    layer = resolve_module(model, layer)
     reshape = check_reshape(reshape)
     with evaluating(model, dev):
         x = all_images(images, model, dev).requires_grad_(True)

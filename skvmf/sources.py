@@ -6,9 +6,9 @@ The network:
   factory, or a checkpoint written by skvmf, which names its own
   architecture) into a :class:`ModelSource`; :func:`load_model` builds and
   loads it in one call;
-- :func:`load_checkpoint` puts the weights of a checkpoint file into a
-  network, and :func:`load_checkpoints` loads every checkpoint of a training
-  run (a folder or a list of files) with its iteration;
+- :func:`load_weights` puts the weights of a file into a network you built,
+  and :func:`load_checkpoints` loads every checkpoint of a training run (a
+  folder or a list of files) with its iteration;
 - :func:`check_model` fails fast, before any work, when the network cannot
   take the images, has another number of outputs than the data has classes,
   or has no layer of a given name.
@@ -20,6 +20,15 @@ python format (:func:`detect_data_format` says which a folder holds), and
 Every file is read without running code it may contain: torch files with
 ``torch.load(weights_only=True)``, CIFAR batches with a restricted unpickler.
 Every problem with a file is a one-line :class:`ValueError` naming it.
+
+:data:`ARCH_NAMES` lists every ``arch`` :func:`resolve_model` takes.
+
+.. deprecated:: 0.1
+   ``ARCHITECTURES`` is now :data:`ARCH_NAMES` (the networks skvmf itself
+   builds are :data:`skvmf.architectures.ARCHITECTURES`), and
+   ``load_checkpoint(model, path_or_file)`` is now :func:`load_weights`
+   (:func:`skvmf.training.load_checkpoint` rebuilds a network from a
+   checkpoint skvmf wrote). The old names warn and will be removed in 0.2.
 """
 
 from __future__ import annotations
@@ -40,131 +49,61 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from . import datasets
+from ._torch import arch_names, checkpoints
 from ._torch.devices import resolve_device
-from ._torch.files import file_error, read_torch, state_differences
+from ._torch.files import file_error, file_name
 from ._torch.layers import detect_architecture, module_names, resolve_layer
+from ._utils.warn import warn
 
 __all__ = [
-    "ARCHITECTURES",
+    "ARCH_NAMES",
     "ModelSource",
     "check_model",
     "detect_data_format",
-    "load_checkpoint",
     "load_checkpoints",
     "load_data",
     "load_model",
+    "load_weights",
     "resolve_model",
     "select_images",
 ]
 
-# torchvision's standard-size CNNs, and its vision transformers (224 px
-# inputs only: their positional embeddings are built for it)
-_TORCHVISION_CNNS = (
-    "vgg16",
-    "vgg16_bn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "mobilenet_v2",
-)
-_TORCHVISION_TRANSFORMERS = ("vit_b_16", "vit_b_32", "swin_t")
 #: Every ``arch`` name :func:`resolve_model` takes: torchvision's networks at
-#: their standard size, and with the prefix ``skvmf:`` skvmf's small-input
-#: variants (:func:`skvmf.architectures.make_classifier`) and small ViT
-#: (:func:`skvmf.architectures.make_vit_classifier`).
-ARCHITECTURES = (
-    *_TORCHVISION_CNNS,
-    *_TORCHVISION_TRANSFORMERS,
-    *(f"skvmf:{name}" for name in (*_TORCHVISION_CNNS, "vit")),
-)
+#: their standard size (its vision transformers at 224 px only: their
+#: positional embeddings are built for it), and with the prefix ``skvmf:``
+#: skvmf's small-input variants (:func:`skvmf.architectures.make_classifier`)
+#: and small ViT (:func:`skvmf.architectures.make_vit_classifier`).
+ARCH_NAMES = arch_names.ARCH_NAMES
+_TORCHVISION_TRANSFORMERS = arch_names.TRANSFORMERS
+# the old public names, renamed in 0.1: (new name, what it is)
+_RENAMED = {
+    "ARCHITECTURES": (
+        "ARCH_NAMES",
+        "skvmf.architectures.ARCHITECTURES lists the networks skvmf builds",
+    ),
+}
 # the image side each kind of network is built for, when the user gives none
 _SKVMF_CNN_SIZE, _SKVMF_VIT_SIZE, _TRANSFORMER_SIZE = 32, 16, 224
 _SKVMF_WIDTH = 0.25
-_CHECKPOINT_SUFFIXES = ("*.pt", "*.pth")
 _ITERATION_KEYS = ("iteration", "step", "global_step", "epoch")
-_CHECKPOINT = "checkpoint file"
+
+
+def __getattr__(name):
+    """The deprecated module-level names (PEP 562), with a FutureWarning."""
+    if name in _RENAMED:
+        new, note = _RENAMED[name]
+        warn(
+            f"skvmf.sources.{name} was renamed {new} in 0.1 and will be removed "
+            f"in 0.2; use skvmf.sources.{new} ({note})",
+            FutureWarning,
+        )
+        return globals()[new]
+    raise AttributeError(f"module 'skvmf.sources' has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------
-def _state_dict_of(obj, name: str) -> Mapping:
-    """The ``str -> tensor`` mapping of a checkpoint: the object itself, or
-    its ``"state_dict"`` or ``"model"`` entry."""
-    state = obj
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                state = obj[key]
-                break
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        keys = list(obj)[:8] if isinstance(obj, Mapping) else None
-        raise file_error(
-            name,
-            _CHECKPOINT,
-            "holds no weights: expected a state_dict (str -> tensor) or a dict "
-            f"with a 'model' or 'state_dict' entry; got {type(obj).__name__} "
-            f"with keys {keys}",
-        )
-    return state
-
-
-def _load_state(model: nn.Module, state: Mapping, name: str) -> nn.Module:
-    """``model.load_state_dict(state)`` after comparing keys and shapes, so a
-    mismatch names the file and a few of the differing keys. A ``module.``
-    prefix (DataParallel) is removed."""
-    expected = model.state_dict()
-    prefixed = all(k.startswith("module.") for k in state)
-    if state and prefixed and not any(k.startswith("module.") for k in expected):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    missing, unexpected, mismatched = state_differences(expected, state)
-    shapes = [f"{k}: checkpoint {c} vs model {m}" for k, c, m in mismatched]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {missing[:4]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:4]})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:4]})")
-    if parts:
-        raise file_error(
-            name,
-            _CHECKPOINT,
-            f"does not match {type(model).__name__}: " + "; ".join(parts),
-        )
-    model.load_state_dict(state, strict=True)
-    return model
-
-
-def _skvmf_config(obj) -> dict | None:
-    """The architecture config of a checkpoint written by skvmf, else None."""
-    if (
-        isinstance(obj, Mapping)
-        and isinstance(obj.get("config"), Mapping)
-        and "arch" in obj["config"]
-        and "state_dict" in obj
-    ):
-        return dict(obj["config"])
-    return None
-
-
-def _build_from_config(config: dict, name: str) -> nn.Module:
-    """The (untrained) skvmf network a checkpoint's config describes."""
-    from .architectures import make_classifier, make_vit_classifier
-
-    options = {k: v for k, v in config.items() if k != "arch"}
-    try:
-        if config["arch"] == "vit":
-            return make_vit_classifier(**options)
-        return make_classifier(**config)
-    except (TypeError, ValueError) as exc:
-        raise file_error(
-            name, _CHECKPOINT, f"has a config that describes no skvmf network ({exc})"
-        ) from exc
-
-
 @validate_params(
     {
         "model": [nn.Module],
@@ -173,14 +112,20 @@ def _build_from_config(config: dict, name: str) -> nn.Module:
     },
     prefer_skip_nested_validation=True,
 )
-def load_checkpoint(model, path_or_file, device="cpu") -> nn.Module:
-    """Load weights into ``model`` from a checkpoint, without running its code.
+def load_weights(model, path_or_file, device="cpu") -> nn.Module:
+    """Load the weights of a file into ``model``, without running its code.
 
     Uses ``torch.load(..., weights_only=True)``. The file holds a bare
     ``state_dict`` or a dict with a ``"model"`` or ``"state_dict"`` entry
     (other entries such as ``"epoch"`` are ignored, so skvmf's own
     checkpoints load too); a ``"module."`` prefix (DataParallel) is removed.
-    Keys and shapes are compared with the architecture first.
+    Keys and shapes are compared with the architecture first. To rebuild
+    the network of a checkpoint skvmf wrote without giving it, see
+    :func:`skvmf.training.load_checkpoint`.
+
+    .. versionchanged:: 0.1
+       Renamed from ``load_checkpoint`` (still there, deprecated, removed in
+       0.2).
 
     Parameters
     ----------
@@ -206,25 +151,39 @@ def load_checkpoint(model, path_or_file, device="cpu") -> nn.Module:
     Examples
     --------
     >>> import io, torch, torchvision
-    >>> from skvmf.sources import load_checkpoint
+    >>> from skvmf.sources import load_weights
     >>> trained = torchvision.models.resnet18(weights=None, num_classes=3)
     >>> buffer = io.BytesIO()
     >>> torch.save({"model": trained.state_dict(), "epoch": 7}, buffer)
     >>> _ = buffer.seek(0)
-    >>> fresh = load_checkpoint(torchvision.models.resnet18(num_classes=3), buffer)
+    >>> fresh = load_weights(torchvision.models.resnet18(num_classes=3), buffer)
     >>> bool(torch.equal(fresh.fc.weight, trained.fc.weight))
     True
     """
     dev = resolve_device(device)
-    obj = read_torch(path_or_file, what=_CHECKPOINT)
-    name = _name_of(path_or_file)
-    return _load_state(model, _state_dict_of(obj, name), name).to(dev)
+    obj = checkpoints.read(path_or_file)
+    name = file_name(path_or_file)
+    state = checkpoints.weights_of(obj, name)
+    return checkpoints.load_weights(model, state, name).to(dev)
 
 
-def _name_of(path_or_file) -> str:
-    if isinstance(path_or_file, (str, os.PathLike)):
-        return str(path_or_file)
-    return str(getattr(path_or_file, "name", "<file object>"))
+def load_checkpoint(model, path_or_file, device="cpu") -> nn.Module:
+    """Deprecated: renamed :func:`load_weights`.
+
+    .. deprecated:: 0.1
+       ``load_checkpoint(model, path_or_file, device)`` was renamed
+       :func:`load_weights` in 0.1 and will be removed in 0.2
+       (:func:`skvmf.training.load_checkpoint`, which rebuilds a network from
+       a checkpoint skvmf wrote, keeps its name).
+    """
+    warn(
+        "skvmf.sources.load_checkpoint(model, path_or_file) was renamed "
+        "load_weights in 0.1 and will be removed in 0.2; use "
+        "skvmf.sources.load_weights (skvmf.training.load_checkpoint(path) "
+        "rebuilds a network from a checkpoint skvmf wrote)",
+        FutureWarning,
+    )
+    return load_weights(model, path_or_file, device)
 
 
 def _iteration_of(obj, path: Path, position: int) -> int:
@@ -240,19 +199,17 @@ def _iteration_of(obj, path: Path, position: int) -> int:
     return int(numbers[-1]) if numbers else position
 
 
-def _checkpoint_files(checkpoints) -> list[Path]:
+def _checkpoint_files(paths) -> list[Path]:
     """The files of a folder (``*.pt``, ``*.pth``, sorted) or of a list."""
-    if isinstance(checkpoints, (str, os.PathLike)):
-        folder = Path(checkpoints).expanduser()
+    if isinstance(paths, (str, os.PathLike)):
+        folder = Path(paths).expanduser()
         if not folder.is_dir():
             raise ValueError(f"checkpoints folder {str(folder)!r} does not exist")
-        files = sorted(
-            {p for pattern in _CHECKPOINT_SUFFIXES for p in folder.glob(pattern)}
-        )
+        files = checkpoints.files_in(folder)
         if not files:
             raise ValueError(f"no *.pt or *.pth checkpoints in {str(folder)!r}")
         return files
-    files = [Path(p).expanduser() for p in checkpoints]
+    files = [Path(p).expanduser() for p in paths]
     if not files:
         raise ValueError("checkpoints is an empty list; give at least one file")
     return files
@@ -261,32 +218,22 @@ def _checkpoint_files(checkpoints) -> list[Path]:
 def _one_checkpoint(path: Path, position: int, build, dev) -> tuple[int, nn.Module]:
     """(iteration, network in eval mode) of one checkpoint file: skvmf's own
     rebuild their architecture, plain weights go into ``build()``."""
-    obj = read_torch(path, what=_CHECKPOINT)
-    config = _skvmf_config(obj)
-    if config is not None:
-        model = _build_from_config(config, str(path))
+    obj = checkpoints.read(path)
+    if checkpoints.is_skvmf(obj):
+        model = checkpoints.rebuild(obj, path)
     elif build is None:
         raise file_error(
             path,
-            _CHECKPOINT,
+            checkpoints.WHAT,
             "holds plain weights, not a skvmf checkpoint, so its architecture is "
             "unknown; give it (build= in Python, --arch or --model-factory on the "
             "command line)",
         )
     else:
-        model = build()
-    model = _load_state(model, _state_dict_of(obj, str(path)), str(path))
-    iteration = _iteration_of(obj, path, position)
-    if config is not None:
-        _mark_skvmf(model, obj)
-    return iteration, model.to(dev).eval()
-
-
-def _mark_skvmf(model: nn.Module, obj: Mapping) -> None:
-    """The attributes skvmf.training.load_checkpoint gives a skvmf checkpoint's
-    network: its training iteration and recorded test accuracy."""
-    model.skvmf_iteration = int(obj.get("iteration", 0))
-    model.skvmf_accuracy = obj.get("accuracy")
+        model = checkpoints.load_weights(
+            build(), checkpoints.weights_of(obj, path), path
+        )
+    return _iteration_of(obj, path, position), model.to(dev).eval()
 
 
 @validate_params(
@@ -303,7 +250,7 @@ def load_checkpoints(checkpoints, *, build=None, device="cpu") -> list:
     Each file is read once, with ``torch.load(weights_only=True)``. A
     checkpoint written by skvmf (:func:`skvmf.training.train_classifier`)
     rebuilds its own architecture; any other holds plain weights (see
-    :func:`load_checkpoint`), loaded into a fresh ``build()``. The iteration
+    :func:`load_weights`), loaded into a fresh ``build()``. The iteration
     is the file's ``iteration``, ``step``, ``global_step`` or ``epoch``
     entry, else the last number in its name (``step_100.pt``), else its
     position.
@@ -439,7 +386,7 @@ class ModelSource:
     Attributes
     ----------
     arch : str or None
-        One of :data:`ARCHITECTURES`, or None.
+        One of :data:`ARCH_NAMES`, or None.
     checkpoint : pathlib.Path or None
         The weights.
     factory : callable or None
@@ -491,19 +438,23 @@ class ModelSource:
         torch.nn.Module
         """
         if self.config is not None:
-            expected = self.config.get("n_classes")
-            if n_classes is not None and n_classes != expected:
-                raise ValueError(
-                    f"n_classes={n_classes} contradicts the {expected} classes of "
-                    f"the skvmf checkpoint {str(self.checkpoint)!r}"
-                )
-            return _build_from_config(self.config, str(self.checkpoint))
+            self._check_n_classes(n_classes)
+            return checkpoints.build(self.config, self.checkpoint)
         if not isinstance(n_classes, Integral) or n_classes < 1:
             raise ValueError(
                 f"n_classes must be a positive integer to build {self.description}; "
                 f"got {n_classes!r}"
             )
         return self._build_named(int(n_classes))
+
+    def _check_n_classes(self, n_classes) -> None:
+        """A skvmf checkpoint knows its classes: ``n_classes`` must agree."""
+        expected = self.config.get("n_classes")
+        if n_classes is not None and n_classes != expected:
+            raise ValueError(
+                f"n_classes={n_classes} contradicts the {expected} classes of "
+                f"the skvmf checkpoint {str(self.checkpoint)!r}"
+            )
 
     def _build_named(self, n_classes: int) -> nn.Module:
         from .architectures import make_classifier, make_vit_classifier
@@ -540,13 +491,13 @@ class ModelSource:
         torch.nn.Module
         """
         dev = resolve_device(device)
-        model = self.build(n_classes)
         if self._checkpoint is not None:  # a skvmf checkpoint, read once already
-            name = str(self.checkpoint)
-            model = _load_state(model, _state_dict_of(self._checkpoint, name), name)
-            _mark_skvmf(model, self._checkpoint)
+            self._check_n_classes(n_classes)
+            model = checkpoints.rebuild(self._checkpoint, self.checkpoint)
         elif self.checkpoint is not None:
-            model = load_checkpoint(model, self.checkpoint)
+            model = load_weights(self.build(n_classes), self.checkpoint)
+        else:
+            model = self.build(n_classes)
         return model.to(dev).eval()
 
 
@@ -577,22 +528,21 @@ def _default_input_size(arch) -> int | None:
 
 def _from_skvmf_checkpoint(path: Path) -> ModelSource:
     """A skvmf checkpoint alone: its config names the architecture."""
-    obj = read_torch(path, what=_CHECKPOINT)
-    config = _skvmf_config(obj)
-    if config is None:
-        raise file_error(
+    obj = checkpoints.read(path)
+    if not checkpoints.is_skvmf(obj):
+        raise checkpoints.not_skvmf_error(
             path,
-            _CHECKPOINT,
-            "is not a skvmf checkpoint (no 'config' and 'state_dict' entries); "
+            obj,
             "for plain weights give the architecture (arch or model_factory)",
         )
-    _state_dict_of(obj, str(path))  # weights there, before any work
+    checkpoints.weights_of(obj, path)  # weights there, before any work
+    config = dict(obj["config"])
     size = config.get("input_size")
     return ModelSource(checkpoint=path, input_size=size, config=config, _checkpoint=obj)
 
 
 _MODEL_CONSTRAINTS = {
-    "arch": [None, StrOptions(set(ARCHITECTURES))],
+    "arch": [None, StrOptions(set(ARCH_NAMES))],
     "checkpoint": [None, str, os.PathLike],
     "model_factory": [None, str, callable],
     "width": [None, Interval(Real, 0, 4, closed="right")],
@@ -623,9 +573,9 @@ def resolve_model(
     Parameters
     ----------
     arch : str, optional
-        One of :data:`ARCHITECTURES`.
+        One of :data:`ARCH_NAMES`.
     checkpoint : str or path-like, optional
-        The weights (see :func:`load_checkpoint`).
+        The weights (see :func:`load_weights`).
     model_factory : callable or str, optional
         Builds the network.
     width : float, optional
@@ -662,7 +612,7 @@ def resolve_model(
     _check_arch_options(arch, model_factory, width, input_size)
     path = None if checkpoint is None else Path(checkpoint).expanduser()
     if path is not None and not path.is_file():
-        raise file_error(path, _CHECKPOINT, "does not exist")
+        raise file_error(path, checkpoints.WHAT, "does not exist")
     if arch is None and model_factory is None:
         if path is None:
             raise ValueError(

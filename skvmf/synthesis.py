@@ -36,8 +36,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._torch.devices import resolve_device, torch_generator
-from ._torch.hooks import Capture, evaluating, resolve_layer
+from ._torch.hooks import Capture, evaluating
 from ._torch.images import all_images, as_images, check_dtype
+from ._torch.layers import resolve_module
 from ._torch.layout import LayerOutputs
 from ._torch.optimisers import MomentumSGD
 from ._utils.progress import progress
@@ -520,7 +521,7 @@ class ActivationMaximizer(BaseEstimator):
         dev = resolve_device(self.device)
         gen = torch_generator(self.random_state, "cpu")
         layers = dict(enumerate(objective.layers))
-        resolved = {i: resolve_layer(model, layer) for i, layer in layers.items()}
+        resolved = {i: resolve_module(model, layer) for i, layer in layers.items()}
         with evaluating(model, dev), Capture(model, resolved, detach=False) as cap:
 
             def score(images):

@@ -35,16 +35,11 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from ._digits_recipe import split_overrides
+from ._torch import checkpoints
 from ._torch.devices import resolve_device, seed_of
-from ._torch.files import read_torch, state_differences
 from ._torch.hooks import evaluating
 from ._utils.progress import message, progress
-from .architectures import (
-    ARCHITECTURES,
-    make_classifier,
-    make_digits_classifier,
-    make_vit_classifier,
-)
+from .architectures import ARCHITECTURES, make_digits_classifier
 
 __all__ = [
     "Trainer",
@@ -58,21 +53,10 @@ __all__ = [
     "train_digits_classifier",
 ]
 
-_CHECKPOINT_KEYS = ("state_dict", "iteration", "config", "accuracy")
 _HISTORY_KEYS = ("epoch", "iteration", "loss", "accuracy", "val_accuracy", "lr")
 # Upper bound of the real-valued options: finite, so inf is refused with NaN.
 _FINITE = float(np.finfo(np.float64).max)
 _DEVICE = [str, torch.device, None]
-
-
-def _config_of(model: nn.Module) -> dict:
-    config = getattr(model, "skvmf_config", None)
-    if not isinstance(config, dict):
-        raise ValueError(
-            "model has no skvmf_config; build it with "
-            "skvmf.architectures.make_classifier so that checkpoints can rebuild it"
-        )
-    return dict(config)
 
 
 # --------------------------------------------------------------------------
@@ -340,21 +324,6 @@ def _checkpoint_plan(checkpoint_iterations, checkpoint_dir, n_iterations) -> lis
     return sorted(set(plan))
 
 
-def _write_checkpoint(model, directory, iteration: int, accuracy) -> Path:
-    path = Path(directory) / f"checkpoint_iter{iteration:07d}.pt"
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save(
-        {
-            "state_dict": state,
-            "iteration": int(iteration),
-            "config": _config_of(model),
-            "accuracy": None if accuracy is None else float(accuracy),
-        },
-        path,
-    )
-    return path
-
-
 @torch.no_grad()
 def _recalibrate_batchnorm(model, batches, device, n_images: int) -> None:
     """Set every BatchNorm's running statistics from ``n_images`` training images.
@@ -602,7 +571,7 @@ class Trainer(BaseEstimator):
 
     def _prepare_data(self, model, train_data, val_data) -> None:
         """Seeded generators and the batches of the run (checked first)."""
-        self.config_ = _config_of(model)
+        self.config_ = checkpoints.model_config(model)
         n_classes = self.config_.get("n_classes")
         self.device_ = resolve_device(self.device)
         seed = seed_of(self.random_state)
@@ -721,7 +690,7 @@ class Trainer(BaseEstimator):
     def _save_checkpoint(self) -> None:
         """Precise BN statistics, then the weights at this step."""
         self._recalibrate()
-        path = _write_checkpoint(
+        path = checkpoints.write(
             self.model_, self.checkpoint_dir, self.n_iter_, self._val_accuracy()
         )
         self.checkpoints_.append((self.n_iter_, path))
@@ -962,78 +931,16 @@ def train_digits_classifier(
 # --------------------------------------------------------------------------
 
 
-def _read_checkpoint(path, *, require_skvmf: bool = True) -> dict | None:
-    """The checkpoint's dict, loaded without code (``_torch.files.read_torch``).
-
-    A file that cannot be read is always a ValueError naming it. A readable
-    file that is not an skvmf checkpoint is one too, or ``None`` when
-    ``require_skvmf=False`` (a folder may hold other weights).
-    """
-    path = Path(path)
-    ckpt = read_torch(path, what="checkpoint file")
-    if not isinstance(ckpt, dict) or not all(k in ckpt for k in _CHECKPOINT_KEYS):
-        if not require_skvmf:
-            return None
-        found = (
-            sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        )
-        raise ValueError(
-            f"{str(path)!r} is not a skvmf checkpoint: expected keys "
-            f"{list(_CHECKPOINT_KEYS)}, found {found}"
-        )
-    if not isinstance(ckpt["config"], dict) or "arch" not in ckpt["config"]:
-        raise ValueError(
-            f"{str(path)!r} is not a skvmf checkpoint: its config has no 'arch'"
-        )
-    return ckpt
-
-
-def _model_from_config(config: dict, path) -> nn.Module:
-    """The untrained network a checkpoint's config describes.
-
-    The config comes from a file, so it is validated even when the caller's
-    own validation skipped nested calls.
-    """
-    options = {k: v for k, v in config.items() if k != "arch"}
-    try:
-        with config_context(skip_parameter_validation=False):
-            if config["arch"] == "vit":
-                return make_vit_classifier(**options)
-            return make_classifier(**config)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{str(path)!r}: its config {config} does not describe a skvmf "
-            f"model ({exc})"
-        ) from exc
-
-
-def _check_state_dict(model: nn.Module, given: dict, path, arch) -> None:
-    """Same keys and shapes as the rebuilt model, or a ValueError saying which."""
-    expected = model.state_dict()
-    missing, unexpected, mismatched = state_differences(expected, given)
-    wrong = [f"{k}: {c} vs {m}" for k, c, m in mismatched]
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} (e.g. {missing[:3]})")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[:3]})")
-    if wrong:
-        parts.append(
-            f"{len(wrong)} shape mismatches, checkpoint vs model (e.g. {wrong[:3]})"
-        )
-    if parts:
-        raise ValueError(
-            f"{str(path)!r}: weights do not match the {arch} "
-            "built from its config: " + "; ".join(parts)
-        )
-
-
 @validate_params(
     {"path": [str, os.PathLike], "device": _DEVICE},
     prefer_skip_nested_validation=True,
 )
 def load_checkpoint(path, *, device="cpu") -> nn.Module:
     """Rebuild a model from a checkpoint written by :func:`train_classifier`.
+
+    The file names its architecture (its ``config``), so no network is given;
+    to put the weights of any file into a network you built, use
+    :func:`skvmf.sources.load_weights`.
 
     Parameters
     ----------
@@ -1047,6 +954,13 @@ def load_checkpoint(path, *, device="cpu") -> nn.Module:
     model : torch.nn.Module
         The network in eval mode, with ``skvmf_config`` and two extra
         attributes: ``skvmf_iteration`` and ``skvmf_accuracy``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is missing, unreadable or corrupt, not a
+        checkpoint skvmf wrote, or its weights do not fit the network its
+        config describes (a few differing keys are listed).
 
     Examples
     --------
@@ -1064,16 +978,11 @@ def load_checkpoint(path, *, device="cpu") -> nn.Module:
     ...     [it for it, _ in found], load_checkpoint(found[-1][1]).skvmf_iteration
     ([0, 2], 2)
     """
-    ckpt = _read_checkpoint(path)
-    config = dict(ckpt["config"])
-    model = _model_from_config(config, path)
-    _check_state_dict(model, ckpt["state_dict"], path, config["arch"])
-    model.load_state_dict(ckpt["state_dict"])
-    model.skvmf_iteration = int(ckpt["iteration"])
-    model.skvmf_accuracy = ckpt["accuracy"]
-    model.to(resolve_device(device))
-    model.eval()
-    return model
+    dev = resolve_device(device)
+    ckpt = checkpoints.read(path)
+    if not checkpoints.is_skvmf(ckpt):
+        raise checkpoints.not_skvmf_error(path, ckpt)
+    return checkpoints.rebuild(ckpt, path).to(dev).eval()
 
 
 @validate_params({"directory": [str, os.PathLike]}, prefer_skip_nested_validation=True)
@@ -1104,9 +1013,9 @@ def list_checkpoints(directory) -> list[tuple[int, Path]]:
     if not directory.is_dir():
         raise ValueError(f"checkpoint directory {str(directory)!r} does not exist")
     found = []
-    for path in sorted([*directory.glob("*.pt"), *directory.glob("*.pth")]):
-        ckpt = _read_checkpoint(path, require_skvmf=False)
-        if ckpt is not None:
+    for path in checkpoints.files_in(directory):
+        ckpt = checkpoints.read(path)
+        if checkpoints.is_skvmf(ckpt):
             found.append((int(ckpt["iteration"]), path))
     return sorted(found, key=lambda item: (item[0], str(item[1])))
 

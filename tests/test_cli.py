@@ -604,11 +604,15 @@ def test_a_one_class_image_folder_in_the_user_s_terms(workload, tmp_path):
 
 
 def test_the_command_s_architectures_are_the_library_s():
-    from skvmf import cli
-    from skvmf.sources import ARCHITECTURES
+    import argparse
 
-    names = {*cli._ARCHS, *(f"skvmf:{a}" for a in cli._SKVMF_ARCHS)}
-    assert names == set(ARCHITECTURES)
+    from skvmf import cli
+    from skvmf.sources import ARCH_NAMES
+
+    assert [cli._arch(name) for name in ARCH_NAMES] == list(ARCH_NAMES)
+    for name in ("skvmf:vit_b_16", "vit", "resnet101"):
+        with pytest.raises(argparse.ArgumentTypeError, match="choose from"):
+            cli._arch(name)
 
 
 def test_outputs_must_match_the_classes(workload, tmp_path):

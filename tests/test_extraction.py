@@ -22,8 +22,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from skvmf._torch.layers import detect_architecture
-from skvmf.extraction import TorchFeatureExtractor, load_checkpoint
+from skvmf.extraction import TorchFeatureExtractor
 from skvmf.features import FeatureSet
+from skvmf.sources import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -704,7 +705,7 @@ def test_stride1_conv5_doubles_conv5_grid_on_a_copy():
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_load_checkpoint_good_and_bad(tmp_path):
+def test_load_weights_good_and_bad(tmp_path):
     trained = tiny(seed=1, n_classes=3)
     sd = trained.state_dict()
     variants = {
@@ -716,34 +717,34 @@ def test_load_checkpoint_good_and_bad(tmp_path):
     for name, obj in variants.items():
         torch.save(obj, tmp_path / name)
         fresh = tiny(seed=2, n_classes=3)
-        loaded = load_checkpoint(fresh, tmp_path / name)
+        loaded = load_weights(fresh, tmp_path / name)
         assert loaded is fresh
         for key, value in sd.items():
             assert torch.equal(loaded.state_dict()[key], value), (name, key)
     with open(tmp_path / "bare.pt", "rb") as f:
-        fresh = load_checkpoint(tiny(seed=2, n_classes=3), f)
+        fresh = load_weights(tiny(seed=2, n_classes=3), f)
     assert torch.equal(fresh.fc.bias, trained.fc.bias)
     # a torchvision model saved and loaded
     net = get_model("resnet18")
     torch.save({"model": net.state_dict()}, tmp_path / "resnet.pt")
-    fresh = load_checkpoint(
+    fresh = load_weights(
         torchvision.models.resnet18(num_classes=10), tmp_path / "resnet.pt"
     )
     assert torch.equal(fresh.layer4[1].bn2.running_var, net.layer4[1].bn2.running_var)
     # wrong head size: the shape mismatch is named
     with pytest.raises(ValueError, match=r"shape mismatches.*fc\.weight"):
-        load_checkpoint(tiny(n_classes=7), tmp_path / "bare.pt")
+        load_weights(tiny(n_classes=7), tmp_path / "bare.pt")
     # another architecture: missing and unexpected keys are listed
     with pytest.raises(ValueError, match="missing keys.*unexpected keys"):
-        load_checkpoint(tiny(), tmp_path / "resnet.pt")
+        load_weights(tiny(), tmp_path / "resnet.pt")
     # not a weights-only file, or not weights at all
     with open(tmp_path / "code.pt", "wb") as f:
         pickle.dump(TinyNet(), f)
     with pytest.raises(ValueError, match="weights"):
-        load_checkpoint(tiny(), tmp_path / "code.pt")
+        load_weights(tiny(), tmp_path / "code.pt")
     torch.save({"epoch": 3}, tmp_path / "meta.pt")
     with pytest.raises(ValueError, match="state_dict"):
-        load_checkpoint(tiny(), tmp_path / "meta.pt")
+        load_weights(tiny(), tmp_path / "meta.pt")
 
 
 # -- bad input ----------------------------------------------------------------

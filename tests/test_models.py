@@ -421,7 +421,7 @@ def test_load_checkpoint_errors(tmp_path):
         },
         tmp_path / "partial.pt",
     )
-    with pytest.raises(ValueError, match=r"missing 4 .*classifier\.0\.weight"):
+    with pytest.raises(ValueError, match=r"4 missing keys .*classifier\.0\.weight"):
         load_checkpoint(tmp_path / "partial.pt")
     with pytest.raises(ValueError, match="does not exist"):
         list_checkpoints(tmp_path / "nowhere")

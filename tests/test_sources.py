@@ -10,13 +10,13 @@ from PIL import Image
 from skvmf.datasets import ImageArrayDataset, load_digits_images
 from skvmf.models import make_classifier
 from skvmf.sources import (
-    ARCHITECTURES,
+    ARCH_NAMES,
     check_model,
     detect_data_format,
-    load_checkpoint,
     load_checkpoints,
     load_data,
     load_model,
+    load_weights,
     resolve_model,
     select_images,
 )
@@ -52,7 +52,7 @@ def same_weights(a, b):
 
 
 # ---------------------------------------------------------------- checkpoints
-def test_load_checkpoint_layouts_and_mismatches(tmp_path):
+def test_load_weights_layouts_and_mismatches(tmp_path):
     trained = tiny_vgg(seed=1)
     state = trained.state_dict()
     for name, obj in {
@@ -62,15 +62,15 @@ def test_load_checkpoint_layouts_and_mismatches(tmp_path):
         "parallel.pt": {f"module.{k}": v for k, v in state.items()},
     }.items():
         torch.save(obj, tmp_path / name)
-        assert same_weights(load_checkpoint(tiny_vgg(seed=2), tmp_path / name), trained)
+        assert same_weights(load_weights(tiny_vgg(seed=2), tmp_path / name), trained)
     with pytest.raises(ValueError, match=r"bare\.pt.*shape mismatches.*classifier"):
-        load_checkpoint(tiny_vgg(n_classes=5), tmp_path / "bare.pt")
+        load_weights(tiny_vgg(n_classes=5), tmp_path / "bare.pt")
     plain = make_classifier("vgg16", 3, width=0.0625, input_size=16)
     with pytest.raises(ValueError, match=r"bare\.pt.*missing keys.*unexpected keys"):
-        load_checkpoint(plain, tmp_path / "bare.pt")
+        load_weights(plain, tmp_path / "bare.pt")
     torch.save({"epoch": 3}, tmp_path / "meta.pt")
     with pytest.raises(ValueError, match=r"meta\.pt' holds no weights"):
-        load_checkpoint(tiny_vgg(), tmp_path / "meta.pt")
+        load_weights(tiny_vgg(), tmp_path / "meta.pt")
 
 
 def test_load_checkpoints_reads_each_file_with_its_iteration(tmp_path):
@@ -193,8 +193,32 @@ TINY_SIZE = {"width": 0.0625, "input_size": 16}
 
 
 def test_architecture_names():
-    assert "resnet18" in ARCHITECTURES and "skvmf:vit" in ARCHITECTURES
-    assert len(set(ARCHITECTURES)) == len(ARCHITECTURES) == 9 + 7
+    assert "resnet18" in ARCH_NAMES and "skvmf:vit" in ARCH_NAMES
+    assert len(set(ARCH_NAMES)) == len(ARCH_NAMES) == 9 + 7
+    # every network skvmf builds has its skvmf: name
+    from skvmf.architectures import ARCHITECTURES
+
+    assert {f"skvmf:{name}" for name in ARCHITECTURES} < set(ARCH_NAMES)
+
+
+def test_renamed_names_still_work_with_a_future_warning(tmp_path):
+    import skvmf.extraction
+    import skvmf.sources
+
+    with pytest.warns(FutureWarning, match="ARCH_NAMES.*removed in 0.2"):
+        assert skvmf.sources.ARCHITECTURES is ARCH_NAMES
+    with pytest.warns(FutureWarning, match="ARCH_NAMES"):
+        from skvmf.sources import ARCHITECTURES  # noqa: F401
+    assert "ARCHITECTURES" not in skvmf.sources.__all__
+    trained = tiny_vgg(seed=1)
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    with pytest.warns(FutureWarning, match="load_weights.*removed in 0.2"):
+        loaded = skvmf.sources.load_checkpoint(tiny_vgg(seed=2), tmp_path / "w.pt")
+    assert same_weights(loaded, trained)
+    with pytest.warns(FutureWarning, match="sources.load_weights.*removed in 0.2"):
+        assert skvmf.extraction.load_checkpoint is load_weights
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        skvmf.sources.nothing  # noqa: B018
 
 
 def test_check_model_before_any_work():

@@ -185,7 +185,8 @@ def _torch_reason(exc: Exception) -> str:
     return f"is not a torch checkpoint or is corrupt ({_first_line(exc)})"
 
 
-def _file_name(path_or_file) -> str:
+def file_name(path_or_file) -> str:
+    """How messages name a path or an open file."""
     if isinstance(path_or_file, (str, Path)) or hasattr(path_or_file, "__fspath__"):
         return str(path_or_file)
     return str(getattr(path_or_file, "name", "<file object>"))
@@ -202,7 +203,7 @@ def read_torch(path_or_file, *, what: str = "checkpoint", map_location="cpu"):
     """
     import torch
 
-    name = _file_name(path_or_file)
+    name = file_name(path_or_file)
     try:
         with warnings.catch_warnings():
             # a protocol-4 pickle makes torch warn before it refuses or reads it
@@ -214,17 +215,3 @@ def read_torch(path_or_file, *, what: str = "checkpoint", map_location="cpu"):
         raise _open_error(name, what, exc) from exc
     except Exception as exc:  # UnpicklingError, RuntimeError, KeyError, EOFError ...
         raise file_error(name, what, _torch_reason(exc)) from exc
-
-
-def state_differences(expected, given):
-    """How a checkpoint's weights ``given`` differ from a model's ``expected``
-    state dict: ``(missing, unexpected, mismatched)`` with ``mismatched`` as
-    ``(key, checkpoint shape, model shape)``; all empty when they fit."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    mismatched = [
-        (k, tuple(given[k].shape), tuple(v.shape))
-        for k, v in expected.items()
-        if k in given and tuple(given[k].shape) != tuple(v.shape)
-    ]
-    return missing, unexpected, mismatched

@@ -1,7 +1,5 @@
 """Hooks and evaluation mode: the one way skvmf runs a network it was handed.
 
-- :func:`resolve_layer` turns a module name, a paper alias or a submodule into
-  ``(name, module)``;
 - :func:`evaluating` puts a model in evaluation mode (optionally on another
   device) and restores every submodule's own ``training`` flag and the device
   afterwards, also after an exception;
@@ -21,34 +19,6 @@ import torch
 from torch import nn
 
 from .layout import output_error
-
-
-def layer_name(model: nn.Module, module: nn.Module) -> str:
-    for name, candidate in model.named_modules():
-        if candidate is module:
-            return name or "<model>"
-    return type(module).__name__
-
-
-def resolve_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
-    """``(name, module)`` for a module name, a paper alias or a submodule."""
-    if isinstance(layer, nn.Module):
-        for name, candidate in model.named_modules():
-            if candidate is layer:
-                return name or "<model>", candidate
-        raise ValueError(
-            f"layer {type(layer).__name__} is not a submodule of the model"
-        )
-    if isinstance(layer, str):
-        # module names, or the paper's aliases ("conv_53", "conv_5", "layer_18")
-        # of a recognised architecture; a clear error with suggestions otherwise
-        from .layers import detect_architecture, resolve_layer
-
-        name = resolve_layer(layer, model, detect_architecture(model))
-        return name, dict(model.named_modules())[name]
-    raise ValueError(
-        f"layer must be a module name (str) or an nn.Module; got {type(layer).__name__}"
-    )
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:

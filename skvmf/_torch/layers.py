@@ -66,6 +66,9 @@ general the largest of 5, 4 or 3 layers that divides the depth, else 5 (or
 every block of a shallower encoder). For Grad-CAM use a block's first
 LayerNorm (``ln_1`` / ``norm1``): at a ViT's last block output only the class
 token reaches the logits.
+
+:func:`resolve_layer` turns a module name or an alias into the module name;
+:func:`resolve_module` also takes a submodule, and returns ``(name, module)``.
 """
 
 from __future__ import annotations
@@ -361,6 +364,27 @@ def resolve_layer(
     raise ValueError(
         f"{what} {name!r} is neither a module of {type(model).__name__}{family} "
         f"nor one of its aliases; {hint}"
+    )
+
+
+def resolve_module(model: nn.Module, layer) -> tuple[str, nn.Module]:
+    """``(name, module)`` for a module name, a paper alias or a submodule.
+
+    Names and aliases go through :func:`resolve_layer` (a clear error with
+    suggestions for an unknown one); a submodule must belong to ``model``.
+    """
+    if isinstance(layer, nn.Module):
+        for name, candidate in model.named_modules():
+            if candidate is layer:
+                return name or "<model>", candidate
+        raise ValueError(
+            f"layer {type(layer).__name__} is not a submodule of the model"
+        )
+    if isinstance(layer, str):
+        name = resolve_layer(layer, model, detect_architecture(model))
+        return name, dict(model.named_modules())[name]
+    raise ValueError(
+        f"layer must be a module name (str) or an nn.Module; got {type(layer).__name__}"
     )
 
 
