@@ -48,13 +48,12 @@ from ._kernels.region_inputs import (
     finite_matrix,
     finite_matrix_tensor,
     is_tensor,
-    refuse_complex,
     refuse_sparse,
     regions_tensor,
     resolve_kappa_m,
     soft_labels_tensor,
 )
-from ._numerics.arrays import real_array, safe_norm, unit_rows
+from ._numerics.arrays import real_array, refuse_complex, safe_norm, unit_rows
 from ._numerics.soft_labels import check_soft_labels
 from ._persistence import DevicePicklingMixin
 from ._torch.devices import resolve_device, torch_generator

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, validate_params
 
-from ._numerics.arrays import safe_norm, unit_rows
+from ._numerics.arrays import real_array, safe_norm, unit_rows
 from ._torch.devices import resolve_device, torch_generator
 from ._torch.hooks import check_finite, evaluating, finite_logits
 from ._torch.images import as_images
@@ -81,16 +81,9 @@ class AttackResult:
 
 
 def _real_array(value, name: str) -> np.ndarray:
-    """A numpy array of real numbers; complex, object or text values are a
-    ``ValueError`` naming the argument (never cast)."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        if value.is_complex():
-            raise ValueError(f"{name} must be real numbers; got dtype {value.dtype}")
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
-    return arr
+    """A numpy array of real numbers: the package's one rule (complex,
+    object or text values are a ``ValueError`` naming the argument)."""
+    return real_array(value, name)
 
 
 def _channel_tensor(value, n_channels, name, dtype, device):

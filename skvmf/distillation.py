@@ -316,7 +316,7 @@ checkpoint_iterations, checkpoint_dir, val_data, device, random_state, verbose
     Examples
     --------
     >>> import torch
-    >>> from skvmf.models import make_classifier
+    >>> from skvmf.architectures import make_classifier
     >>> from skvmf.distillation import distill
     >>> X = torch.randn(32, 3, 16, 16)
     >>> y = (X.mean(dim=(1, 2, 3)) > 0).long()

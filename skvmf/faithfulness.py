@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ._numerics.arrays import real_array
 from ._torch.devices import resolve_device
 from ._torch.hooks import evaluating, finite_logits
 from ._torch.images import all_images, check_dtype, class_per_image
@@ -60,17 +61,18 @@ _COMMON = {
 # inputs
 # ---------------------------------------------------------------------------
 def _real_array(value, name, expected) -> np.ndarray:
-    """float64 array of real numbers; complex, bool and object input refused
-    (never cast)."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        check_dtype(value.dtype, name)
-        return value.numpy().astype(np.float64)
+    """float64 array of real numbers: the package's one rule, and bool
+    refused as for images (a mask is no saliency map and no baseline)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:
+        check_dtype(dtype, name)  # bool and complex, in the images' words
     try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be {expected}") from exc
-    check_dtype(arr.dtype, name)
+        arr = real_array(value, name)
+    except ValueError as exc:
+        if "numeric" not in str(exc):
+            raise
+        raise ValueError(f"{name} must be {expected}; {exc}") from exc
+    check_dtype(arr.dtype, name)  # nested lists of bools
     return arr.astype(np.float64)
 
 

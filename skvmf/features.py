@@ -27,6 +27,7 @@ from skvmf._array_api import (
     namespace_name,
     to_numpy,
 )
+from skvmf._numerics.arrays import real_array
 from skvmf._numerics.soft_labels import softmax_of_logits, softmax_of_logits_xp
 
 # Fields indexed by image (first axis is N). The others describe the model
@@ -128,15 +129,6 @@ def _n_rows(array) -> int:
 _CHECK_FINITE = ("sample", "logits", "soft_labels", "g", "directions", "priors")
 
 
-def _is_complex(value) -> bool:
-    if _is_torch_tensor(value):
-        return bool(value.is_complex())
-    try:
-        return np.iscomplexobj(value)
-    except (TypeError, ValueError):  # ragged: refused as non-numeric below
-        return False
-
-
 def _as_array(name: str, value):
     """Nested lists and tuples as a numpy array; ragged ones refused by name."""
     if not isinstance(value, (list, tuple)):
@@ -156,54 +148,18 @@ def _as_array(name: str, value):
     return arr
 
 
-def _check_field_xp(name: str, value, xp) -> None:
-    """:func:`_check_field` for an array of a non-numpy namespace, on its device.
-
-    Finiteness is reduced on the device; only the resulting bool is read.
-    """
-    dtype = value.dtype
-    if xp.isdtype(dtype, "complex floating"):
-        raise ValueError(
-            f"FeatureSet.{name} must be real; got complex values ({dtype})"
-        )
-    if not xp.isdtype(dtype, ("real floating", "integral", "bool")):
-        raise ValueError(f"FeatureSet.{name} must be numeric; got dtype {dtype}")
-    floating = xp.isdtype(dtype, "real floating")
-    if name in _CHECK_FINITE and floating and not bool(xp.all(xp.isfinite(value))):
-        raise ValueError(f"FeatureSet.{name} contains NaN or infinite values")
-
-
 def _check_field(name: str, value) -> None:
     """A FeatureSet field must be a real numeric array; some must be finite.
 
-    Raises a ``ValueError`` that names the field: complex values are never
-    cast to their real part, object arrays never guessed at.
+    The package's one rule (:func:`skvmf._numerics.arrays.real_array`),
+    naming the field: complex values are never cast to their real part,
+    object arrays never guessed at. Tensors and arrays of other namespaces
+    are checked on their device (one bool read back); memmaps are viewed,
+    not copied.
     """
-    if dispatch_enabled() and not _is_numpy_like(value):
-        xp, _ = get_namespace(value)
-        if not is_numpy(xp):
-            _check_field_xp(name, value, xp)
-            return
-    if _is_complex(value):
-        raise ValueError(
-            f"FeatureSet.{name} must be real; got complex values ({value.dtype})"
-        )
-    if _is_torch_tensor(value):
-        if name in _CHECK_FINITE and value.is_floating_point():
-            import torch
-
-            if not bool(torch.isfinite(value).all()):
-                raise ValueError(f"FeatureSet.{name} contains NaN or infinite values")
-        return
-    try:
-        arr = np.asarray(value)  # a view for arrays and memmaps: nothing read
-    except (TypeError, ValueError) as exc:  # ragged nested lists
-        raise ValueError(f"FeatureSet.{name} must be a numeric array") from exc
-    if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, bool)):
-        raise ValueError(f"FeatureSet.{name} must be numeric; got dtype {arr.dtype}")
-    floating = np.issubdtype(arr.dtype, np.floating)
-    if name in _CHECK_FINITE and floating and not np.isfinite(arr).all():
-        raise ValueError(f"FeatureSet.{name} contains NaN or infinite values")
+    real_array(
+        value, f"FeatureSet.{name}", finite=name in _CHECK_FINITE, host=False
+    )
 
 
 def _softmax(z, temperature: float):

@@ -34,8 +34,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skvmf._numerics.arrays import (
-    check_real,
     power_of_two_scale,
+    real_array,
     refuse_complex,
     safe_norm,
 )
@@ -87,7 +87,7 @@ def cosine_distance_matrix(V):
            [0.5, 0. , 0.5],
            [1. , 0.5, 0. ]])
     """
-    V = check_real(V, "V", finite=False).astype(np.float64)
+    V = real_array(V, "V", np.float64)
     if V.ndim != 2:
         raise ValueError(f"expected a 2-D array of row vectors; got shape {V.shape}")
     if not np.all(np.isfinite(V)):

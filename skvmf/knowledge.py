@@ -31,7 +31,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _array_api
-from ._numerics.arrays import refuse_complex, safe_norm, to_numpy, unit_rows
+from ._numerics.arrays import (
+    real_array,
+    refuse_complex,
+    safe_norm,
+    to_numpy,
+    unit_rows,
+)
 from ._persistence import DevicePicklingMixin
 from .features import FeatureSet
 
@@ -44,9 +50,8 @@ _KAPPA_CAP = 1e300
 
 
 def _real_float64(value, name):
-    """``value`` (array or tensor) as float64; complex refused by ``name``."""
-    refuse_complex(value, name)
-    return np.asarray(to_numpy(value), dtype=np.float64)
+    """``value`` (array or tensor) as float64 numpy, by the package's rule."""
+    return real_array(value, name, np.float64)
 
 
 def _namespace(arrays):
@@ -71,26 +76,14 @@ def _namespace(arrays):
 
 
 def _xp_real(value, name, xp, dev, dtype=None):
-    """``value`` moved to ``xp`` on ``dev`` (as ``dtype``); complex refused.
+    """``value`` moved to ``xp`` on ``dev`` (as ``dtype``), by the package's rule.
 
     Lists and numpy arrays are checked on the host first (they are there);
-    arrays of another namespace or device follow X (scikit-learn's
-    ``move_to``).
+    arrays of another namespace or device are checked where they are, then
+    follow X (scikit-learn's ``move_to``).
     """
-    if isinstance(value, (list, tuple)) or np.isscalar(value):
-        value = np.asarray(value)
-    if isinstance(value, np.ndarray):
-        refuse_complex(value, name)
-        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
-            raise ValueError(f"{name} must be numeric; got dtype {value.dtype}")
+    value = real_array(value, name, host=False)
     value = _array_api.move_to(value, xp=xp, device=dev)
-    if xp.isdtype(value.dtype, "complex floating"):
-        raise ValueError(
-            f"Complex data not supported: {name} must be real. Pass the real "
-            "part or the modulus explicitly."
-        )
-    if not xp.isdtype(value.dtype, ("real floating", "integral", "bool")):
-        raise ValueError(f"{name} must be numeric; got dtype {value.dtype}")
     return value if dtype is None else xp.astype(value, dtype)
 
 

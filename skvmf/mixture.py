@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from skvmf import _array_api
 from skvmf._numerics import xp_vmf as _xp_vmf
-from skvmf._numerics.arrays import refuse_complex
+from skvmf._numerics.arrays import refuse_complex, refuse_empty
 from skvmf._persistence import DevicePicklingMixin
 from skvmf._utils import warn as _warn
 from skvmf._utils.progress import message
@@ -111,15 +111,6 @@ def _input_namespace(X):
     if not is_array_api or _array_api.is_numpy(xp):
         return None, "cpu"
     return xp, dev
-
-
-def _refuse_complex_xp(X, xp):
-    """:func:`refuse_complex` for an array of namespace ``xp`` (no host copy)."""
-    if xp.isdtype(X.dtype, "complex floating"):
-        raise ValueError(
-            "Complex data not supported: X must be real. Pass the real part or "
-            "the modulus explicitly."
-        )
 
 
 def _argmax_rows(a, xp):
@@ -590,12 +581,13 @@ class RevisedVMFMixture(DevicePicklingMixin, DensityMixin, BaseEstimator):
             # a warm start continues in the namespace and device of the fit
             _array_api.check_same_namespace(X, self, attribute="means_", method="fit")
             self._fitted_namespace()
+        refuse_empty(X, "X")
         xp, dev = _input_namespace(X)
         if xp is None:
             refuse_complex(X, "X")
             X = validate_data(self, X, dtype=np.float64, reset=reset)
         else:
-            _refuse_complex_xp(X, xp)
+            refuse_complex(X, "X")  # on its device: no host copy
             # float64 as on the numpy path, where the device has it
             dtype = _array_api.float_dtype(xp, dev, name="RevisedVMFMixture.fit")
             X = validate_data(self, X, dtype=dtype, reset=reset)
@@ -1303,11 +1295,12 @@ class RevisedVMFMixture(DevicePicklingMixin, DensityMixin, BaseEstimator):
         check_is_fitted(self)
         _array_api.check_same_namespace(X, self, attribute="means_", method=method)
         xp = self._fitted_namespace()
+        refuse_empty(X, "X")
         if xp is None:
             refuse_complex(X, "X")
             X = validate_data(self, X, dtype=np.float64, reset=False)
             return self._prepare(X)
-        _refuse_complex_xp(X, xp)
+        refuse_complex(X, "X")  # on its device: no host copy
         X = validate_data(self, X, dtype=self.means_.dtype, reset=False)
         return self._prepare(X, xp)
 

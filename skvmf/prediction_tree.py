@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skvmf._numerics.arrays import check_real, power_of_two_scale, refuse_complex
+from skvmf._numerics.arrays import power_of_two_scale, real_array, refuse_complex
 from skvmf._numerics.ties import TIE_TOL, first_min
 from skvmf._utils.progress import progress
 
@@ -128,8 +128,8 @@ def critical_filter(u, v, u_filters=None, v_filters=None):
     >>> ratios.round(3)
     array([0.6  , 0.96 , 1.095, 1.095])
     """
-    u = check_real(u, "u", finite=False).astype(np.float64)
-    v = check_real(v, "v", finite=False).astype(np.float64)
+    u = real_array(u, "u", np.float64)
+    v = real_array(v, "v", np.float64)
     if u.shape != v.shape or u.ndim == 0:
         raise ValueError(
             f"u and v need the same shape (d,) or (d, ...); got {u.shape} and {v.shape}"
@@ -567,7 +567,7 @@ class FilterPredictionTree(BaseEstimator):
         ([4, 2], [2], 2)
         """
         check_is_fitted(self, "nodes_")
-        x = check_real(map, "map", finite=False).astype(np.float64)
+        x = real_array(map, "map", np.float64)
         d = self.map_shape_[0]
         if x.ndim == 0 or x.shape[0] != d or x.size != math.prod(self.map_shape_):
             raise ValueError(

@@ -59,7 +59,7 @@ from ._array_api import (
     to_numpy,
 )
 from ._kernels.kappa import TorchKappa
-from ._numerics.arrays import real_array, safe_norm
+from ._numerics.arrays import real_array, refuse_complex, refuse_empty, safe_norm
 from ._numerics.soft_labels import check_soft_labels, check_soft_labels_xp
 from ._persistence import DevicePicklingMixin
 from ._torch.devices import resolve_device, torch_generator
@@ -232,12 +232,6 @@ def _moved(x, device, dtype):
     return x.to(dtype).to(device)
 
 
-def _torch_real(x, name):
-    """Refuse complex tensors (``check_array`` would drop the imaginary part)."""
-    if x.is_complex():
-        raise ValueError(f"{name} must be real numbers; got complex dtype {x.dtype}")
-
-
 def _torch_hard_labels(y, n_samples, device, dtype):
     """One-hot P (on ``device``) and the sorted classes of hard labels ``y``.
 
@@ -246,7 +240,7 @@ def _torch_hard_labels(y, n_samples, device, dtype):
     keeps their classes as a numpy array.
     """
     if isinstance(y, torch.Tensor):
-        _torch_real(y, "y")
+        refuse_complex(y, "y")
         y_dev, classes = y.detach().to(device), None
     else:
         y_host = to_numpy(y) if not isinstance(y, (list, tuple)) else np.asarray(y)
@@ -413,7 +407,7 @@ def _torch_2d_finite(X, name, dtype, device=None):
     """A real, finite, non-empty 2-D tensor (moved to ``device``) as ``dtype``."""
     if not isinstance(X, torch.Tensor):
         X = torch.as_tensor(to_numpy(X), device=device)
-    _torch_real(X, name)
+    refuse_complex(X, name)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(
             f"{name} must be a non-empty 2-D array; got shape {tuple(X.shape)}"
@@ -757,6 +751,7 @@ default="random"
                     "this FeatureSet has no sample features (FeatureSet.sample is None)"
                 )
             F = real_array(X.sample, "FeatureSet.sample", dtype=np.float64)
+            refuse_empty(F, "FeatureSet.sample")
             if F.ndim != 2:
                 raise ValueError(
                     f"FeatureSet.sample must have shape (N, D); got {F.shape}"
@@ -765,16 +760,14 @@ default="random"
                 raise ValueError("FeatureSet.sample contains NaN or infinite values")
             self._check_n_features(F.shape[1], reset)
             return F
+        refuse_empty(X, "X")
         try:
             return validate_data(
                 self, X, reset=reset, dtype=np.float64, ensure_min_samples=1
             )
         except ValueError as exc:
             if str(exc).startswith("Complex data not supported"):
-                # check_array's words, naming the argument
-                raise ValueError(
-                    "Complex data not supported: X must be real numbers"
-                ) from exc
+                refuse_complex(X, "X")  # the package's words, naming X
             raise
 
     def _targets(self, X, y, soft_labels, n_samples):
@@ -820,7 +813,8 @@ default="random"
                     "this FeatureSet has no sample features (FeatureSet.sample is None)"
                 )
             F = X.sample
-            _torch_real(F, "FeatureSet.sample")
+            refuse_complex(F, "FeatureSet.sample")
+            refuse_empty(F, "FeatureSet.sample")
             if F.ndim != 2:
                 raise ValueError(
                     f"FeatureSet.sample must have shape (N, D); got {tuple(F.shape)}"
@@ -830,8 +824,8 @@ default="random"
                 raise ValueError("FeatureSet.sample contains NaN or infinite values")
             self._check_n_features(F.shape[1], reset)
             return F
-        if X.is_complex():  # check_array would cast it to its real part
-            raise ValueError("Complex data not supported: X must be real numbers")
+        refuse_complex(X, "X")  # check_array would cast it to its real part
+        refuse_empty(X, "X")
         return validate_data(
             self, X.detach(), reset=reset, dtype=dtype, ensure_min_samples=1
         )
@@ -898,7 +892,7 @@ default="random"
         if isinstance(init, torch.Tensor):
             # a tensor start (fit_sequence's warm start with tensors) stays
             # on the device; checked as an array would be
-            _torch_real(init, "init")
+            refuse_complex(init, "init")
             M = _moved(init.detach(), device, dtype).clone()
         else:
             if not isinstance(init, (np.ndarray, list, tuple)) and hasattr(
@@ -1323,7 +1317,7 @@ default="random"
     def _network_labels(self, soft_labels, mode):
         """The labels of the network's argmax P, beside ``pred``."""
         if mode == _TORCH and isinstance(soft_labels, torch.Tensor):
-            _torch_real(soft_labels, "X.soft_labels")
+            refuse_complex(soft_labels, "X.soft_labels")
             index = torch.argmax(soft_labels.detach(), dim=1)
             if isinstance(self.classes_, torch.Tensor):
                 index = index.to(self.classes_.device)

@@ -30,6 +30,7 @@ from scipy import special
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from skvmf._numerics.arrays import real_array
 from skvmf._numerics.bessel import _log_series, _ratio_parts, log_iv
 from skvmf._numerics.kappa_table import (
     _banerjee,
@@ -66,18 +67,9 @@ _NEWTON_STEPS = [Interval(Integral, 0, None, closed="left")]
 
 
 def _as_real_array(value, name):
-    """``value`` as a float64 array; complex, object and text are refused."""
-    arr = np.asarray(value)
-    if np.iscomplexobj(arr):
-        raise ValueError(
-            f"{name} must be real; got complex values (dtype {arr.dtype}). "
-            "Pass the real part or the modulus explicitly."
-        )
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return arr.astype(np.float64)
+    """``value`` as a float64 array (a copy); complex, object and text are
+    refused by the package's one rule."""
+    return real_array(value, name).astype(np.float64)
 
 
 def _check_nonneg_finite(value, name):

@@ -978,7 +978,6 @@ def _expected_failed_checks(estimator):
         "check_estimators_dtypes",
         "check_fit_score_takes_y",
         "check_estimators_fit_returns_self",
-        "check_complex_data",
         "check_dtype_object",
         "check_estimators_empty_data_messages",
         "check_pipeline_consistency",

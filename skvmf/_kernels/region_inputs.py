@@ -42,23 +42,11 @@ def refuse_sparse(x, name: str) -> None:
         )
 
 
-def refuse_complex(x, name: str) -> None:
-    """A ``ValueError`` naming ``name`` for complex input (never a cast)."""
-    complex_input = x.is_complex() if is_tensor(x) else np.iscomplexobj(x)
-    if complex_input:
-        kind = x.dtype if is_tensor(x) else np.asarray(x).dtype
-        raise ValueError(f"{name} must be real numbers; got complex dtype {kind}")
-
-
 def _as_tensor(features, device, name: str) -> torch.Tensor:
     """A real float tensor on ``device``: torch input keeps a floating dtype
     (float64 stays float64); anything else becomes float32."""
     if is_tensor(features):
-        if features.is_complex():
-            raise ValueError(
-                f"{name} must be real numbers; got complex dtype {features.dtype}"
-            )
-        t = features.detach()
+        t = real_array(features, name, host=False).detach()
         if not t.is_floating_point():
             t = t.to(_DTYPE)
         return t.to(device)
@@ -116,9 +104,8 @@ def channel_weights_tensor(channel_weights, like: torch.Tensor, anchors):
     N, _, K = like.shape
     name = "channel_weights"
     if is_tensor(channel_weights):
-        if channel_weights.is_complex():
-            raise ValueError(f"{name} must be real numbers; got complex dtype")
-        v = channel_weights.detach().to(like.device, like.dtype)
+        v = real_array(channel_weights, name, host=False).detach()
+        v = v.to(like.device, like.dtype)
     else:
         v = torch.as_tensor(
             real_array(channel_weights, name, dtype=np.float64),
@@ -211,9 +198,7 @@ def _numeric_tensor(x, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be a tensor here; got {type(x).__name__}")
     if x.layout != torch.strided:
         raise ValueError(f"{name}: sparse input is not supported; give a dense array")
-    if x.is_complex():
-        raise ValueError(f"{name} must be real numbers; got complex dtype {x.dtype}")
-    return x.detach()
+    return real_array(x, name, host=False).detach()
 
 
 def _first_bad_row(bad: torch.Tensor) -> int:

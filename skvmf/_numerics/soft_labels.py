@@ -15,6 +15,8 @@ import numpy as np
 from scipy.special import log_softmax
 from sklearn.utils._param_validation import Interval, validate_params
 
+from .arrays import real_array
+
 _RANGE_TOL = 1e-6
 _SUM_TOL = 1e-4
 
@@ -91,20 +93,7 @@ def check_soft_labels(
 
 def _as_real_matrix(P, name, n_samples):
     """``P`` as a float64 (N, C) array: real, numeric, 2-D, C >= 2, N rows."""
-    if hasattr(P, "detach") and hasattr(P, "is_complex"):  # a torch tensor
-        if P.is_complex():
-            raise ValueError(f"{name} must be real; got a tensor of dtype {P.dtype}")
-        P = P.detach().cpu().numpy()
-    try:
-        arr = np.asarray(P)
-    except Exception as exc:  # ragged nested lists and the like
-        raise ValueError(f"{name} must be a numeric 2-D array; got {P!r}") from exc
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real; got an array of dtype {arr.dtype}")
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
-        raise ValueError(f"{name} must be numeric; got an array of dtype {arr.dtype}")
+    arr = real_array(P, name)  # the package's rule: real numbers, never cast
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_samples, n_classes); "
@@ -250,11 +239,8 @@ def check_soft_labels_xp(
         raise ValueError(f"temperature must be a positive finite number; got {t!r}")
     if isinstance(P, (list, tuple, np.ndarray)):
         P = _as_real_matrix(P, name, n_samples)  # host input: checked there
-    P = move_to(P, xp=xp, device=device)
-    if xp.isdtype(P.dtype, "complex floating"):
-        raise ValueError(f"{name} must be real; got an array of dtype {P.dtype}")
-    if not xp.isdtype(P.dtype, ("real floating", "integral", "bool")):
-        raise ValueError(f"{name} must be numeric; got an array of dtype {P.dtype}")
+    # checked where it lives, before it moves: nothing copied to the host
+    P = move_to(real_array(P, name, host=False), xp=xp, device=device)
     shape = tuple(P.shape)
     if len(shape) != 2:
         raise ValueError(

@@ -49,6 +49,7 @@ import numpy as np
 
 from skvmf._array_api import device as _device_of
 from skvmf._array_api import max_float_dtype, namespace_name
+from skvmf._numerics.arrays import real_array
 from skvmf._numerics.bessel import _NU_DEBYE, _debye_bounds, _debye_polynomials
 
 __all__ = [
@@ -86,20 +87,10 @@ def _as_input(value, name, xp):
     Real floating input keeps its dtype for the result; integer and bool
     input get the work dtype; complex and non-numeric input are refused.
     """
-    x = xp.asarray(value)
+    # the package's rule (real numbers, never cast), where the value lives
+    x = xp.asarray(real_array(value, name, host=False))
     dtype = x.dtype
-    try:
-        if xp.isdtype(dtype, "complex floating"):
-            raise ValueError(
-                f"{name} must be real; got complex values (dtype {dtype}). "
-                "Pass the real part or the modulus explicitly."
-            )
-        real = xp.isdtype(dtype, "real floating")
-        numeric = real or xp.isdtype(dtype, ("integral", "bool"))
-    except (TypeError, AttributeError) as exc:  # object / text arrays
-        raise ValueError(f"{name} must be numeric, got dtype {dtype}") from exc
-    if not numeric:
-        raise ValueError(f"{name} must be numeric, got dtype {dtype}")
+    real = xp.isdtype(dtype, "real floating")
     dev = _device_of(x)
     work = _work_dtype(xp, dev)
     return xp.astype(x, work, copy=False), (dtype if real else work), dev
