@@ -40,8 +40,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import skvmf
 from skvmf.datasets import load_digits_images, subset_per_class
-from skvmf.models import list_checkpoints
-from skvmf.training import spread_checkpoints
+from skvmf.training import list_checkpoints, spread_checkpoints
 
 SHORT = {
     "projection_mimics_network": "agreement",

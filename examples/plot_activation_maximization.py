@@ -26,9 +26,9 @@ import torch
 
 from skvmf.datasets import load_digits_images
 from skvmf.featuremaps import feature_maps
-from skvmf.models import train_digits_classifier
 from skvmf.plotting import plot_synthesis
 from skvmf.synthesis import ActivationMaximizer, channel_mean, logit
+from skvmf.training import train_digits_classifier
 
 # %%
 # A trained network

@@ -22,8 +22,8 @@ import numpy as np
 from skvmf.analysis import analyze
 from skvmf.attacks import pgd_attack
 from skvmf.datasets import load_digits_images, subset_per_class
-from skvmf.models import train_digits_classifier
 from skvmf.plotting import plot_knowledge_masks
+from skvmf.training import train_digits_classifier
 
 # %%
 # Train, analyse, attack

@@ -24,8 +24,8 @@ from scipy.spatial.distance import squareform
 from skvmf.datasets import load_digits_images
 from skvmf.extraction import TorchFeatureExtractor
 from skvmf.hierarchy import CategoryHierarchy
-from skvmf.models import train_digits_classifier
 from skvmf.plotting import plot_dendrogram, plot_mst
+from skvmf.training import train_digits_classifier
 
 # %%
 # Features of a trained network

@@ -21,9 +21,10 @@ networks on the same images.
 """
 
 from skvmf.analysis import analyze
+from skvmf.architectures import make_classifier
 from skvmf.datasets import load_digits_images, subset_per_class
 from skvmf.distillation import distill
-from skvmf.models import evaluate, make_classifier, train_digits_classifier
+from skvmf.training import evaluate, train_digits_classifier
 
 # %%
 # The teacher and two students

@@ -20,7 +20,7 @@ import tempfile
 
 from skvmf.analysis import analyze
 from skvmf.datasets import load_digits_images, subset_per_class
-from skvmf.models import list_checkpoints, train_digits_classifier
+from skvmf.training import list_checkpoints, train_digits_classifier
 
 # %%
 # Train and save checkpoints

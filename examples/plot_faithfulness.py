@@ -31,8 +31,8 @@ from skvmf.faithfulness import (
     knowledge_point_map,
     plot_faithfulness,
 )
-from skvmf.models import train_digits_classifier
 from skvmf.saliency import grad_cam, guided_backprop
+from skvmf.training import train_digits_classifier
 
 # %%
 # Two networks and their knowledge points

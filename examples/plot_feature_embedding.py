@@ -23,8 +23,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from skvmf.datasets import load_digits_images
 from skvmf.embedding import embed_features, trustworthiness_report
 from skvmf.extraction import TorchFeatureExtractor
-from skvmf.models import train_digits_classifier
 from skvmf.plotting import plot_embedding
+from skvmf.training import train_digits_classifier
 
 # %%
 # Features at several depths

@@ -22,9 +22,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from skvmf.architectures import make_classifier
 from skvmf.datasets import load_digits_images
 from skvmf.extraction import TorchFeatureExtractor
-from skvmf.models import make_classifier
 
 # %%
 # A network with the paper's layer names

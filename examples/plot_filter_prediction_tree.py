@@ -27,8 +27,8 @@ import numpy as np
 from skvmf.datasets import load_digits_images
 from skvmf.featuremaps import feature_maps
 from skvmf.hierarchy import FilterPredictionTree, critical_filter
-from skvmf.models import train_digits_classifier
 from skvmf.plotting import plot_feature_maps, plot_prediction_tree
+from skvmf.training import train_digits_classifier
 
 # %%
 # Feature maps of one class

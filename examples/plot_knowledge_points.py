@@ -29,7 +29,6 @@ from skvmf.alignment import RegionalAligner
 from skvmf.datasets import load_digits_images, subset_per_class
 from skvmf.extraction import TorchFeatureExtractor
 from skvmf.knowledge import KnowledgePointCounter
-from skvmf.models import train_digits_classifier
 from skvmf.plotting import (
     plot_knowledge_counts,
     plot_knowledge_masks,
@@ -37,6 +36,7 @@ from skvmf.plotting import (
     plot_sample_space,
 )
 from skvmf.projection import SampleProjector
+from skvmf.training import train_digits_classifier
 
 # %%
 # A trained network and a few test images

@@ -36,8 +36,8 @@ from skvmf.alignment import RegionalAligner
 from skvmf.datasets import load_digits_images, subset_per_class
 from skvmf.extraction import TorchFeatureExtractor
 from skvmf.knowledge import KnowledgePointCounter
-from skvmf.models import train_digits_classifier
 from skvmf.projection import SampleProjector
+from skvmf.training import train_digits_classifier
 
 # %%
 # A network and two sets of images

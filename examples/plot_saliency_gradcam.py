@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from skvmf.datasets import load_digits_images
-from skvmf.models import train_digits_classifier
 from skvmf.plotting import plot_saliency
 from skvmf.saliency import cam, grad_cam, guided_backprop, input_gradient
+from skvmf.training import train_digits_classifier
 
 # %%
 # A trained network

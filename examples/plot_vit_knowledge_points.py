@@ -25,8 +25,8 @@ import numpy as np
 
 from skvmf.analysis import analyze
 from skvmf.datasets import load_digits_images, subset_per_class
-from skvmf.models import train_digits_classifier
 from skvmf.saliency import grad_cam
+from skvmf.training import train_digits_classifier
 
 # %%
 # Two networks, one workload
