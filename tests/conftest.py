@@ -28,9 +28,32 @@ def _needs_cuda(item) -> bool:
     return "device_name=cuda" in name or "device='cuda'" in name or "[cuda" in name
 
 
+# The modules whose tests run for minutes (a network trained and analysed, a
+# script in a fresh interpreter), longest first. xdist hands tests out in
+# collection order, so started last they left one worker running alone for
+# minutes at the end; started first, the short tests fill in around them.
+_LONG_FIRST = (
+    "test_workload.py",
+    "test_readme.py",
+    "test_examples.py",
+    "test_models.py",
+    "test_cli.py",
+    "test_report.py",
+    "test_transformers.py",
+)
+
+
+def _long_first(item) -> int:
+    name = item.path.name if hasattr(item, "path") else ""
+    return _LONG_FIRST.index(name) if name in _LONG_FIRST else len(_LONG_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark every CUDA variant ``cuda`` (``pytest -m cuda`` runs exactly them)
-    and skip them where torch sees no GPU."""
+    """Put the long-running modules first (whole modules, so module-scoped
+    fixtures are still built once), mark every CUDA variant ``cuda``
+    (``pytest -m cuda`` runs exactly them) and skip them where torch sees no
+    GPU."""
+    items.sort(key=_long_first)  # stable: each module keeps its own order
     import torch
 
     has_gpu = torch.cuda.is_available()
