@@ -285,7 +285,13 @@ def phase_alignment(cfg, device):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         seconds, _ = _timed(lambda: aligner.fit(fs), device)
-    flops = 2.0 * n * n * K * R * R + 3 * 2.0 * steps * n * n_cand * K * R * R
+    # the same operations as the three phases count: the matching, the
+    # weights' evaluations and the epochs' products
+    flops = (
+        2.0 * n * n * K * R * R
+        + importance_flops(n, n_cand, R, K, steps)
+        + epoch_flops(n, n_cand, R, K, cfg["epochs"])
+    )
     return f"alignment ({cfg['epochs']} epochs)", seconds, flops
 
 
