@@ -141,7 +141,8 @@ def test_extractor_says_zero_images():
 
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
     extractor = TorchFeatureExtractor(model, ["0"], sample_layer="3").fit()
-    for images in (torch.zeros(0, 1, 4, 4), np.zeros((0, 1, 4, 4))):
+    # an empty list is zero images too, not a rank error
+    for images in (torch.zeros(0, 1, 4, 4), np.zeros((0, 1, 4, 4)), [], [[]]):
         with pytest.raises(ValueError, match="X is empty"):
             extractor.transform(images)
 

@@ -57,14 +57,15 @@ def check_dtype(dtype, name: str = "images") -> None:
 def check_shape(shape, channels: int | None, name: str = "images") -> None:
     """Rank 4, at least one image, and the channels the model takes."""
     shape = tuple(int(v) for v in shape)
+    if 0 in shape[:1] or (len(shape) < 4 and 0 in shape):
+        # an empty list or batch is "no images", whatever its rank
+        raise ValueError(f"{name} is empty: shape {shape}; need at least one image")
     if len(shape) != 4:
         hint = " (add a batch axis: images[None])" if len(shape) == 3 else ""
         raise ValueError(
             f"{name} must be images of shape (N, C, H, W); got {len(shape)} "
             f"dimensions, shape {shape}{hint}"
         )
-    if shape[0] == 0:
-        raise ValueError(f"{name} is empty: shape {shape}; need at least one image")
     if channels is not None and shape[1] != channels:
         raise ValueError(
             f"{name} has {shape[1]} channels (shape {shape}) but the model's "
