@@ -66,6 +66,18 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
+    # The gallery, the README, the demo and several tests train the same
+    # digits network: train each once per session (skvmf's training cache,
+    # keyed by everything the weights depend on) and share it across the
+    # xdist workers and the scripts' subprocesses, which inherit the variable.
+    if not os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get(
+        "SKVMF_TRAINING_CACHE"
+    ):
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="skvmf-training-cache-")
+        os.environ["SKVMF_TRAINING_CACHE"] = folder
+        config._skvmf_training_cache = folder
     # Two xdist workers on a two-core machine: one BLAS/OpenMP/torch thread
     # each. Oversubscribed threads spin-wait and made small products 20-100x
     # slower; a single process keeps every thread.
@@ -90,3 +102,12 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_skvmf_training_cache", None)
+    if folder is not None:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("SKVMF_TRAINING_CACHE", None)
