@@ -35,7 +35,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from torch import nn
 
 from ._digits_recipe import split_overrides
-from ._torch import checkpoints
+from ._torch import checkpoints, train_cache
 from ._torch.devices import resolve_device, seed_of
 from ._torch.hooks import evaluating
 from ._utils.progress import message, progress
@@ -47,6 +47,9 @@ __all__ = [
     "default_checkpoint_iterations",
     "evaluate",
     "list_checkpoints",
+    "log_checkpoint_iterations",
+    "loss_checkpoint_iterations",
+    "smoothed_training_loss",
     "spread_checkpoints",
     "load_checkpoint",
     "train_classifier",
@@ -248,6 +251,14 @@ class TrainingResult:
         Wall-clock seconds spent in training (evaluation and saving included).
     config : dict
         The model's build configuration (``model.skvmf_config``).
+    step_losses : list of float
+        The training loss of every optimizer step, in order: entry ``t`` is
+        the loss of step ``t + 1``'s mini-batch under the weights of
+        iteration ``t`` (before its update); empty for a result loaded from
+        the training cache (the checkpoints of "loss" were chosen with it).
+    step_batch_sizes : list of int
+        The images of each step's batch (the last of an epoch may be
+        smaller).
 
     Examples
     --------
@@ -262,6 +273,8 @@ class TrainingResult:
     test_accuracy: float | None = None
     train_time: float = 0.0
     config: dict = dataclasses.field(default_factory=dict)
+    step_losses: list = dataclasses.field(default_factory=list)
+    step_batch_sizes: list = dataclasses.field(default_factory=list)
 
 
 @validate_params(
@@ -296,8 +309,209 @@ def default_checkpoint_iterations(n_iterations: int) -> list[int]:
     return sorted({int(round(f * n_iterations)) for f in fractions})
 
 
-def _checkpoint_plan(checkpoint_iterations, checkpoint_dir, n_iterations) -> list[int]:
-    """The sorted steps after which to save (0 is the untrained model)."""
+# Candidate snapshots of the "loss" schedule: every step of a short run, else
+# this many log- and evenly spaced steps (copies of the weights in CPU memory).
+_LOSS_CANDIDATES = 128
+
+
+@validate_params(
+    {
+        "n_iterations": [Interval(Integral, 0, None, closed="left")],
+        "n_checkpoints": [Interval(Integral, 2, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
+def log_checkpoint_iterations(n_iterations: int, n_checkpoints: int = 10) -> list[int]:
+    """Checkpoint iterations spaced evenly in log(iteration).
+
+    Iteration 0 (untrained), then ``n_checkpoints - 1`` iterations from 1 to
+    ``n_iterations`` at equal ratios, rounded: dense where networks change
+    fastest, at the start of training. Rounding can merge neighbours in a
+    short run, so there may be fewer than ``n_checkpoints``.
+
+    Parameters
+    ----------
+    n_iterations : int
+        Total optimizer steps of the run (>= 0).
+    n_checkpoints : int >= 2, default=10
+        How many at most, the first (0) and the last (``n_iterations``)
+        included.
+
+    Returns
+    -------
+    iterations : list of int
+        Sorted, unique, between 0 and ``n_iterations``, both included.
+
+    Examples
+    --------
+    >>> from skvmf.training import log_checkpoint_iterations
+    >>> log_checkpoint_iterations(1000, 5)
+    [0, 1, 10, 100, 1000]
+    """
+    if n_iterations == 0:
+        return [0]
+    k = int(n_checkpoints)
+    steps = np.geomspace(1, n_iterations, k - 1) if k > 2 else []
+    return sorted({0, n_iterations, *(int(round(s)) for s in steps)})
+
+
+def _loss_candidates(n_iterations: int) -> list[int]:
+    """The steps whose weights the "loss" schedule keeps until it chooses:
+    every step of a short run, else log- and evenly spaced ones."""
+    if n_iterations + 1 <= _LOSS_CANDIDATES:
+        return list(range(n_iterations + 1))
+    half = _LOSS_CANDIDATES // 2
+    logs = np.geomspace(1, n_iterations, half)
+    even = np.linspace(0, n_iterations, half)
+    return sorted({0, n_iterations, *(int(round(s)) for s in (*logs, *even))})
+
+
+@validate_params(
+    {
+        "losses": ["array-like"],
+        "batch_sizes": ["array-like", None],
+        "window": [Interval(Integral, 1, None, closed="left"), None],
+    },
+    prefer_skip_nested_validation=True,
+)
+def smoothed_training_loss(losses, *, batch_sizes=None, window=None) -> np.ndarray:
+    """The training loss at every iteration, smoothed and made non-increasing.
+
+    ``losses[t]`` is the loss of the mini-batch of step ``t + 1``, computed
+    with the weights of iteration ``t`` (before that step's update). The
+    curve is (1) a moving average over ``window`` steps centred on ``t``
+    (truncated at the ends), each step weighted by its batch size, so that a
+    short last batch of an epoch does not make a spike; (2) its running
+    minimum, so that the loss "reached" by iteration ``t`` never rises again.
+    The final iteration ``len(losses)`` (whose loss no batch measured) gets
+    the last value.
+
+    Parameters
+    ----------
+    losses : array-like of shape (n_iterations,)
+        Per-step training losses (:attr:`TrainingResult.step_losses`);
+        finite.
+    batch_sizes : array-like of shape (n_iterations,), optional
+        Images of each step's batch (:attr:`TrainingResult.step_batch_sizes`);
+        equal weights when None.
+    window : int >= 1, optional
+        Steps averaged (an even one is widened by one, to centre it). None:
+        ``2 * max(1, n_iterations // 50) + 1``, i.e. 2 % of the run on each
+        side, at least one step.
+
+    Returns
+    -------
+    curve : ndarray of shape (n_iterations + 1,)
+        Non-increasing; ``curve[t]`` is the loss at iteration ``t``.
+
+    Examples
+    --------
+    >>> from skvmf.training import smoothed_training_loss
+    >>> smoothed_training_loss([3.0, 2.0, 2.5, 1.0], window=1).tolist()
+    [3.0, 2.0, 2.0, 1.0, 1.0]
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.ndim != 1 or losses.size == 0:
+        raise ValueError(
+            f"losses must be a non-empty 1-D sequence; got shape {losses.shape}"
+        )
+    if not np.isfinite(losses).all():
+        raise ValueError("losses contain NaN or infinite values")
+    n = losses.size
+    weights = np.ones(n) if batch_sizes is None else np.asarray(batch_sizes, float)
+    if weights.shape != (n,) or not (weights > 0).all():
+        raise ValueError(
+            f"batch_sizes must be {n} positive numbers, one per loss; got "
+            f"shape {weights.shape}"
+        )
+    half = max(1, n // 50) if window is None else int(window) // 2
+    # centred, truncated moving sums by cumulative sums
+    csum = np.concatenate([[0.0], np.cumsum(weights * losses)])
+    wsum = np.concatenate([[0.0], np.cumsum(weights)])
+    lo = np.clip(np.arange(n) - half, 0, n)
+    hi = np.clip(np.arange(n) + half + 1, 0, n)
+    smooth = (csum[hi] - csum[lo]) / (wsum[hi] - wsum[lo])
+    curve = np.minimum.accumulate(smooth)
+    return np.append(curve, curve[-1])
+
+
+@validate_params(
+    {
+        "losses": ["array-like"],
+        "n_checkpoints": [Interval(Integral, 2, None, closed="left")],
+        "batch_sizes": ["array-like", None],
+        "window": [Interval(Integral, 1, None, closed="left"), None],
+        "candidates": ["array-like", None],
+    },
+    prefer_skip_nested_validation=True,
+)
+def loss_checkpoint_iterations(
+    losses, n_checkpoints: int = 10, *, batch_sizes=None, window=None, candidates=None
+) -> list[int]:
+    """Checkpoint iterations at equal steps of the training loss.
+
+    With ``L`` the curve of :func:`smoothed_training_loss` (non-increasing,
+    one value per iteration ``0..n``) and ``K = n_checkpoints``, the levels
+    ``L[0] - j (L[0] - L[n]) / (K - 1)`` for ``j = 0..K-2`` each give the
+    first iteration (among ``candidates``) whose loss has reached the level;
+    the last checkpoint is the end of training, ``n``. So each analysed
+    interval of training lowers the loss by the same amount: checkpoints are
+    dense where the loss falls fast and sparse on its plateau. A level
+    reached by the same candidate as the previous one adds no checkpoint,
+    so there may be fewer than ``K``.
+
+    Parameters
+    ----------
+    losses : array-like of shape (n_iterations,)
+        Per-step training losses (:attr:`TrainingResult.step_losses`).
+    n_checkpoints : int >= 2, default=10
+        How many at most, iteration 0 and the end included.
+    batch_sizes : array-like of shape (n_iterations,), optional
+        Per-step batch sizes, the smoothing's weights.
+    window : int >= 1, optional
+        Smoothing window in steps (see :func:`smoothed_training_loss`).
+    candidates : array-like of int, optional
+        The iterations that may be chosen (those whose weights were kept);
+        every iteration by default. 0 and ``n_iterations`` are always
+        candidates.
+
+    Returns
+    -------
+    iterations : list of int
+        Sorted, unique, from 0 to ``n_iterations``.
+
+    Examples
+    --------
+    >>> from skvmf.training import loss_checkpoint_iterations
+    >>> losses = [2.0, 1.6, 1.2, 0.8, 0.4, 0.35, 0.3, 0.3]
+    >>> loss_checkpoint_iterations(losses, 4, window=1)  # levels 2.0, 1.43, 0.87
+    [0, 2, 3, 8]
+    """
+    curve = smoothed_training_loss(losses, batch_sizes=batch_sizes, window=window)
+    n = curve.size - 1
+    allowed = np.arange(n + 1)
+    if candidates is not None:
+        allowed = np.asarray(candidates)
+        if allowed.ndim != 1 or not np.issubdtype(allowed.dtype, np.integer):
+            raise ValueError("candidates must be a 1-D sequence of integers")
+        if allowed.size and (allowed.min() < 0 or allowed.max() > n):
+            raise ValueError(f"candidates must be iterations in [0, {n}]")
+        allowed = np.union1d(allowed, [0, n])
+    k = int(n_checkpoints)
+    levels = curve[0] - np.arange(k - 1) * (curve[0] - curve[n]) / (k - 1)
+    at = curve[allowed]
+    chosen = {n}
+    for level in levels:
+        # the curve is non-increasing: the first candidate at or below the level
+        chosen.add(int(allowed[np.argmax(at <= level)]))
+    return sorted(chosen)
+
+
+def _checkpoint_plan(
+    checkpoint_iterations, checkpoint_dir, n_iterations, n_checkpoints=10
+) -> list[int]:
+    """The sorted steps after which to save (0 is the untrained model); for
+    "loss", the candidate steps whose weights are kept until it chooses."""
     if checkpoint_iterations is None and checkpoint_dir is None:
         return []
     if checkpoint_dir is None:
@@ -307,7 +521,11 @@ def _checkpoint_plan(checkpoint_iterations, checkpoint_dir, n_iterations) -> lis
         )
     if checkpoint_iterations is None:
         return [n_iterations]
-    if isinstance(checkpoint_iterations, str):  # "default" (validated)
+    if isinstance(checkpoint_iterations, str):  # validated: one of three
+        if checkpoint_iterations == "log":
+            return log_checkpoint_iterations(n_iterations, n_checkpoints)
+        if checkpoint_iterations == "loss":
+            return _loss_candidates(n_iterations)
         return default_checkpoint_iterations(n_iterations)
     plan = []
     for it in checkpoint_iterations:
@@ -438,7 +656,12 @@ _TRAIN_PARAMS = {
     "schedule": [StrOptions({"onecycle", "cosine", "constant"})],
     "max_shift": [Interval(Integral, 0, None, closed="left")],
     "recalibrate_bn": [Interval(Integral, 0, None, closed="left")],
-    "checkpoint_iterations": [StrOptions({"default"}), "array-like", None],
+    "checkpoint_iterations": [
+        StrOptions({"default", "log", "loss"}),
+        "array-like",
+        None,
+    ],
+    "n_checkpoints": [Interval(Integral, 2, None, closed="left")],
     "checkpoint_dir": [str, os.PathLike, None],
     "device": _DEVICE,
     "random_state": ["random_state"],
@@ -503,6 +726,7 @@ class Trainer(BaseEstimator):
         max_shift=0,
         recalibrate_bn=512,
         checkpoint_iterations=None,
+        n_checkpoints=10,
         checkpoint_dir=None,
         device="cpu",
         random_state=0,
@@ -520,6 +744,7 @@ class Trainer(BaseEstimator):
         self.max_shift = max_shift
         self.recalibrate_bn = recalibrate_bn
         self.checkpoint_iterations = checkpoint_iterations
+        self.n_checkpoints = n_checkpoints
         self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.random_state = random_state
@@ -555,7 +780,9 @@ class Trainer(BaseEstimator):
         finally:
             if hasattr(bar, "close"):
                 bar.close()
-        if self._n_total not in self._to_save:  # a saved end is recalibrated
+        if self._snapshots:
+            self._save_at_loss_steps()
+        elif self._n_total not in self._to_save:  # a saved end is recalibrated
             self._recalibrate()
         self.model_.eval()
         return TrainingResult(
@@ -565,6 +792,8 @@ class Trainer(BaseEstimator):
             test_accuracy=self._val_accuracy(),
             train_time=time.perf_counter() - start,
             config=self.config_,
+            step_losses=self.step_losses_,
+            step_batch_sizes=self.step_batch_sizes_,
         )
 
     # -- setup ----------------------------------------------------------
@@ -596,11 +825,21 @@ class Trainer(BaseEstimator):
         """Checkpoint plan, model on its device, optimizer and schedule."""
         self._n_total = self.epochs * len(self._batches)
         plan = _checkpoint_plan(
-            self.checkpoint_iterations, self.checkpoint_dir, self._n_total
+            self.checkpoint_iterations,
+            self.checkpoint_dir,
+            self._n_total,
+            self.n_checkpoints,
         )
         if plan:
             Path(self.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        self._to_save = set(plan)
+        # "loss" needs the whole loss curve: it keeps the candidates' weights
+        # in memory and saves its choice after the last step
+        by_loss = isinstance(self.checkpoint_iterations, str) and (
+            self.checkpoint_iterations == "loss"
+        )
+        self._candidates = set(plan) if by_loss and plan else set()
+        self._snapshots = {}
+        self._to_save = set() if self._candidates else set(plan)
         self.model_ = model.to(self.device_)
         self._loss = self.compute_loss or _cross_entropy
         params = [*model.parameters(), *self.extra_parameters]
@@ -611,6 +850,7 @@ class Trainer(BaseEstimator):
             self.schedule, self._optimizer, self.lr, self._n_total
         )
         self.history_ = {key: [] for key in _HISTORY_KEYS}
+        self.step_losses_, self.step_batch_sizes_ = [], []
         self.checkpoints_ = []
         self.n_iter_ = 0
 
@@ -621,6 +861,7 @@ class Trainer(BaseEstimator):
         self.model_.train()
         if 0 in self._to_save:
             self._save_checkpoint()
+        self._keep_candidate()
         for epoch in range(1, self.epochs + 1):
             loss, accuracy = self._train_epoch()
             self._record_epoch(epoch, loss, accuracy)
@@ -635,8 +876,11 @@ class Trainer(BaseEstimator):
             loss_sum += batch_loss * len(y)
             correct += batch_correct
             seen += len(y)
+            self.step_losses_.append(batch_loss)
+            self.step_batch_sizes_.append(len(y))
             if self.n_iter_ in self._to_save:
                 self._save_checkpoint()
+            self._keep_candidate()
         return loss_sum / seen, correct / seen
 
     def _train_batch(self, X, y) -> tuple[float, int]:
@@ -687,13 +931,37 @@ class Trainer(BaseEstimator):
             self.model_, self._calibration, self.device_, self.recalibrate_bn
         )
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, iteration=None) -> None:
         """Precise BN statistics, then the weights at this step."""
+        iteration = self.n_iter_ if iteration is None else iteration
         self._recalibrate()
         path = checkpoints.write(
-            self.model_, self.checkpoint_dir, self.n_iter_, self._val_accuracy()
+            self.model_, self.checkpoint_dir, iteration, self._val_accuracy()
         )
-        self.checkpoints_.append((self.n_iter_, path))
+        self.checkpoints_.append((iteration, path))
+
+    def _keep_candidate(self) -> None:
+        """A CPU copy of the weights at a candidate step of "loss"."""
+        if self.n_iter_ in self._candidates:
+            self._snapshots[self.n_iter_] = {
+                k: v.detach().to("cpu", copy=True)
+                for k, v in self.model_.state_dict().items()
+            }
+
+    def _save_at_loss_steps(self) -> None:
+        """The "loss" schedule: with the whole loss curve known, save the
+        candidates at equal loss steps (:func:`loss_checkpoint_iterations`),
+        each recalibrated; the model ends with its final weights."""
+        chosen = loss_checkpoint_iterations(
+            self.step_losses_,
+            self.n_checkpoints,
+            batch_sizes=self.step_batch_sizes_,
+            candidates=sorted(self._snapshots),
+        )
+        for iteration in chosen:  # ascending: the final weights come last
+            self.model_.load_state_dict(self._snapshots[iteration])
+            self._save_checkpoint(iteration)
+        self._snapshots = {}
 
 
 @validate_params(
@@ -719,6 +987,7 @@ def train_classifier(
     max_shift: int = 0,
     recalibrate_bn: int = 512,
     checkpoint_iterations=None,
+    n_checkpoints: int = 10,
     checkpoint_dir=None,
     val_data=None,
     device="cpu",
@@ -768,10 +1037,21 @@ def train_classifier(
         checkpoints are not normalised with stale averages ("precise BN").
         Training itself is unaffected (it uses batch statistics); per-epoch
         ``val_accuracy`` uses the running averages. 0 disables it.
-    checkpoint_iterations : "default", list of int or None, default=None
+    checkpoint_iterations : {"default", "log", "loss"}, list of int or None, \
+default=None
         Optimizer steps after which to save a checkpoint (0 is the untrained
-        model). "default" uses :func:`default_checkpoint_iterations`; None
-        with a ``checkpoint_dir`` saves only the final model.
+        model). "default" uses :func:`default_checkpoint_iterations`; "log"
+        spaces ``n_checkpoints`` evenly in log(iteration)
+        (:func:`log_checkpoint_iterations`); "loss" places them at equal steps
+        of the training loss (:func:`loss_checkpoint_iterations`), chosen
+        after the last step from the recorded per-step loss: meanwhile the
+        weights of every step (of at most 128 candidate steps in a longer
+        run, log- and evenly spaced) are kept in CPU memory, which costs
+        that many copies of the weights. None with a ``checkpoint_dir``
+        saves only the final model.
+    n_checkpoints : int >= 2, default=10
+        How many checkpoints "log" and "loss" save at most (the first and
+        the last included); unused otherwise.
     checkpoint_dir : str or path-like, optional
         Directory of the checkpoint files (created if needed), named
         ``checkpoint_iter<iteration>.pt``.
@@ -815,6 +1095,7 @@ def train_classifier(
         max_shift=max_shift,
         recalibrate_bn=recalibrate_bn,
         checkpoint_iterations=checkpoint_iterations,
+        n_checkpoints=n_checkpoints,
         checkpoint_dir=checkpoint_dir,
         device=device,
         random_state=random_state,
@@ -827,7 +1108,12 @@ def train_classifier(
     {
         "arch": [StrOptions({*ARCHITECTURES, "vit"})],
         "checkpoint_dir": [str, os.PathLike, None],
-        "checkpoint_iterations": [StrOptions({"default"}), "array-like", None],
+        "checkpoint_iterations": [
+            StrOptions({"default", "log", "loss"}),
+            "array-like",
+            None,
+        ],
+        "n_checkpoints": [Interval(Integral, 2, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "device": _DEVICE,
@@ -839,6 +1125,7 @@ def train_digits_classifier(
     *,
     checkpoint_dir=None,
     checkpoint_iterations="default",
+    n_checkpoints: int = 10,
     random_state=0,
     verbose: int = 0,
     device="cpu",
@@ -856,6 +1143,12 @@ def train_digits_classifier(
     :func:`default_checkpoint_iterations` (10 of them: the start and every
     eighth).
 
+    With the environment variable ``SKVMF_TRAINING_CACHE`` set to a folder,
+    each network trained here is kept there and the same request (same
+    options, seed, checkpoint plan, device, torch thread count, versions and
+    training code) loads it instead of training again; its checkpoints are
+    copied into ``checkpoint_dir``, and ``train_time`` is the original run's.
+
     ``arch="vit"`` trains the small ViT instead: digits at 16 px in 4 x 4
     patches, 4 blocks of width 64, 30 epochs of Adam (peak lr 3e-3,
     one-cycle), about 96-97 % test accuracy in well under a minute on one CPU
@@ -870,9 +1163,12 @@ def train_digits_classifier(
         ``"vit"``.
     checkpoint_dir : str or path-like, optional
         Where to save checkpoints; None saves none.
-    checkpoint_iterations : "default", list of int or None, default="default"
+    checkpoint_iterations : {"default", "log", "loss"}, list of int or None, \
+default="default"
         Which steps to save (see :func:`train_classifier`); only used with a
-        ``checkpoint_dir``.
+        ``checkpoint_dir``. ``skvmf demo`` uses "loss".
+    n_checkpoints : int >= 2, default=10
+        How many "log" and "loss" save at most.
     random_state : int, default=0
         Seeds the weights, the data order and dropout.
     verbose : int, default=0
@@ -909,6 +1205,7 @@ def train_digits_classifier(
         checkpoint_iterations=checkpoint_iterations
         if checkpoint_dir is not None
         else None,
+        n_checkpoints=n_checkpoints,
         device=device,
         random_state=random_state,
         verbose=verbose,
@@ -917,13 +1214,48 @@ def train_digits_classifier(
     trainer._validate_params()  # the overrides, before any data is loaded
     size = model_opts["input_size"]
     train = load_digits_images("train", size=size, classes=classes)
-    test = load_digits_images("test", size=size, classes=classes)
     # the overrides were not validated by this function's decorator
     with config_context(skip_parameter_validation=False):
         model = make_digits_classifier(
             arch, len(train.classes), random_state=random_state, **model_opts
         )
-    return model, trainer.fit(model, train, test)
+    root = train_cache.folder()
+    if root is None or not isinstance(random_state, Integral):
+        test = load_digits_images("test", size=size, classes=classes)
+        return model, trainer.fit(model, train, test)
+    plan = checkpoint_iterations if checkpoint_dir is not None else None
+    if plan is not None and not isinstance(plan, str):
+        plan = [int(it) for it in plan]
+    elif plan in ("log", "loss"):
+        plan = [plan, int(n_checkpoints)]
+    name = train_cache.key(
+        {
+            "arch": arch,
+            "model": model_opts,
+            "train": train_opts,
+            "classes": None if classes is None else [int(c) for c in classes],
+            "random_state": int(random_state),
+            "checkpoints": plan,
+            "device": str(resolve_device(device)),
+        }
+    )
+    with train_cache.locked(root, name):
+        hit = train_cache.load(root, name, checkpoint_dir)
+        if hit is None:
+            test = load_digits_images("test", size=size, classes=classes)
+            result = trainer.fit(model, train, test)
+            train_cache.store(root, name, model, result)
+            return model, result
+    state, fields = hit
+    model.load_state_dict(state)
+    model.to(resolve_device(device)).eval()
+    if verbose:
+        message(
+            f"loaded the trained network from {root / name} ({train_cache.ENV})",
+            verbose=verbose,
+            level=1,
+        )
+    return model, TrainingResult(**fields)
 
 
 # --------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The paper's properties on the built-in digits workload, as ``skvmf demo``
 measures them: the digits VGG-16-BN, the demo's test images (half held out),
-the paper's five layers, checkpoints spread over training, a PGD attack, and
-three repeats of every seed. Each property is asserted on its 95 % interval
-over repeats and held-out images (``result.findings``), never on one seed's
-value near a threshold. The measured figures are in doc/results_digits.md.
+the paper's five layers, checkpoints at equal steps of the training loss, a
+PGD attack, and three repeats of every seed. Each property is asserted on its
+95 % interval over repeats and held-out images (``result.findings``), never on
+one seed's value near a threshold. The measured figures are in doc/results_digits.md.
 """
 
 import warnings
@@ -15,7 +15,6 @@ import skvmf
 from skvmf.cli import DEMO_CHECKPOINTS, DEMO_N_PER_CLASS
 from skvmf.datasets import load_digits_images, subset_per_class
 from skvmf.models import list_checkpoints
-from skvmf.training import spread_checkpoints
 
 # one worker runs them all: the fixture trains and analyses for minutes
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("digits_workload")]
@@ -24,8 +23,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("digits_workload")]
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("checkpoints")
-    model, _ = skvmf.train_digits_classifier(checkpoint_dir=ckpt, random_state=0)
-    chosen = spread_checkpoints(list_checkpoints(ckpt), DEMO_CHECKPOINTS)
+    # the demo's checkpoints: DEMO_CHECKPOINTS at equal steps of the loss
+    model, _ = skvmf.train_digits_classifier(
+        checkpoint_dir=ckpt,
+        checkpoint_iterations="loss",
+        n_checkpoints=DEMO_CHECKPOINTS,
+        random_state=0,
+    )
+    chosen = list_checkpoints(ckpt)
     data = subset_per_class(
         load_digits_images("test"), DEMO_N_PER_CLASS, random_state=0
     )
