@@ -77,7 +77,11 @@ def variants():
 def _cell(f):
     if f["value"] is None:
         return "not evaluated"
-    mark = {True: "holds", False: "**does not hold**", None: "?"}[f["holds"]]
+    # holds, **contradicted** or **inconclusive** (issue 19: three verdicts)
+    verdict = f.get("verdict") or {True: "holds", False: "does not hold"}.get(
+        f["holds"], "?"
+    )
+    mark = verdict if verdict in ("holds", "?") else f"**{verdict}**"
     return f"{f['value']:.3g} [{f['low']:.3g}, {f['high']:.3g}] {mark}"
 
 
@@ -176,8 +180,10 @@ def markdown(rows, n_repeats):
         "study of `skvmf demo` without its students: 12 test images per digit "
         "(60 fit, 60 held out), the paper's five layers, five checkpoints, a PGD "
         f"attack at 8/255, {n_repeats} repeats; every value is the estimate with "
-        "its 95 % interval over repeats and held-out images, and whether the "
-        "interval supports the paper's direction. One setting changes per row.",
+        "its 95 % interval over repeats and held-out images, and its verdict: "
+        "holds (the interval lies on the paper's side), contradicted (on the "
+        "other side) or inconclusive (it spans the threshold). One setting "
+        "changes per row.",
         "",
         "This table records how the findings move; it was not used to choose "
         "any default (see the deviations page of the user guide).",

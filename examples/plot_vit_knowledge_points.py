@@ -90,10 +90,12 @@ for arch, result in results.items():
 for arch, result in results.items():
     print(f"-- {arch}")
     for f in result.findings:
-        verdict = {True: "holds", False: "does not hold", None: "n/a"}[f["holds"]]
+        if f["value"] is None:  # not evaluated: the note says why
+            print(f"{f['name']:34} {f['verdict']}: {f['note']}")
+            continue
         print(
             f"{f['name']:34} {f['value']:+.3f} [{f['low']:+.3f}, {f['high']:+.3f}] "
-            f"{verdict}"
+            f"{f['verdict']}"
         )
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -48,9 +49,27 @@ _QUICK_PARAMS = {
 
 # the demo's study (tests/test_workload.py checks its findings with these)
 DEMO_N_PER_CLASS = 12  # test images per digit, half of them held out
-DEMO_CHECKPOINTS = 5  # spread over training, first and last included
+DEMO_CHECKPOINTS = 5  # at equal steps of the training loss, first and last included
+# How the demo spaces its checkpoints: a rule on the training-loss curve alone,
+# fixed before any finding was looked at (issue 19).
+DEMO_SPACING = (
+    "K checkpoints at K equal steps of the smoothed training loss (the "
+    "per-step mini-batch loss, averaged over 2 % of the run on each side, "
+    "weighted by batch size, made non-increasing by its running minimum), "
+    "from the untrained network (iteration 0) to the end of training: each "
+    "analysed stretch of training lowers the loss by the same amount "
+    "(skvmf.training.loss_checkpoint_iterations)"
+)
 
 _MAX_IMAGES = 500  # default cap of `skvmf analyze` (the cost grows as N^2)
+_DIGITS_TEST_RAREST = 43  # test images of the rarest digit (scikit-learn's split)
+# `skvmf demo --quick --images N`: measured wall time (doc/performance.rst)
+_IMAGES_TIMES = (
+    "27 s of analysis at 60, 50 s at 120, 96 s for all (223) (CPU time, one "
+    "thread, --quick settings); the full demo, about 3 min at 60, spends "
+    "most of it aligning, which grows about as N^2: an estimated 9 min at "
+    "120 and 26 min for all"
+)
 
 
 class _UsageError(Exception):
@@ -132,6 +151,42 @@ _non_negative_int = _int_type(0, "an integer >= 0")
 _jobs = _int_type(1, "a positive number of jobs or -1 (every core)", minus_one=True)
 
 
+def _budget(what: str):
+    """An argparse type for a finite number >= 0 (an attack's budget)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a number; got {text!r}"
+            ) from None
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a finite number >= 0; got {text}"
+            )
+        return value
+
+    return parse
+
+
+def _images(text: str):
+    """``--images``: a positive multiple of 10 (one tenth per digit) or "all"."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive multiple of 10 or 'all'; got {text!r}"
+        ) from None
+    if value < 10 or value % 10:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive multiple of 10 (N/10 per digit) or 'all'; got {text}"
+        )
+    return value
+
+
 def _width(text: str) -> float:
     try:
         value = float(text)
@@ -200,9 +255,10 @@ The built-in study, end to end, on this machine alone (nothing is downloaded):
 2. distil a student (the same architecture, freshly initialised) from it on
    the same training images, on its logits (--students adds others, e.g. one
    on conv_43);
-3. analyse the teacher on --n-per-class test images of every digit: sample
-   projection, knowledge points of the paper's five layers, their emergence
-   over --checkpoints checkpoints, a PGD attack, and the students;
+3. analyse the teacher on --images held-out test images (or --n-per-class
+   test images of every digit): sample projection, knowledge points of the
+   paper's five layers, their emergence over --checkpoints checkpoints at
+   equal steps of the training loss, a PGD attack, and the students;
 4. write the HTML report to --out and print the summary.
 
 It takes about 4 minutes on two CPU cores.
@@ -389,13 +445,24 @@ def _demo_parser(sub, common: _Parser) -> None:
         help="test images per digit analysed (default 12, 4 with --quick)",
     )
     demo.add_argument(
+        "--images",
+        type=_images,
+        default=None,
+        metavar="N",
+        help="held-out test images analysed (N/10 per digit, and as many more "
+        "to fit on with --held-out 0.5), or 'all': every test digit (223 "
+        "held out of 450); instead of --n-per-class (default 60, 20 with "
+        "--quick). Time measured: " + _IMAGES_TIMES,
+    )
+    demo.add_argument(
         "--checkpoints",
         type=_non_negative_int,
         default=None,
         metavar="K",
-        help="training checkpoints analysed, spread over training, always the "
-        "first and the last; 0 skips the emergence study (default 5, 2 with "
-        "--quick)",
+        help="training checkpoints analysed, at K equal steps of the smoothed "
+        "training loss from the untrained network to the end of training "
+        "(skvmf.training.loss_checkpoint_iterations); 0 skips the emergence "
+        "study (default 5, 2 with --quick)",
     )
     demo.add_argument(
         "--students",
@@ -411,7 +478,58 @@ def _demo_parser(sub, common: _Parser) -> None:
     demo.add_argument(
         "--no-attack", action="store_true", help="skip the adversarial study"
     )
+    _attack_budget_options(demo)
     demo.set_defaults(func=_run_demo)
+
+
+def _attack_budget_options(parser) -> None:
+    """The PGD attack's budget, for ``skvmf demo`` and ``skvmf analyze``."""
+    parser.add_argument(
+        "--attack-epsilon",
+        type=_budget("the attack's epsilon"),
+        default=None,
+        metavar="E",
+        help="L-inf radius of the PGD attack, in pixel units (images in [0, 1] "
+        "before normalisation) (default: 0.2)",
+    )
+    parser.add_argument(
+        "--attack-steps",
+        type=_positive_int,
+        default=None,
+        metavar="S",
+        help="gradient steps of the PGD attack (default: 10)",
+    )
+    parser.add_argument(
+        "--attack-step-size",
+        type=_budget("the attack's step size"),
+        default=None,
+        metavar="A",
+        help="step of each PGD iteration, in pixel units (default: 2.5 * "
+        "epsilon / steps)",
+    )
+
+
+def _attack_option(args, enabled: bool):
+    """``analyze``'s ``attack``: False, True (the default budget) or a dict
+    of the budget given on the command line."""
+    given = {
+        key: value
+        for key, value in (
+            ("epsilon", args.attack_epsilon),
+            ("n_steps", args.attack_steps),
+            ("step_size", args.attack_step_size),
+        )
+        if value is not None
+    }
+    if not enabled:
+        if given:
+            flag = "--no-attack" if args.command == "demo" else "no --attack"
+            raise _UsageError(
+                "--attack-epsilon, --attack-steps and --attack-step-size set the "
+                f"attack's budget, but the attack does not run ({flag})"
+            )
+        return False
+    return given or True
 
 
 def _network_options(analyze: _Parser) -> None:
@@ -537,6 +655,7 @@ def _study_options(analyze: _Parser) -> None:
     study.add_argument(
         "--attack", action="store_true", help="add the adversarial (PGD) study"
     )
+    _attack_budget_options(study)
     study.add_argument(
         "--faithfulness",
         action="store_true",
@@ -783,13 +902,17 @@ def _student_specs(args) -> list[str]:
     return specs
 
 
-def _train_teacher(args, out: Path):
-    """The digits recipe's VGG-16-BN, with checkpoints in ``out/checkpoints``."""
+def _train_teacher(args, out: Path, k: int):
+    """The digits recipe's VGG-16-BN, with ``k`` checkpoints at equal steps
+    of the training loss in ``out/checkpoints`` (``DEMO_SPACING``; only the
+    final network when ``k`` is 0)."""
     from .training import train_digits_classifier
 
     _say(args, "training the teacher: VGG-16-BN (width 1/8) on the digits")
     return train_digits_classifier(
         checkpoint_dir=out / "checkpoints",
+        checkpoint_iterations="loss" if k else None,
+        n_checkpoints=max(k, 2),
         random_state=args.seed,
         verbose=args.verbose,
         device=args.device,
@@ -854,30 +977,87 @@ def _analysis_options(args) -> dict:
     }
 
 
+def _held_out_count(n: int, fraction: float) -> int:
+    """Images of a class of ``n`` that :func:`skvmf.analyze` holds out."""
+    if fraction == 0:
+        return n  # measured on the fit images
+    return min(max(int(round(fraction * n)), 1), n - 1) if n >= 2 else 0
+
+
+def _demo_per_class(args):
+    """Test images per digit of the demo, or None for every test digit:
+    ``--images N`` holds out N/10 per digit, ``--n-per-class`` or the
+    default otherwise. A usage error when the digits have too few."""
+    if args.images is not None and args.n_per_class is not None:
+        raise _UsageError("give --images or --n-per-class, not both")
+    if args.images is None:
+        return args.n_per_class or (4 if args.quick else DEMO_N_PER_CLASS)
+    if args.images == "all":
+        return None
+    held = args.images // 10
+    # the fewest images per digit that hold out exactly N/10 of each
+    per_class = held
+    if args.held_out > 0:
+        # N/10 / held_out per digit (2N/10 at 0.5: as many to fit as held
+        # out), else the fewest that hold out N/10 (the count grows with it)
+        per_class = max(held + 1, round(held / args.held_out))
+        if _held_out_count(per_class, args.held_out) != held:
+            per_class = max(held + 1, int(held / args.held_out) - 1)
+            while _held_out_count(per_class, args.held_out) < held:
+                per_class += 1
+    if per_class > _DIGITS_TEST_RAREST:
+        raise _UsageError(
+            f"--images {args.images} needs {per_class} test images per digit "
+            f"(--held-out {args.held_out}); the digits' test split has "
+            f"{_DIGITS_TEST_RAREST} of its rarest digit: give a smaller N, "
+            "a larger --held-out or --images all"
+        )
+    return per_class
+
+
 def _analyze_demo(args, teacher, chosen, students):
-    """The analysis of ``--n-per-class`` test images of every digit."""
+    """The analysis of ``--images`` / ``--n-per-class`` test images of
+    every digit."""
     from .analysis import analyze
     from .datasets import load_digits_images, subset_per_class
 
-    n_per_class = args.n_per_class or (4 if args.quick else DEMO_N_PER_CLASS)
+    per_class = _demo_per_class(args)
+    data = load_digits_images("test")
+    if per_class is not None:
+        data = subset_per_class(data, per_class, random_state=args.seed)
     _say(
         args,
-        f"analysing {n_per_class * 10} test images"
+        f"analysing {len(data)} test images"
         + (f", {len(chosen)} checkpoints" if chosen else "")
         + (", the attack" if not args.no_attack else "")
         + (f", {len(students)} students" if students else ""),
-    )
-    data = subset_per_class(
-        load_digits_images("test"), n_per_class, random_state=args.seed
     )
     return analyze(
         teacher,
         data,
         checkpoints=chosen or None,
-        attack=not args.no_attack,
+        attack=_attack_option(args, not args.no_attack),
         students=students or None,
         **_analysis_options(args),
     )
+
+
+def _spacing_rows(training, chosen) -> dict:
+    """The demo's checkpoint spacing rule and the smoothed training loss at
+    each analysed checkpoint (when the run recorded its per-step loss)."""
+    if not chosen:
+        return {}
+    rows = {"checkpoint spacing": DEMO_SPACING}
+    if training.step_losses:
+        from .training import smoothed_training_loss
+
+        curve = smoothed_training_loss(
+            training.step_losses, batch_sizes=training.step_batch_sizes
+        )
+        rows["smoothed training loss at the checkpoints"] = ", ".join(
+            f"{it}: {curve[it]:.3f}" for it, _ in chosen
+        )
+    return rows
 
 
 def _run_demo(args) -> int:
@@ -888,6 +1068,8 @@ def _run_demo(args) -> int:
             "--checkpoints must be 0 (no emergence study) or at least 2 (the "
             "first and the last); got 1 (see 'skvmf demo --help')"
         )
+    _attack_option(args, not args.no_attack)  # a usage error before any work
+    _demo_per_class(args)
     _check_device(args.device)
     out = _check_out(args)
     _use_agg()
@@ -898,11 +1080,9 @@ def _run_demo(args) -> int:
     timings = {}
 
     t = time.perf_counter()
-    teacher, training = _train_teacher(args, out)
+    teacher, training = _train_teacher(args, out, k)
     timings["training (s)"] = time.perf_counter() - t
-    from .training import spread_checkpoints
-
-    chosen = spread_checkpoints(training.checkpoints, k)
+    chosen = list(training.checkpoints) if k else []
     students, student_rows = {}, []
     if specs:
         t = time.perf_counter()
@@ -918,6 +1098,7 @@ def _run_demo(args) -> int:
         "teacher training steps": training.n_iterations,
         "checkpoints analysed (iterations)": ", ".join(str(i) for i, _ in chosen)
         or "none",
+        **_spacing_rows(training, chosen),
         "quick settings": bool(args.quick),
         **timings,
         "training history (teacher)": _history_rows(training.history),
@@ -955,6 +1136,7 @@ def _check_analyze_args(args) -> None:
         raise _UsageError("--width and --input-size apply to skvmf:NAME architectures")
     if args.width and args.arch == "skvmf:vit":
         raise _UsageError("--width applies to skvmf's CNNs, not to skvmf:vit")
+    _attack_option(args, bool(args.attack))
     checkpoint = Path(args.checkpoint).expanduser() if args.checkpoint else None
     if checkpoint is not None and not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint file {str(checkpoint)!r} does not exist")
@@ -1048,7 +1230,7 @@ def _analyze_images(args, model, data, checkpoints):
         data,
         layers=args.layers,
         checkpoints=checkpoints or None,
-        attack=bool(args.attack),
+        attack=_attack_option(args, bool(args.attack)),
         faithfulness=faithfulness,
         tau=args.tau,
         **_analysis_options(args),

@@ -136,21 +136,26 @@ def test_findings_follow_the_contract(result):
         "student_fewer_reliable_points:student",
     } <= set(names)
     keys = {"name", "statement", "value", "low", "high", "holds", "held_out"}
+    keys |= {"verdict", "n_images", "images_to_decide"}
     side = {
         "projection_mimics_network": lambda lo, hi: lo > 0.9,
         "strength_against_entropy": lambda lo, hi: hi < 0,
         "reliable_ratio_rises_with_depth": lambda lo, hi: lo > 0,
         "emergence_during_training": lambda lo, hi: lo > 0,
         "attack_moves_deep_regions_more": lambda lo, hi: lo > 0,
+        "adversarial_points_at_other_regions": lambda lo, hi: hi < 0.5,
         "student_fewer_reliable_points:student": lambda lo, hi: hi < 0,
     }
     for f in result.findings:
         assert keys <= set(f) and f["held_out"] is True
         if f["low"] is None:
-            assert f["holds"] is None
+            assert f["holds"] is None and f["verdict"] == "not evaluated"
         else:
+            if "attack" not in f["statement"]:  # the attack's: fooled ones
+                assert f["n_images"] == len(result.eval_index)
             assert f["low"] <= f["high"]
             assert f["holds"] == side[f["name"]](f["low"], f["high"])
+            assert f["holds"] == (f["verdict"] == "holds")
     # two checkpoints have no intermediate pair: not evaluated, and said so
     emergence = next(f for f in result.findings if f["name"].startswith("emergence"))
     assert emergence["holds"] is None and "3 checkpoints" in emergence["note"]

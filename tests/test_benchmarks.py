@@ -186,7 +186,10 @@ def check_projection_quality(phase, rows, module):
         assert positive(r["seconds"])
 
 
-_CELL = re.compile(r"(\S+) \[(\S+), (\S+)\] (holds|\*\*does not hold\*\*|\?)")
+_CELL = re.compile(
+    r"(\S+) \[(\S+), (\S+)\] "
+    r"(holds|\*\*(?:contradicted|inconclusive|does not hold)\*\*|\?)"
+)
 
 
 def check_sensitivity(phase, rows, module):
@@ -207,7 +210,22 @@ def check_sensitivity(phase, rows, module):
         assert -1.0 <= float(_CELL.fullmatch(pearson).group(1)) <= 1.0
 
 
+def check_attack_default(phase, rows, module):
+    plan = module.SIZES["toy"]
+    assert len(rows) == 2 * len(plan["epsilons"]) * len(plan["steps"])
+    for r in rows:
+        has_columns(r, module.COLUMNS)
+        assert positive(r["seconds"])
+        assert 0 <= r["n_fooled"] <= r["n_attacked"]
+        assert r["success_rate"] == pytest.approx(r["n_fooled"] / r["n_attacked"])
+        assert 0 <= r["low"] <= r["success_rate"] <= r["high"] <= 1
+    assert module.choose(rows, plan) in {
+        None, *((r["epsilon"], r["n_steps"]) for r in rows)
+    }  # fmt: skip
+
+
 CHECKS = {
+    "bench_attack_default": check_attack_default,
     "bench_aligner": check_aligner,
     "bench_mixture": check_mixture,
     "bench_extractor": check_extractor,
@@ -219,6 +237,7 @@ CHECKS = {
     "bench_sensitivity": check_sensitivity,
 }
 PHASES = {
+    "bench_attack_default": ("success",),
     "bench_aligner": ("matching", "importance", "epoch", "fit"),
     "bench_mixture": ("equal", "hard"),
     "bench_extractor": ("overhead", "memory"),

@@ -74,9 +74,17 @@ def to_markdown(records: Sequence[dict], digits: int = 3) -> str:
 
 
 def to_html(
-    records: Sequence[dict], digits: int = 3, caption: str | None = None
+    records: Sequence[dict],
+    digits: int = 3,
+    caption: str | None = None,
+    styles: dict | None = None,
 ) -> str:
-    """An HTML ``<table>`` (values escaped)."""
+    """An HTML ``<table>`` (values escaped).
+
+    ``styles`` maps a column to ``{cell text: CSS}``: inline styles, so the
+    table keeps them where no stylesheet reaches (a Jupyter output cell).
+    """
+    styles = styles or {}
     cols = columns(records)
     out = ['<table class="skvmf-table">']
     if caption:
@@ -84,9 +92,12 @@ def to_html(
     out.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols))
     out.append("</tr></thead><tbody>")
     for row in records:
-        cells = "".join(
-            f"<td>{html.escape(_fmt(row.get(c, ''), digits))}</td>" for c in cols
-        )
+        cells = ""
+        for c in cols:
+            text = _fmt(row.get(c, ""), digits)
+            css = styles.get(c, {}).get(text)
+            attr = f' style="{html.escape(css)}"' if css else ""
+            cells += f"<td{attr}>{html.escape(text)}</td>"
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -134,13 +145,107 @@ def select(records: Sequence[dict], cols: Sequence[str]) -> list[dict]:
     return [{c: r[c] for c in keep if c in r} for r in records]
 
 
-# a finding's ``holds`` as every view words it
-VERDICTS = {True: "holds", False: "does NOT hold", None: "not evaluated"}
+# a finding's verdicts, in the order every view lists them (made by
+# skvmf.analysis._findings._finding: holds = the interval lies on the
+# claimed side of the threshold, contradicted = on the other side,
+# inconclusive = it spans the threshold, not evaluated = no interval)
+VERDICTS = ("holds", "contradicted", "inconclusive", "not evaluated")
+
+# each verdict's colour in the HTML views: green, red, amber, grey
+VERDICT_COLOURS = {
+    "holds": "#1a7f37",
+    "contradicted": "#cf222e",
+    "inconclusive": "#9a6700",
+    "not evaluated": "#6e7781",
+}
+
+# the verdict cell's style in the HTML tables (see :func:`to_html`)
+VERDICT_STYLES = {
+    "verdict": {v: f"color:{c};font-weight:600" for v, c in VERDICT_COLOURS.items()}
+}
+
+# the assumption behind ``images_to_decide``, as every view states it
+DECIDE_ASSUMPTION = "if the interval narrows as 1/sqrt(images)"
+
+# beyond this the number of images is only said to be "more than a million"
+_MANY_IMAGES = 1_000_000
+
+
+def verdict_of(finding: dict) -> str:
+    """The finding's verdict (records written before there were three
+    verdicts carry only ``holds``: False there is "does not hold")."""
+    if finding.get("verdict"):
+        return finding["verdict"]
+    return {True: "holds", False: "does not hold", None: "not evaluated"}[
+        finding.get("holds")
+    ]
+
+
+def about_images(n) -> str:
+    """``n`` images in words, to two significant digits ("about 480": a
+    rough estimate); "more than a million" beyond a million (the 1/sqrt(n)
+    scaling is no guide that far)."""
+    n = int(n)
+    if n > _MANY_IMAGES:
+        return "more than a million"
+    if n >= 100:
+        step = 10 ** (len(str(n)) - 2)
+        n = (n + step // 2) // step * step
+    return f"about {n}"
+
+
+def _images_cell(finding: dict) -> str:
+    """The "images to decide" cell: inconclusive findings only."""
+    if verdict_of(finding) != "inconclusive":
+        return ""
+    need, now = finding.get("images_to_decide"), finding.get("n_images")
+    if need is None:
+        return "cannot be estimated"
+    return about_images(need) + ("" if now is None else f" (now {now})")
+
+
+def verdict_sentence(finding: dict, digits: int = 3) -> str:
+    """The verdict in words: what the interval shows, and for an
+    inconclusive finding roughly how many images would decide it."""
+    verdict = verdict_of(finding)
+    low, high, value = finding.get("low"), finding.get("high"), finding.get("value")
+    if verdict == "not evaluated" or low is None or high is None:
+        why = finding.get("note") or "the run lacked what it needs"
+        return f"{verdict}: {why}"
+    interval = f"[{_fmt(float(low), digits)}, {_fmt(float(high), digits)}]"
+    side, t = finding.get("side"), finding.get("threshold")
+    if side is None or t is None:  # a record without its claim
+        return f"{verdict}: the interval is {interval}"
+    t_text = f"{float(t):.{digits}g}"
+    other = {"above": "below", "below": "above"}[side]
+    if verdict == "holds":
+        return f"holds: the interval {interval} lies {side} {t_text}, as claimed"
+    if verdict == "contradicted":
+        return (
+            f"contradicted: the interval {interval} lies {other} {t_text} "
+            f"(the statement claims {side}): on these images the data "
+            "disagree with it, they are not merely undecided"
+        )
+    text = f"inconclusive: the interval {interval} spans {t_text}"
+    need, now = finding.get("images_to_decide"), finding.get("n_images")
+    if need is None:
+        why = finding.get("note") or "the number of images is unknown"
+        return f"{text}; how many images would decide it cannot be estimated ({why})"
+    lean = value > t if side == "above" else value < t
+    kind = "held-out images" if finding.get("held_out", True) else "images"
+    now_text = "" if now is None else f" (now {now})"
+    return (
+        f"{text} and the estimate leans "
+        f"{'the claimed way' if lean else 'against the claim'}; "
+        f"{about_images(need)} {kind}{now_text} would decide it, "
+        f"{DECIDE_ASSUMPTION}"
+    )
 
 
 def findings_rows(findings: Sequence[dict], *, wide: bool = False) -> list[dict]:
     """The findings of an analysis for display: verdict, value and interval
-    (``value``, ``value_low``, ``value_high``: see :func:`with_intervals`).
+    (``value``, ``value_low``, ``value_high``: see :func:`with_intervals`)
+    and, for an inconclusive one, about how many images would decide it.
 
     ``wide`` is the report page's form: each statement too, and where it was
     measured in words; the narrow form fits a terminal.
@@ -155,15 +260,26 @@ def findings_rows(findings: Sequence[dict], *, wide: bool = False) -> list[dict]
                 "value": "" if f["value"] is None else f["value"],
                 "value_low": f["low"],
                 "value_high": f["high"],
-                "verdict": VERDICTS[f["holds"]],
+                "verdict": verdict_of(f),
             }
         )
         if wide:
             row["measured on"] = "held-out images" if f["held_out"] else "fit images"
         else:
             row["on"] = "held-out" if f["held_out"] else "fit images"
+        row["images to decide"] = _images_cell(f)
         rows.append(row)
     return rows
+
+
+def findings_notes(findings: Sequence[dict], digits: int = 3) -> list[str]:
+    """``"name: sentence"`` (:func:`verdict_sentence`) for every finding that
+    does not hold: what its interval shows and what would decide it."""
+    return [
+        f"{f['name']}: {verdict_sentence(f, digits)}"
+        for f in findings
+        if verdict_of(f) != "holds"
+    ]
 
 
 def diagnostics_rows(diagnostics: Sequence[dict]) -> list[dict]:

@@ -4,6 +4,9 @@ every fitted stage (its loss curve, and a warning when it did not fall)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
@@ -99,31 +102,162 @@ def _warn_diagnostics(table) -> None:
     )
 
 
-def _finding(name, statement, est, holds_if, held_out, note=None):
-    """One entry of ``findings``; ``holds_if`` judges the interval."""
-    if est is None or est["low"] is None:
-        holds = None
+# beyond this many images the estimate of ``images_to_decide`` is only
+# said to be "more than a million": the 1/sqrt(n) scaling it rests on is
+# no guide that far from the measured n
+_MANY_IMAGES = 1_000_000
+
+# |value - threshold| at or below this fraction of the interval's scale
+# counts as "on the threshold": no number of images is expected to decide it
+_ON_THRESHOLD = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """The side of ``threshold`` that a finding's statement claims.
+
+    ``side`` is ``"above"`` (the claim is x > threshold) or ``"below"``
+    (x < threshold). The claimed side is open, the other side closed: an
+    interval that touches the threshold has not shown the claim, and one
+    pinned on it ([0, 0] against "> 0") contradicts it.
+    """
+
+    side: str
+    threshold: float
+
+    def verdict(self, low, high) -> str:
+        """``"holds"``, ``"contradicted"`` or ``"inconclusive"`` for the
+        interval ``[low, high]``."""
+        t = self.threshold
+        if self.side == "above":
+            if low > t:
+                return "holds"
+            if high <= t:
+                return "contradicted"
+        else:
+            if high < t:
+                return "holds"
+            if low >= t:
+                return "contradicted"
+        return "inconclusive"
+
+
+def _above(threshold) -> _Rule:
+    """The statement claims the value exceeds ``threshold``."""
+    return _Rule("above", float(threshold))
+
+
+def _below(threshold) -> _Rule:
+    """The statement claims the value is below ``threshold``."""
+    return _Rule("below", float(threshold))
+
+
+def _images_to_decide(value, low, high, threshold, n_images):
+    """Held-out images that would decide an inconclusive interval, and why
+    there is no number when there is none: ``(n or None, note)``.
+
+    Assumption: at a fixed effect ``value`` the interval's half-width ``w``
+    scales as 1/sqrt(n) with the number of images n (the standard error of
+    a mean over images does; a bootstrap percentile interval follows it once
+    n is moderate). The interval then excludes the threshold t when
+    ``w * sqrt(n / n') < |value - t|``, i.e. from the smallest
+    ``n' > n * (w / |value - t|)^2``. ``w`` is the half-width on t's side of
+    the value (``value - low`` or ``high - value``): bootstrap intervals are
+    not symmetric. The estimate also assumes the effect stays where it is;
+    an effect that shrinks with more images needs more.
+    """
+    if n_images is None or value is None:
+        return None, "the number of images measured is unknown"
+    distance = abs(value - threshold)
+    scale = max(abs(high - low), abs(value), abs(threshold), 1e-300)
+    if distance <= _ON_THRESHOLD * scale:
+        return None, (
+            "the estimate sits on the threshold: more images are not expected "
+            "to decide it"
+        )
+    width = value - low if value > threshold else high - value
+    # the smallest integer strictly above n (w / d)^2 (math.ceil, but an
+    # exact integer is one short: there the bound lands on the threshold)
+    return int(math.floor(n_images * (width / distance) ** 2)) + 1, ""
+
+
+def _finding(
+    name,
+    statement,
+    est,
+    rule,
+    held_out,
+    note=None,
+    *,
+    n_images=None,
+    reason=None,
+):
+    """One entry of ``findings``: the statement and its interval's verdict.
+
+    Parameters
+    ----------
+    name, statement : str
+        Identifier and the claim in words (fixed before any run).
+    est : dict or None
+        ``{"value", "low", "high"}`` from :meth:`Resampler.estimate`; None
+        (or a None interval) when the run could not measure it.
+    rule : _Rule or None
+        :func:`_above` or :func:`_below`: the side the statement claims.
+    held_out : bool
+        Whether the images measured were held out from every fit.
+    note : str, optional
+        Anything the reader needs besides the verdict.
+    n_images : int, optional
+        The number of images the interval is over.
+    reason : str, optional
+        Why it was not evaluated and what to change (with ``est=None``).
+
+    Returns
+    -------
+    dict
+        ``name``, ``statement``, ``value``, ``low``, ``high``, ``verdict``
+        (one of ``tables.VERDICTS``: holds when the interval lies on the
+        claimed side, contradicted when on the other, inconclusive when it
+        spans the threshold, not evaluated without an interval), ``holds``
+        (True/False, None when not evaluated), ``side`` and ``threshold``
+        of the claim, ``n_images``, ``images_to_decide`` (inconclusive
+        only: see :func:`_images_to_decide`), ``held_out`` and ``note``.
+    """
+    value = None if est is None else est["value"]
+    low = None if est is None else est["low"]
+    high = None if est is None else est["high"]
+    notes = [note] if note else []
+    images_to_decide = None
+    if low is None or high is None or value is None or rule is None:
+        verdict = "not evaluated"
+        notes.append(
+            reason
+            or "no interval: the statistic is undefined on every draw of the "
+            "images (e.g. a ratio of layers without knowledge points)"
+        )
     else:
-        holds = bool(holds_if(est["low"], est["high"]))
-    entry = {
+        verdict = rule.verdict(low, high)
+        if verdict == "inconclusive":
+            images_to_decide, why = _images_to_decide(
+                value, low, high, rule.threshold, n_images
+            )
+            if why:
+                notes.append(why)
+    return {
         "name": name,
         "statement": statement,
-        "value": None if est is None else est["value"],
-        "low": None if est is None else est["low"],
-        "high": None if est is None else est["high"],
-        "holds": holds,
+        "value": value,
+        "low": low,
+        "high": high,
+        "verdict": verdict,
+        "holds": None if verdict == "not evaluated" else verdict == "holds",
+        "side": None if rule is None else rule.side,
+        "threshold": None if rule is None else rule.threshold,
+        "n_images": None if n_images is None else int(n_images),
+        "images_to_decide": images_to_decide,
         "held_out": bool(held_out),
-        "note": note or "",
+        "note": "; ".join(notes),
     }
-    return entry
-
-
-def _above(threshold):
-    return lambda low, high: low > threshold
-
-
-def _below(threshold):
-    return lambda low, high: high < threshold
 
 
 def _intermediate_pair(iterations):
@@ -149,6 +283,7 @@ def _projection_findings(rs, main, held_out):
             rs.estimate(mean_of, _stack(main, "projection", "agree")),
             _above(0.9),
             held_out,
+            n_images=rs.n_images,
         ),
         _finding(
             "strength_against_entropy",
@@ -161,6 +296,7 @@ def _projection_findings(rs, main, held_out):
             ),
             _below(0.0),
             held_out,
+            n_images=rs.n_images,
         ),
     ]
 
@@ -185,6 +321,7 @@ def _depth_finding(rs, main, shallow, deep, held_out):
         est,
         _above(0.0),
         held_out,
+        n_images=rs.n_images,
     )
 
 
@@ -202,9 +339,9 @@ def _emergence_finding(rs, measures, result, deep, n_repeats, held_out):
             "emergence_during_training",
             statement,
             None,
-            None,
+            _above(0.0),
             held_out,
-            note="needs at least 3 checkpoints",
+            reason="needs at least 3 checkpoints: pass three or more",
         )
     a, b = pair
 
@@ -219,22 +356,174 @@ def _emergence_finding(rs, measures, result, deep, n_repeats, held_out):
         _above(0.0),
         held_out,
         note=f"iteration {b} minus iteration {a}",
+        n_images=rs.n_images,
+    )
+
+
+def _plateau_checkpoints(iterations):
+    """The four checkpoints of the rises-then-plateaus finding, or None
+    without an intermediate one: the first, the intermediate checkpoint
+    (strictly between the first and the last) nearest one third of the
+    span, the one nearest two thirds (ties to the earlier), and the last."""
+    its = sorted(iterations)
+    inner = its[1:-1]
+    if not inner:
+        return None
+    first, last = its[0], its[-1]
+
+    def nearest(fraction):
+        target = first + fraction * (last - first)
+        return min(inner, key=lambda it: (abs(it - target), it))
+
+    return first, nearest(1 / 3), nearest(2 / 3), last
+
+
+def _rise_minus_late_change(first, early, late, last):
+    """Rise of the mean over the first part minus the size of the change
+    over the last part (either way: a late fall is no plateau either)."""
+    return mean_of(early - first) - np.abs(mean_of(last - late))
+
+
+def _plateau_finding(rs, measures, result, deep, n_repeats, held_out):
+    """The paper's emergence claim, "rises, then plateaus" (its curves rise
+    within the first 5-10 k of 31 k iterations, then level off), fixed
+    before any run: at the deepest layer, the rise of knowledge points per
+    image over the first third of training exceeds the change over the last
+    third. Kept beside :func:`_emergence_finding`, which it does not
+    replace."""
+    name = "emergence_rises_then_plateaus"
+    statement = (
+        f"Knowledge points at the deepest layer ({deep}) rise, then plateau: "
+        "the rise in points per image from the first checkpoint to the "
+        "intermediate checkpoint nearest one third of training is larger "
+        "than the change, either way, from the intermediate checkpoint "
+        "nearest two thirds of training to the last (rise - |late change| "
+        "> 0)."
+    )
+    four = _plateau_checkpoints({r["iteration"] for r in result.emergence})
+    if four is None:
+        return _finding(
+            name,
+            statement,
+            None,
+            _above(0.0),
+            held_out,
+            reason="needs at least 3 checkpoints (the first, one inside "
+            "training, the last): pass three or more",
+        )
+
+    def counts(iteration):
+        at = [measures[(r, ("checkpoint", iteration))] for r in range(n_repeats)]
+        return _stack(at, "layers", deep, "count")
+
+    first, early, late, last = (counts(it) for it in four)
+    rise = rs.estimate(mean_of, early - first)
+    change = rs.estimate(mean_of, last - late)
+
+    def shown(est):
+        if est["low"] is None:
+            return "undefined"
+        return f"{est['value']:.3g} [{est['low']:.3g}, {est['high']:.3g}]"
+
+    a, b, c, d = four
+    return _finding(
+        name,
+        statement,
+        rs.estimate(_rise_minus_late_change, first, early, late, last),
+        _above(0.0),
+        held_out,
+        note=f"rise over iterations {a}-{b}: {shown(rise)}; change over "
+        f"iterations {c}-{d}: {shown(change)}",
+        n_images=rs.n_images,
     )
 
 
 def _attack_finding(rs, result, shallow, deep, held_out):
-    """The attack moves the deepest layer's regions more than the shallowest."""
-    per = result.adversarial_measures
-    diff = _stack(per, deep, "one_minus_cos") - _stack(per, shallow, "one_minus_cos")
-    return _finding(
-        "attack_moves_deep_regions_more",
-        f"A PGD attack moves the regions of the deepest layer ({deep}) more "
-        f"than those of the shallowest ({shallow}): mean 1 - cos difference "
-        "> 0.",
-        rs.estimate(mean_of, diff),
-        _above(0.0),
-        held_out,
+    """The paper's comparison of the attack (SPEC 7 and 9), on the images it
+    fooled only: the attack moves the deepest layer's regions more than the
+    shallowest's, and the adversarial class's knowledge points after the
+    attack sit mostly at other regions than the original class's before.
+    Each is not evaluated when fewer than ``MIN_FOOLED`` images were fooled.
+    """
+    from ._studies import MIN_FOOLED, _on_fooled
+
+    per, attack = result.adversarial_measures, result.attack
+    fooled = _stack(per, deep, "fooled")
+    n_fooled = attack["n_fooled"]
+    budget = f"epsilon {attack['epsilon']:.3g}, {attack['n_steps']} steps"
+    low, high = attack["success_rate_low"], attack["success_rate_high"]
+    interval = "" if low is None else f" [{low:.2f}, {high:.2f}]"
+    where = (
+        f"on the {n_fooled} fooled of {attack['n_attacked']} attacked images "
+        f"(success rate {attack['success_rate']:.2f}{interval}, {budget})"
     )
+    too_few = (
+        f"the attack fooled {n_fooled} of the {attack['n_attacked']} images it "
+        f"could fool (success rate {attack['success_rate']:.0%}, {budget}); "
+        f"the comparison needs at least {MIN_FOOLED} fooled images: raise the "
+        "attack's budget (analyze(attack={'epsilon': ..., 'n_steps': ...}); "
+        "--attack-epsilon and --attack-steps of skvmf analyze and skvmf demo) "
+        "or analyse more images"
+    )
+
+    def fooled_only(name, statement, values, rule, all_images):
+        if n_fooled < MIN_FOOLED:
+            return _finding(name, statement, None, rule, held_out, reason=too_few)
+        est = rs.estimate(*values)
+        note = where
+        if all_images is not None and all_images["low"] is not None:
+            note += (
+                f"; over all {attack['n_images']} attacked images: "
+                f"{all_images['value']:.3g} [{all_images['low']:.3g}, "
+                f"{all_images['high']:.3g}]"
+            )
+        return _finding(
+            name,
+            statement,
+            est,
+            rule,
+            held_out,
+            note,
+            n_images=n_fooled,
+            reason=f"no knowledge point of the adversarial class at {deep} "
+            "on the fooled images: nothing to compare",
+        )
+
+    out = []
+    if shallow != deep:
+        diff = _stack(per, deep, "one_minus_cos") - _stack(
+            per, shallow, "one_minus_cos"
+        )
+        out.append(
+            fooled_only(
+                "attack_moves_deep_regions_more",
+                "On the held-out images the PGD attack fooled (classified "
+                "correctly before, as another class after), it moves the "
+                f"regions of the deepest layer ({deep}) more than those of the "
+                f"shallowest ({shallow}): mean 1 - cos difference > 0.",
+                (_on_fooled, diff, fooled),
+                _above(0.0),
+                rs.estimate(mean_of, diff),
+            )
+        )
+    out.append(
+        fooled_only(
+            "adversarial_points_at_other_regions",
+            "On the held-out images the PGD attack fooled, the knowledge "
+            f"points of the adversarial class after the attack at the deepest "
+            f"layer ({deep}) are mostly at other regions than the knowledge "
+            "points of the original class before: the share of them at "
+            "regions that were original-class points is < 0.5.",
+            (
+                ratio_of,
+                _stack(per, deep, "overlap"),
+                _stack(per, deep, "adversarial_class_points"),
+            ),
+            _below(0.5),
+            None,
+        )
+    )
+    return out
 
 
 def _student_findings(rs, measures, result, main, deep, n_repeats, held_out):
@@ -256,6 +545,7 @@ def _student_findings(rs, measures, result, main, deep, n_repeats, held_out):
                 rs.estimate(mean_of, diff),
                 _below(0.0),
                 held_out,
+                n_images=rs.n_images,
             )
         )
     return out
@@ -274,8 +564,9 @@ def _findings(result, rs, measures, n_repeats, is_held_out) -> list[dict]:
         out.append(
             _emergence_finding(rs, measures, result, deep, n_repeats, is_held_out)
         )
-    if result.adversarial is not None and two_layers:
-        out.append(_attack_finding(rs, result, shallow, deep, is_held_out))
+        out.append(_plateau_finding(rs, measures, result, deep, n_repeats, is_held_out))
+    if result.adversarial is not None:
+        out += _attack_finding(rs, result, shallow, deep, is_held_out)
     if result.distillation:
         out += _student_findings(
             rs, measures, result, main, deep, n_repeats, is_held_out

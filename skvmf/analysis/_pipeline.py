@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 from .. import _array_api
 from .._torch.devices import resolve_device
 from .._utils import warn as _warn
+from .._utils.figures import thumbnails
 from .._utils.progress import message, progress
 from .._utils.uncertainty import Resampler
 from ..extraction import TorchFeatureExtractor
@@ -33,7 +34,7 @@ from ._measures import (
 )
 from ._parallel import _fit_aligners, _fit_projections
 from ._result import AnalysisResult
-from ._studies import _optional_analyses
+from ._studies import _check_attack, _optional_analyses
 
 
 def _split(y, held_out, random_state):
@@ -433,9 +434,26 @@ def analyze(
         into a copy of ``model``. The iteration is the file's own, else the
         number in its name.
     attack : bool or dict, optional
-        ``True`` for :func:`skvmf.attacks.pgd_attack` with epsilon = 8/255 of
-        the pixel range when ``std`` is known (0.1 input units otherwise), or
-        a dict of its parameters (``epsilon``, ``n_steps``...).
+        A PGD attack (:func:`skvmf.attacks.pgd_attack`, untargeted, L-inf) on
+        the held-out images: ``True`` for the default budget, or a dict of
+        its parameters, among them
+
+        - ``"epsilon"``: the L-inf radius, finite and >= 0, in pixel units
+          (images in [0, 1] before the normalisation) when ``std`` is known,
+          else in input units; default 0.2;
+        - ``"n_steps"``: gradient steps, >= 1; default 10;
+        - ``"step_size"``: the step of each iteration, finite and >= 0;
+          default ``2.5 * epsilon / n_steps``;
+
+        and ``random_start``, ``batch_size``, ``mean``, ``std``. The default
+        budget is the smallest of a grid that fools at least 90 % of the
+        held-out digits on the demo's network and on a small CNN (see the
+        benchmarks page); another network or data may need more. The
+        result reports the attack's success rate (fooled / classified
+        correctly before) with its interval; the attack findings are made
+        on the fooled images only and are not evaluated when fewer than 10
+        were fooled (their note says what to raise). An unknown key or a
+        value out of range is a ValueError before any work.
     students : dict of str to torch.nn.Module, optional
         Students to compare with the teacher (same layer names).
     faithfulness : bool or dict, default=False
@@ -524,6 +542,7 @@ def analyze(
     >>> print(result.summary())  # doctest: +SKIP
     """
     resolve_device(device)  # a missing GPU named before any work
+    _check_attack(attack)
     tensors = _tensor_path(device, array_api_dispatch)
     if tensors and scheduler is not None:
         raise ValueError(
@@ -613,6 +632,11 @@ def analyze(
             plan.y, plan.eval_idx, len(plan.classes), n_display
         )
         result.display_images = plan.X[result.display_index]
+        rows = _thumbnail_rows(
+            result.display_index, plan.eval_idx, plan.fit_idx, n_display
+        )
+        result.thumbnail_index = rows
+        result.thumbnails = thumbnails(plan.X, rows, plan.mean, plan.std)
     options = {"attack": attack, "faithfulness": faithfulness}
     _optional_analyses(result, plan, networks, fitted, rs, options, step)
     result.findings = _findings(result, rs, measures, n_repeats, plan.held_out)
@@ -650,6 +674,21 @@ class _HostFeatures(dict):
 
     def items(self):
         return [(key, self[key]) for key in self]
+
+
+# thumbnails kept for the report's click panels beyond the display images:
+# 48 px pictures are at most 7 KB each
+_MAX_THUMBNAILS = 1000
+
+
+def _thumbnail_rows(display_index, eval_idx, fit_idx, n_display):
+    """The display images first, then every other held-out image, then the
+    fit images (the 3-D views draw both), up to ``max(n_display,
+    _MAX_THUMBNAILS)`` rows."""
+    shown = set(np.asarray(display_index).tolist())
+    rest = [int(i) for i in (*eval_idx, *fit_idx) if int(i) not in shown]
+    rows = np.asarray([*display_index, *dict.fromkeys(rest)], dtype=np.int64)
+    return rows[: max(n_display, _MAX_THUMBNAILS)]
 
 
 def _display_index(y, eval_idx, n_classes, n_display):

@@ -46,9 +46,15 @@ class AnalysisResult:
         cos(h, g), each with its interval (``_low``, ``_high``).
     findings : list of dict
         The paper's properties checked on this run: ``name``, ``statement``,
-        ``value``, ``low``, ``high`` (the interval), ``holds`` (whether the
-        interval supports the statement; None when it could not be
-        evaluated) and ``held_out``.
+        ``value``, ``low``, ``high`` (the interval), ``verdict`` (``"holds"``:
+        the interval lies on the claimed side of ``threshold``;
+        ``"contradicted"``: on the other side; ``"inconclusive"``: it spans
+        the threshold; ``"not evaluated"``: no interval, ``note`` says why),
+        ``holds`` (True iff the verdict is holds; None when not evaluated),
+        ``side`` and ``threshold`` (the claim), ``n_images`` (the images the
+        interval is over), ``images_to_decide`` (inconclusive only: about
+        how many images would decide it, if the interval narrows as
+        1/sqrt(images)), ``held_out`` and ``note``.
     diagnostics : list of dict
         One row per (network, layer, stage) with stage in projection /
         importance / alignment: mean first and last loss over the repeats,
@@ -65,9 +71,32 @@ class AnalysisResult:
     adversarial : list of dict or None
         Per layer: mean 1 - cos and strength change of regions embedded with
         the clean Lambda, knowledge points before and after, adversarial-class
-        points and their overlap with the clean points.
+        points and their overlap with the clean points: means over all
+        ``n_images`` attacked images; the columns ending in ``_fooled`` are
+        means over the ``n_fooled`` images the attack fooled (the paper's
+        comparison), beside the attack's ``success_rate``.
     attack : dict or None
-        The attack's settings and success rate.
+        The attack's settings (``epsilon``, ``n_steps``, ``step_size``) and
+        outcome: ``n_images`` attacked held-out images, ``n_attacked`` of
+        them classified correctly before the attack (the ones it can fool),
+        ``n_fooled``, ``success_rate`` = n_fooled / n_attacked with its
+        interval over the images (``success_rate_low``/``_high``), and the
+        accuracy before and after.
+    adversarial_embeddings : dict or None
+        For the clean-against-adversarial 3-D view, per layer the same
+        subsample (at most 1500) of the attacked images' regions: ``image``
+        (index into ``labels``), ``region``, ``clean`` and ``adversarial``
+        (m, 3) coordinates (h over the layer's strength scale, first three
+        coordinates, as :meth:`plot_layer_regions` draws), ``fooled``,
+        ``predicted_adversarial``, and ``point_clean`` /
+        ``point_adversarial`` (the class a region is a knowledge point of,
+        -1 for none).
+    thumbnails : ndarray of uint8 or None
+        Small pictures (longest side at most 48 pixels; (n, h, w) for grey
+        images, (n, h, w, 3) otherwise) of the display images, then of the
+        other held-out images, then of the fit images, at most
+        ``max(n_display, 1000)`` of them, with ``thumbnail_index`` their rows in
+        ``features``: what the report's 3-D views show for a clicked point.
     faithfulness : Bunch or None
         With ``analyze(faithfulness=True)``: the output of
         :func:`skvmf.faithfulness.compare_faithfulness` on the held-out
@@ -121,6 +150,9 @@ class AnalysisResult:
     emergence_labels: np.ndarray | None = None
     faithfulness: dict | None = dataclasses.field(default=None, repr=False)
     adversarial_measures: list | None = dataclasses.field(default=None, repr=False)
+    adversarial_embeddings: dict | None = dataclasses.field(default=None, repr=False)
+    thumbnails: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    thumbnail_index: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     # -- tables --------------------------------------------------------------
     @property
@@ -171,11 +203,15 @@ class AnalysisResult:
         )
 
     def summary(self) -> str:
-        """Plain-text tables for a terminal: findings first, then every table
-        with its intervals (``value [low, high]``) and the diagnostics."""
+        """Plain-text tables for a terminal: findings first (a sentence under
+        the table for each one that does not hold: what its interval shows,
+        and for an inconclusive one about how many images would decide it),
+        then every table with its intervals (``value [low, high]``) and the
+        diagnostics."""
         parts = [
             f"Findings ({self._how_measured()})",
             _tables.to_text(self._findings_rows()),
+            *_tables.findings_notes(self.findings),
             "",
             "Sample projection",
             _tables.to_text(_tables.with_intervals([self.projection])),
@@ -189,6 +225,13 @@ class AnalysisResult:
                 "Emergence over training (knowledge points per image)",
                 _tables.to_text(
                     _tables.with_intervals(_tables.pivot(self.emergence, "mean_count"))
+                ),
+                "",
+                "Emergence over training (reliable knowledge points per image)",
+                _tables.to_text(
+                    _tables.with_intervals(
+                        _tables.pivot(self.emergence, "mean_reliable")
+                    )
                 ),
             ]
         if self.adversarial:
@@ -277,7 +320,20 @@ class AnalysisResult:
         )
         parts = [head]
         if self.findings:
-            parts.append(_tables.to_html(self._findings_rows(), caption="Findings"))
+            parts.append(
+                _tables.to_html(
+                    self._findings_rows(),
+                    caption="Findings",
+                    styles=_tables.VERDICT_STYLES,
+                )
+            )
+            notes = _tables.findings_notes(self.findings)
+            if notes:
+                parts.append(
+                    "<ul>"
+                    + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                    + "</ul>"
+                )
         parts.append(
             _tables.to_html(
                 self._knowledge_rows(),

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from .._utils.figures import subsample
+from .._utils.tables import verdict_of
 from ._common import (
     channel_stats,
     check_frames,
@@ -746,18 +747,20 @@ def _check_findings(findings) -> list[dict]:
 def _draw_finding(ax, f, colors):
     """One finding: its value with its interval, and the threshold line."""
     low, high, value = f["low"], f["high"], f["value"]
-    color = colors[f.get("holds")]
+    verdict = verdict_of(f)
+    color = colors.get(verdict, "#999999")
     xerr = [[value - low], [high - value]]
     ax.errorbar([value], [0], xerr=xerr, fmt="o", capsize=4, color=color)
-    ref = 0.9 if f["name"] == "projection_mimics_network" else 0.0
+    ref = f.get("threshold")
+    if ref is None:  # a record without its claim
+        ref = 0.9 if f["name"] == "projection_mimics_network" else 0.0
     ax.axvline(ref, color="k", lw=0.8, ls="--")
     lo, hi = min(low, ref), max(high, ref)
     pad = 0.15 * (hi - lo or 1.0)
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_yticks([])
-    verdict = {True: "holds", False: "does not hold", None: "not evaluated"}
     ax.set_title(
-        f"{f['name']}: {value:.3g} [{low:.3g}, {high:.3g}] ({verdict[f.get('holds')]})",
+        f"{f['name']}: {value:.3g} [{low:.3g}, {high:.3g}] ({verdict})",
         fontsize=9,
         loc="left",
     )
@@ -768,19 +771,26 @@ def _draw_finding(ax, f, colors):
     prefer_skip_nested_validation=True,
 )
 def plot_findings(findings: Sequence[dict], title: str | None = None) -> Figure:
-    """Each finding's value and interval, coloured by whether it holds.
+    """Each finding's value and interval, coloured by its verdict.
 
     ``findings`` are the records of :attr:`skvmf.AnalysisResult.findings`:
-    ``name``, ``value``, ``low``, ``high``, ``holds``. Findings on different
+    ``name``, ``value``, ``low``, ``high``, ``verdict`` (green: holds, red:
+    contradicted, amber: inconclusive; records with only ``holds`` read
+    False as "does not hold", red) and ``threshold``. Findings on different
     scales get their own row; the dashed line is each statement's threshold
-    side (0, or 0.9 for the agreement). Findings without a value are left
-    out; with none at all the figure says so.
+    (without ``threshold``: 0, or 0.9 for the agreement). Findings without
+    a value are left out; with none at all the figure says so.
     """
     rows = _check_findings(findings)
     fig, axes = plt.subplots(
         max(len(rows), 1), 1, figsize=(7, 0.9 * max(len(rows), 1) + 0.8), squeeze=False
     )
-    colors = {True: "#2a9d8f", False: "#e76f51", None: "#999999"}
+    colors = {
+        "holds": "#2a9d8f",
+        "contradicted": "#e76f51",
+        "does not hold": "#e76f51",
+        "inconclusive": "#e9a23b",
+    }
     for ax, f in zip(axes[:, 0], rows):
         _draw_finding(ax, f, colors)
     if not rows:
