@@ -34,7 +34,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, validate_params
 
 from ._utils import tables as _tables
-from ._utils.figures import subsample
+from ._utils.figures import subsample, thumbnails
 from .analysis import AnalysisResult
 
 __all__ = ["write_report"]
@@ -61,10 +61,16 @@ _TEXT = {
         "in the method ({n_repeats} repeat(s) of the projection and alignment "
         "seeds) and the choice of images (a bootstrap over them). A finding "
         "<strong>holds</strong> when its whole interval lies on the side the "
-        "paper reports; <strong>does not hold</strong> means the interval "
-        "does not support it on this network and these images, which is a "
-        "result too. <em>Not evaluated</em> means the run lacked what the "
-        "property needs (e.g. a single layer, too few checkpoints)."
+        "paper reports; it is <strong>contradicted</strong> when the whole "
+        "interval lies on the other side: these images disagree with the "
+        "paper, which is a result too. It is <strong>inconclusive</strong> "
+        "when the interval spans the threshold: the data cannot decide, "
+        "which is not the same as disagreeing. For an inconclusive finding "
+        "the table gives about how many held-out images would decide it, "
+        "assuming the interval's half-width shrinks as 1/sqrt(images) while "
+        "the estimate stays where it is. <em>Not evaluated</em> means the run "
+        "lacked what the property needs (e.g. a single layer, too few "
+        "checkpoints); the note under the table says what to change."
     ),
     "diagnostics": (
         "Every fitted optimisation: the sample projection, the importance "
@@ -188,7 +194,10 @@ _TEXT = {
 }
 
 _FIGURE_CAPTIONS = {
-    "findings": "Each finding's value and interval (green: holds; red: does not).",
+    "findings": (
+        "Each finding's value and interval (green: holds; red: contradicted; "
+        "amber: inconclusive)."
+    ),
     "loss_curves": "Loss curves of every fitted stage.",
     "faithfulness": "Deletion and insertion curves per map (bands: intervals).",
     "sample_space_3d": "Sample features g and the category directions (3-D).",
@@ -226,13 +235,20 @@ _VIEW_CAPTIONS = {
     "sample_evolution": "Interactive: sample features at each checkpoint; the "
     "slider walks through training. Hover a point for its image, class, "
     "closest category direction and strength.",
+    "adversarial_regions": "Interactive: the same regions of the attacked "
+    "images before (circles) and after (diamonds) the attack, each pair "
+    "joined by a line (dark: the attack changed the image's class; light: "
+    "it did not); the slider walks along the forward pass. A short line: "
+    "the attack barely moved that region at that layer.",
 }
 
 _SECTION_VIEWS = {
     "projection": ("sample_space",),
     "regions": ("layer_regions",),
     "emergence": ("sample_evolution",),
+    "adversarial": ("adversarial_regions",),
 }
+
 
 _SECTION_TITLES = {
     "findings": "Findings: the paper's properties on this run",
@@ -259,9 +275,20 @@ margin-top:2em}h3{margin-bottom:.3em}
 .meta{color:#666;font-size:.9em}
 nav ul{columns:2;font-size:.95em}
 p.explain{background:#f6f8fa;border-left:4px solid #4C72B0;padding:.6em 1em}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;
+figure{margin:1em 0;max-width:100%}figure img{max-width:100%;height:auto;
 border:1px solid #eee}figcaption{color:#555;font-size:.9em}
+p,li,figcaption{overflow-wrap:break-word}
 div[data-skvmf-view]{width:100%;min-height:600px;border:1px solid #eee}
+.skvmf-view-row{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start}
+.skvmf-view-row>div[data-skvmf-view]{flex:1 1 560px;min-width:0;width:auto}
+aside.skvmf-thumb{flex:0 0 200px;border:1px solid #eee;padding:.5em;
+font-size:.85em;color:#444;background:#fafbfc}
+aside.skvmf-thumb canvas{display:block;width:100%;height:auto;
+image-rendering:pixelated;background:#fff;border:1px solid #ddd}
+aside.skvmf-thumb p{margin:.4em 0 0}aside.skvmf-thumb h4{margin:.5em 0 .2em}
+/* a table wider than the page scrolls inside its own box */
+table.skvmf-table{display:block;width:fit-content;max-width:100%;
+overflow-x:auto}
 table.skvmf-table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
 table.skvmf-table th,table.skvmf-table td{border:1px solid #ddd;
 padding:.25em .6em;text-align:right}
@@ -479,11 +506,11 @@ def _figure_html(name: str, png: bytes) -> str:
 
 def _interactive_views(result: AnalysisResult) -> dict[str, str]:
     """The interactive 3-D views by name: a container marked
-    ``data-skvmf-view="3d"`` and the script that draws into it.
+    ``data-skvmf-view="3d"``, the script that draws into it, and beside it
+    the panel where a clicked point's image is shown (:func:`_points_script`).
 
-    The clean-against-adversarial regions are not among them: the result
-    keeps only per-layer summaries of the attacked images' regions, not the
-    regions themselves.
+    The clean-against-adversarial view is there when the result kept the
+    attacked regions (``adversarial_embeddings``).
     """
     from ._utils.figures import figure_script
 
@@ -495,17 +522,221 @@ def _interactive_views(result: AnalysisResult) -> dict[str, str]:
         makers["sample_evolution"] = lambda: result.plot_sample_evolution(
             interactive=True
         )
+    if _adversarial_pairs(result):
+        makers["adversarial_regions"] = lambda: _adversarial_figure(result)
+    n_kept = 0 if result.display_index is None else len(result.display_index)
+    kept = (
+        f"This page holds thumbnails of the {n_kept} images the run kept, of "
+        f"{len(result.labels)}; a point of another image shows its name only."
+    )
     views = {}
     for name, make in makers.items():
         element = f"plot3d-{name}"
         caption = _VIEW_CAPTIONS[name]
         views[name] = (
-            f'<figure id="view-{name}"><div id="{element}" data-skvmf-view="3d" '
+            f'<figure id="view-{name}"><div class="skvmf-view-row">'
+            f'<div id="{element}" data-skvmf-view="3d" '
             f'role="img" aria-label="{_esc(caption)}"></div>'
+            f"{_thumb_panel(name, element, kept)}</div>"
             f"{figure_script(make(), element)}"
             f"<figcaption>{_esc(caption)}</figcaption></figure>"
         )
     return views
+
+
+def _adversarial_pairs(result: AnalysisResult) -> dict:
+    """The attacked regions the result kept, by layer (empty when none)."""
+    pairs = getattr(result, "adversarial_embeddings", None) or {}
+    return {layer: v for layer, v in pairs.items() if v is not None and len(v["image"])}
+
+
+def _adversarial_figure(result: AnalysisResult):
+    """The clean-against-adversarial regions view, layers in analysis order."""
+    from .plotting import plot_adversarial_regions_interactive
+
+    pairs = _adversarial_pairs(result)
+    order = [layer for layer in result.layers if layer in pairs]
+    order += [layer for layer in pairs if layer not in order]
+    return plot_adversarial_regions_interactive(
+        {layer: pairs[layer] for layer in order},
+        result.features.directions,
+        classes=result.classes,
+        image_ids=result._image_ids(),
+        grid=result.features.grid,
+    )
+
+
+# what a point of each view stands for: an image, or a region of one
+_VIEW_POINTS = {
+    "sample_space": "image",
+    "sample_evolution": "image",
+    "layer_regions": "region",
+    "adversarial_regions": "region",
+}
+
+
+def _thumb_panel(name: str, element: str, kept: str) -> str:
+    """The panel beside a view where a clicked point's image is drawn;
+    ``kept`` says which images the page holds."""
+    what = (
+        "its image, with the region outlined (region (r, c) of the layer's "
+        "H x W grid: cell (r, c) of the image cut into H x W equal cells, as "
+        "in the knowledge-point masks)"
+        if _VIEW_POINTS[name] == "region"
+        else "its image"
+    )
+    return (
+        f'<aside class="skvmf-thumb" id="thumb-{name}" '
+        f'data-skvmf-thumb-for="{element}" aria-live="polite">'
+        "<h4>Image behind a point</h4>"
+        f'<canvas width="{_THUMB_CANVAS}" height="{_THUMB_CANVAS}" '
+        'aria-label="the image of the clicked point"></canvas>'
+        f"<p>Click a point to see {what}. {_esc(kept)}</p></aside>"
+    )
+
+
+_THUMB_CANVAS = 192  # pixels of the panel's drawing
+_THUMB_SIDE = 48  # longest side of an embedded thumbnail
+
+
+def _thumbnails(result: AnalysisResult, max_side: int = _THUMB_SIDE):
+    """The result's thumbnails (``thumbnails`` at the rows ``thumbnail_index``
+    of ``features``; for an older result, its ``display_images``) as one
+    sprite sheet: a PNG grid of
+    thumbnails no larger than ``max_side``, as the report's click panels
+    draw them. Returns ``(png bytes, rows, (h, w), columns)``, or None when
+    the result kept no image."""
+    from PIL import Image
+
+    if getattr(result, "thumbnails", None) is not None:
+        pix, rows = result.thumbnails, result.thumbnail_index
+    else:  # a result from before thumbnails were kept: the display images
+        images, rows = result.display_images, result.display_index
+        if images is None or rows is None or not len(rows):
+            return None
+        pix = thumbnails(
+            images, np.arange(len(images)), result.mean, result.std, max_side
+        )
+    if rows is None or not len(rows):
+        return None
+    tiles = [Image.fromarray(p) for p in pix]
+    height, width = pix.shape[1:3]
+    columns = int(np.ceil(np.sqrt(len(tiles))))
+    sheet = Image.new(
+        tiles[0].mode,
+        (columns * width, int(np.ceil(len(tiles) / columns)) * height),
+        0 if tiles[0].mode == "L" else (0, 0, 0),
+    )
+    for k, tile in enumerate(tiles):
+        sheet.paste(tile, ((k % columns) * width, (k // columns) * height))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    return buf.getvalue(), np.asarray(rows), (height, width), columns
+
+
+def _points_data(result: AnalysisResult, views) -> dict:
+    """What the click panels need: the thumbnail sprite, the sprite slot and
+    class of each kept image row, the region grid, and, for a view whose
+    points are numbered otherwise, the map from its rows to ``features``
+    rows."""
+    sheet = _thumbnails(result)
+    data = {
+        "sprite": None,
+        "size": None,
+        "columns": 1,
+        "images": {},
+        "grid": list(result.features.grid) if result.features.grid else None,
+        "views": {f"plot3d-{name}": {"points": _VIEW_POINTS[name]} for name in views},
+    }
+    if sheet is not None:
+        png, rows, size, columns = sheet
+        labels = result.labels
+        data.update(
+            sprite="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+            size=list(size),
+            columns=columns,
+            images={
+                str(int(row)): [slot, str(result.classes[int(labels[row])])]
+                for slot, row in enumerate(rows)
+            },
+        )
+    # the checkpoint frames hold the measured images only
+    if (
+        "sample_evolution" in views
+        and result.emergence_labels is not None
+        and result.eval_index is not None
+    ):
+        data["views"]["plot3d-sample_evolution"]["rows"] = [
+            int(i) for i in result.eval_index
+        ]
+    return data
+
+
+# Draws the clicked point's image into the panel beside its view: the
+# thumbnail cut from the sprite, the region outlined (row-major on the
+# grid, each region an equal cell of the image, as the masks figure draws
+# it), and what the point is; text only through textContent.
+_POINTS_JS = """(function(){
+var D=JSON.parse(document.getElementById("skvmf-points").textContent);
+var sprite=new Image();if(D.sprite){sprite.src=D.sprite;}
+function say(panel,lines){var p=panel.querySelector("p");p.textContent="";
+lines.forEach(function(t,i){if(i){p.appendChild(document.createElement("br"));}
+p.appendChild(document.createTextNode(t));});}
+function draw(panel,row,region){
+var canvas=panel.querySelector("canvas"),ctx=canvas.getContext("2d");
+var cell=D.images[String(row)];ctx.clearRect(0,0,canvas.width,canvas.height);
+if(!cell){panel.dataset.shown="missing";return false;}
+var h=D.size[0],w=D.size[1],s=Math.min(canvas.width/w,canvas.height/h);
+var dw=w*s,dh=h*s,x0=(canvas.width-dw)/2,y0=(canvas.height-dh)/2;
+var sx=(cell[0]%D.columns)*w,sy=Math.floor(cell[0]/D.columns)*h;
+function paint(){ctx.clearRect(0,0,canvas.width,canvas.height);
+ctx.imageSmoothingEnabled=false;ctx.drawImage(sprite,sx,sy,w,h,x0,y0,dw,dh);
+if(region!==null&&D.grid){var gh=D.grid[0],gw=D.grid[1];
+var bx=x0+(region%gw)*dw/gw,by=y0+Math.floor(region/gw)*dh/gh;
+ctx.lineWidth=4;ctx.strokeStyle="#000";ctx.strokeRect(bx,by,dw/gw,dh/gh);
+ctx.lineWidth=2;ctx.strokeStyle="#ffd400";ctx.strokeRect(bx,by,dw/gw,dh/gh);}
+panel.dataset.shown="image";}
+if(sprite.complete&&sprite.naturalWidth){paint();}
+else{sprite.addEventListener("load",paint,{once:true});}
+return true;}
+function layerOf(el){var s=el._fullLayout&&el._fullLayout.sliders;
+if(!s||!s.length){return null;}var st=s[0].steps[s[0].active];
+return st?st.label:null;}
+function onClick(el,panel){return function(ev){
+var pt=ev&&ev.points&&ev.points[0];if(!pt||!pt.data||!pt.data.ids){return;}
+var n=pt.pointNumber,key=String(pt.data.ids[n]).split(":");
+var view=D.views[el.id]||{},row=+key[0],region=key.length>1?+key[1]:null;
+if(view.rows){row=view.rows[row];}
+var custom=pt.data.customdata?pt.data.customdata[n]:null;
+var cell=D.images[String(row)],lines=[];
+lines.push("image "+(custom?custom[0]:row)+(cell?", class "+cell[1]:""));
+if(region!==null&&D.grid){var gw=D.grid[1],layer=layerOf(el);
+lines.push("region ("+Math.floor(region/gw)+", "+(region%gw)+") of the "+
+D.grid[0]+" x "+gw+" grid"+(layer?" at "+layer:"")+", outlined");}
+if(el.id==="plot3d-adversarial_regions"&&custom){
+lines.push("point: "+pt.data.name+"; the attack fooled the image: "+custom[2]);
+lines.push("shown: the clean image (the attacked one is not kept)");}
+if(!draw(panel,row,region)){lines.push("this run kept no pixels of this "+
+"image (analyze(n_display=...) sets how many images it keeps)");}
+panel.dataset.image=String(row);panel.dataset.region=region===null?"":String(region);
+say(panel,lines);};}
+window.addEventListener("load",function(){
+document.querySelectorAll("[data-skvmf-view]").forEach(function(el){
+var panel=document.querySelector('[data-skvmf-thumb-for="'+el.id+'"]');
+if(panel&&el.on){el.on("plotly_click",onClick(el,panel));}});});
+})();"""
+
+
+def _points_script(result: AnalysisResult, views) -> str:
+    """The click panels' data (JSON, not run) and the script that fills the
+    panels; placed after the views."""
+    from ._utils.figures import _json, _script_safe
+
+    data = _script_safe(_json(_tables.jsonable(_points_data(result, views))))
+    return (
+        f'<script type="application/json" id="skvmf-points">{data}</script>'
+        f"<script>{_POINTS_JS}</script>"
+    )
 
 
 def _plotly_head() -> str:
@@ -525,8 +756,12 @@ def _table_html(records, caption=None) -> str:
 def _findings_html(findings) -> str:
     if not findings:
         return ""
-    rows = _tables.findings_rows(findings, wide=True)
-    return _table_html(rows, "Findings (value [interval])")
+    rows = _tables.with_intervals(_tables.findings_rows(findings, wide=True))
+    table = _tables.to_html(
+        rows, caption="Findings (value [interval])", styles=_tables.VERDICT_STYLES
+    )
+    notes = "".join(f"<li>{_esc(n)}</li>" for n in _tables.findings_notes(findings))
+    return table + (f'<ul class="verdicts">{notes}</ul>' if notes else "")
 
 
 def _diagnostics_html(diagnostics) -> str:
@@ -822,7 +1057,9 @@ class _Page:
         )
 
     def findings(self):
-        """The findings first: what holds, with intervals, and where measured."""
+        """The findings first: each verdict (holds, contradicted,
+        inconclusive with the images that would decide it, not evaluated),
+        with intervals, and where measured."""
         settings = self.result.settings
         held = settings.get("n_held_out_images", 0)
         where = (
@@ -966,7 +1203,10 @@ class _Page:
         self.run(extra_scalars)
         self.knowledge()
         for key in ("emergence", "adversarial", "distillation", "faithfulness"):
-            if getattr(result, key):
+            # the attacked regions' view alone is reason for the attack's section
+            if getattr(result, key) or (
+                key == "adversarial" and "adversarial_regions" in self.views
+            ):
                 getattr(self, key)()
         if result.diagnostics:
             self.section("diagnostics", _diagnostics_html(result.diagnostics))
@@ -1001,5 +1241,6 @@ class _Page:
             f"<p>{intro}</p></header>"
             f"<nav><h2>Contents</h2><ul>{nav}</ul></nav>"
             + "".join(body for _, body in self.sections)
+            + (_points_script(result, self.views) if self.views else "")
             + "</body></html>\n"
         )

@@ -34,7 +34,13 @@ import skvmf
 from skvmf.report import write_report
 
 _NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-_VIEWS = {"plot3d-sample_space", "plot3d-layer_regions", "plot3d-sample_evolution"}
+_VIEWS = {
+    "plot3d-sample_space",
+    "plot3d-layer_regions",
+    "plot3d-sample_evolution",
+    "plot3d-adversarial_regions",
+}
+_WIDTH = 1400  # the page must fit this viewport: nothing sticks out
 LAYERS = ["conv_33", "conv_53"]
 
 
@@ -295,11 +301,159 @@ def _hover(browser, view_id, png, origin, tries=80):
     return None
 
 
+def _hover_point(browser, view_id, png, origin, tries=80):
+    """Like :func:`_hover`, but return the viewport position of the point
+    that showed a hover label (None if none did)."""
+    with Image.open(io.BytesIO(png)) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    height, width = rgb.shape[:2]
+    ys, xs = np.nonzero(rgb.max(axis=2) - rgb.min(axis=2) > 60)
+    inside = (xs > 0.1 * width) & (xs < 0.75 * width) & (ys > 60) & (ys < 0.75 * height)
+    order = np.random.default_rng(1).permutation(np.flatnonzero(inside))[:tries]
+    label = (
+        f"(() => {{ const n = {_view(view_id)}.querySelector('.hovertext'); "
+        "return n ? n.textContent : null; })()"
+    )
+    for k in order:
+        x, y = origin[0] + xs[k], origin[1] + ys[k]
+        _mouse(browser, "mouseMoved", x, y)
+        for _ in range(3):
+            time.sleep(0.1)
+            text = browser.evaluate(label)
+            if text and text.startswith("image"):
+                return x, y
+    return None
+
+
+# what the panel beside a view shows: its state and text, how much of its
+# canvas is drawn (share of opaque pixels, distinct colours), and, for a
+# region, the share of the outline's expected pixels (the inner edge of the
+# region's cell, from the page's grid) that are drawn in the outline colour
+_PANEL_STATE = """
+((id) => {
+  const panel = document.querySelector(`[data-skvmf-thumb-for="${id}"]`);
+  if (!panel) return null;
+  const canvas = panel.querySelector('canvas');
+  const W = canvas.width, H = canvas.height;
+  const px = canvas.getContext('2d').getImageData(0, 0, W, H).data;
+  let drawn = 0;
+  const levels = new Set();
+  for (let i = 0; i < px.length; i += 4) {
+    if (px[i + 3] > 0) drawn++;
+    levels.add(px[i] * 65536 + px[i + 1] * 256 + px[i + 2]);
+  }
+  let outline = null;
+  const region = panel.dataset.region;
+  if (region) {
+    const grid = JSON.parse(document.getElementById('skvmf-points').textContent).grid;
+    const r = Math.floor(+region / grid[1]), c = +region % grid[1];
+    const x0 = Math.round(c * W / grid[1]), x1 = Math.round((c + 1) * W / grid[1]) - 1;
+    const y0 = Math.round(r * H / grid[0]), y1 = Math.round((r + 1) * H / grid[0]) - 1;
+    const edge = [];
+    for (let x = x0 + 3; x <= x1 - 3; x++) edge.push([x, y0], [x, y1]);
+    for (let y = y0 + 3; y <= y1 - 3; y++) edge.push([x0, y], [x1, y]);
+    const yellow = edge.filter(([x, y]) => {
+      const i = 4 * (y * W + x);
+      return px[i] > 200 && px[i + 1] > 180 && px[i + 2] < 60;
+    });
+    outline = yellow.length / edge.length;
+  }
+  const box = panel.getBoundingClientRect();
+  return {shown: panel.dataset.shown || null, image: panel.dataset.image || null,
+          region: region || null, text: panel.querySelector('p').textContent,
+          drawn: drawn / (W * H), levels: levels.size, outline,
+          box: [box.x, box.y, box.width, box.height]};
+})
+"""
+
+
+# what sticks out of the page: the document's width against the viewport,
+# and every table, figure, image, view and panel whose box passes an edge
+# (a wide table scrolls inside its own box, which is what is measured)
+_OVERFLOW = """
+(() => {
+  const width = document.documentElement.clientWidth;
+  const out = [];
+  document.querySelectorAll(
+    'table, figure, img, canvas, [data-skvmf-view], aside, section, nav, header'
+  ).forEach(el => {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && (r.left < -0.5 || r.right > width + 0.5)) {
+      out.push(`${el.tagName.toLowerCase()}#${el.id || ''} ` +
+               `[${Math.round(r.left)}, ${Math.round(r.right)}]`);
+    }
+  });
+  return {document: document.documentElement.scrollWidth, viewport: width,
+          outside: out,
+          scrolling: Array.from(document.querySelectorAll('table')).filter(
+            t => t.scrollWidth > t.clientWidth + 1).length};
+})()
+"""
+
+
+# the panel's drawing read back at the centre of each thumbnail pixel
+_PANEL_PIXELS = """
+((id) => {
+  const panel = document.querySelector(`[data-skvmf-thumb-for="${id}"]`);
+  const canvas = panel.querySelector('canvas');
+  const [h, w] = JSON.parse(document.getElementById('skvmf-points').textContent).size;
+  const s = Math.min(canvas.width / w, canvas.height / h);
+  const x0 = (canvas.width - w * s) / 2, y0 = (canvas.height - h * s) / 2;
+  const ctx = canvas.getContext('2d'), out = [];
+  for (let y = 0; y < h; y++) {
+    const row = [];
+    for (let x = 0; x < w; x++) {
+      const px = ctx.getImageData(Math.floor(x0 + (x + 0.5) * s),
+                                  Math.floor(y0 + (y + 0.5) * s), 1, 1).data;
+      row.push([px[0], px[1], px[2]]);
+    }
+    out.push(row);
+  }
+  return out;
+})
+"""
+
+
+def _click_point(browser, view_id, tries=2):
+    """Click a point of a view (one that shows a hover label) and return
+    the panel beside it once it shows that point's image."""
+    for _ in range(tries):
+        png, origin = _screenshot(browser, view_id)
+        at = _hover_point(browser, view_id, png, origin)
+        if at is None:
+            continue
+        # plotly's 3-D scene takes a click from the pick of a frame drawn
+        # while the button is down: hold it for a few frames
+        press = {"type": "mousePressed", "x": float(at[0]), "y": float(at[1])}
+        press.update(button="left", buttons=1, clickCount=1)
+        browser.call("Input.dispatchMouseEvent", press)
+        time.sleep(0.4)
+        _mouse(browser, "mouseReleased", *at)
+        deadline = time.monotonic() + 10
+        state = f"({_PANEL_STATE})({json.dumps(view_id)})"
+        while True:
+            panel = browser.evaluate(state)
+            if (panel and panel["shown"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if panel and panel["shown"] == "image":
+            panel["pixels"] = browser.evaluate(
+                f"({_PANEL_PIXELS})({json.dumps(view_id)})"
+            )
+            panel["view"] = _box(browser, view_id)
+            return panel
+    return browser.evaluate(f"({_PANEL_STATE})({json.dumps(view_id)})")
+
+
 def _inspect(browser, index):
     """Open ``index``; return the views' state, what the sliders and the
     mouse did, the JavaScript errors and a PNG of the first view."""
     for domain in ("Page", "Runtime", "Log"):
         browser.call(f"{domain}.enable")
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": _WIDTH, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+    )
     browser.call("Page.navigate", {"url": index.as_uri()})
     browser.wait_event("Page.loadEventFired", timeout=browser.timeout)
     deadline = time.monotonic() + 60
@@ -309,6 +463,8 @@ def _inspect(browser, index):
         if done or time.monotonic() > deadline:
             break
         time.sleep(0.25)
+    overflow = browser.evaluate(_OVERFLOW)
+    clicks = {"plot3d-sample_space": _click_point(browser, "plot3d-sample_space")}
     png, origin = _screenshot(browser, "plot3d-sample_space")
     hover = {"plot3d-sample_space": _hover(browser, "plot3d-sample_space", png, origin)}
     slides = {
@@ -317,12 +473,16 @@ def _inspect(browser, index):
     # the deepest layer, where the knowledge points are
     shot, at = _screenshot(browser, "plot3d-layer_regions")
     hover["plot3d-layer_regions"] = _hover(browser, "plot3d-layer_regions", shot, at)
+    for view_id in ("plot3d-layer_regions", "plot3d-adversarial_regions"):
+        clicks[view_id] = _click_point(browser, view_id)
     time.sleep(0.2)  # let late console messages arrive with the next call
     browser.evaluate("1")
     return {
         "views": views,
         "slides": slides,
         "hover": hover,
+        "clicks": clicks,
+        "overflow": overflow,
         "errors": browser.errors(),
         "png": png,
     }
@@ -351,6 +511,7 @@ def report_index(tmp_path_factory):
             y.numpy(),
             layers=LAYERS,
             checkpoints=ckpt,
+            attack={"n_steps": 2},
             classes=["a", "<b>&", 'c"', "d"],
             n_repeats=1,
             n_bootstrap=100,
@@ -358,13 +519,18 @@ def report_index(tmp_path_factory):
             aligner_params={"max_epochs": 2, "weight_steps": 2, "n_candidates": 10},
             projector_params={"max_iter": 200},
         )
-    return write_report(result, tmp_path_factory.mktemp("report"), dpi=50)
+    # the page embeds thumbnails of the images the result kept: keep every
+    # one here, so that whichever point the test clicks has its picture
+    result.display_index = np.arange(len(X))
+    result.display_images = X.numpy()
+    return write_report(result, tmp_path_factory.mktemp("report"), dpi=50), X.numpy()
 
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(
     browser_executable, report_index, tmp_path
 ):
+    report_index, images = report_index
     with _Browser(browser_executable, str(tmp_path)) as browser:
         seen = _inspect(browser, report_index)
         log = browser.stderr()
@@ -396,6 +562,13 @@ def test_report_renders_in_headless_chromium(
     for field in ("image", "region", "class:", "predicted:", "strength ||h||:"):
         assert field in text, text
     assert "knowledge point: " in text, text
+    _check_clicks(seen["clicks"], images)
+    # nothing sticks out of a 1,400 px window: the page is no wider, and
+    # every table, figure and panel lies inside it
+    overflow = seen["overflow"]
+    assert overflow["viewport"] == _WIDTH, overflow
+    assert overflow["document"] <= overflow["viewport"], overflow
+    assert overflow["outside"] == [], overflow
     assert seen["errors"] == [], seen["errors"]
     # the first view's screenshot is a drawing, not a blank box
     with Image.open(io.BytesIO(seen["png"])) as im:
@@ -407,3 +580,34 @@ def test_report_renders_in_headless_chromium(
     # the class colours of the points and directions (tab10) are there
     saturated = (rgb.max(axis=1) - rgb.min(axis=1) > 80).sum()
     assert saturated > 100, saturated
+
+
+def _check_clicks(clicks, images):
+    """A clicked point's image is shown in the panel beside its view: the
+    very pixels of that image (min-max scaled, as the page embeds it), and
+    for a region its cell outlined."""
+    for view_id, panel in clicks.items():
+        assert panel is not None and panel["shown"] == "image", (view_id, panel)
+        row = int(panel["image"])
+        image = images[row]
+        lo, hi = image.min(), image.max()
+        expected = np.round((image - lo) / (hi - lo) * 255).transpose(1, 2, 0)
+        shown = np.asarray(panel["pixels"], dtype=float)
+        assert shown.shape == expected.shape, (view_id, shown.shape)
+        assert np.abs(shown - expected).max() <= 2, view_id
+        assert panel["drawn"] > 0.9 and panel["levels"] > 50, (view_id, panel)
+        assert panel["text"].startswith("image "), panel["text"]
+        # beside the view, on its right, level with it
+        vx, vy, vw, vh = panel["view"]
+        px, py, pw, ph = panel["box"]
+        assert px >= vx + 0.5 * vw and px + pw <= _WIDTH, (view_id, panel)
+        assert py < vy + vh and py + ph > vy, (view_id, panel)
+        if view_id == "plot3d-sample_space":
+            assert panel["region"] is None and panel["outline"] is None, panel
+            continue
+        # a region: its cell of the 8 x 8 grid drawn round in the outline colour
+        assert 0 <= int(panel["region"]) < 64, panel
+        assert panel["outline"] > 0.9, panel
+        assert "region (" in panel["text"] and f"at {LAYERS[-1]}" in panel["text"]
+    text = clicks["plot3d-adversarial_regions"]["text"]
+    assert "the attack fooled the image: " in text, text

@@ -13,7 +13,9 @@
 - Interactive 3-D views (plotly Figures, to turn, zoom and hover):
   :func:`plot_sample_space_interactive`,
   :func:`plot_layer_regions_interactive` (layer slider),
-  :func:`plot_sample_evolution_interactive` (checkpoint slider).
+  :func:`plot_sample_evolution_interactive` (checkpoint slider),
+  :func:`plot_adversarial_regions_interactive` (the same regions before
+  and after an attack, joined by lines; layer slider).
 
 Parameters are validated declaratively (scikit-learn's ``validate_params``)
 and the data before drawing: NaN or infinite values, complex arrays, wrong
@@ -43,6 +45,7 @@ from ._images import (
     plot_top_activating,
 )
 from ._interactive import (
+    plot_adversarial_regions_interactive,
     plot_layer_regions_interactive,
     plot_sample_evolution_interactive,
     plot_sample_space_interactive,
@@ -60,6 +63,7 @@ __all__ = [
     "plot_knowledge_counts",
     "plot_knowledge_masks",
     "plot_layer_regions",
+    "plot_adversarial_regions_interactive",
     "plot_layer_regions_interactive",
     "plot_loss_curves",
     "plot_mst",

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._numerics.arrays import real_array as _real_array
 from .._numerics.arrays import safe_norm
-from .._utils.figures import subsample
+from .._utils.figures import channel_stats, rescale_unit, subsample  # noqa: F401
 
 # magnitudes beyond which a colour scale (``(x - vmin) / (vmax - vmin)``)
 # may overflow or lose its subnormal precision: data outside is drawn divided
@@ -139,21 +139,6 @@ def reach(x: np.ndarray) -> float:
     return largest if largest > 0 else 1.0
 
 
-def rescale_unit(x: np.ndarray) -> np.ndarray:
-    """Min-max scaling to [0, 1] that neither overflows nor underflows.
-
-    ``(x - lo) / (hi - lo)`` is inf for data spanning -1e308..1e308, so
-    everything is divided by the largest magnitude first. A constant array
-    maps to 0.
-    """
-    lo, hi = float(x.min()), float(x.max())
-    if not hi > lo:
-        return np.zeros_like(x)
-    scale = max(abs(lo), abs(hi))
-    y, lo, hi = x / scale, lo / scale, hi / scale
-    return np.clip((y - lo) / (hi - lo), 0.0, 1.0)
-
-
 def drawable(x: np.ndarray) -> np.ndarray:
     """``x`` unchanged when a colour scale can take it, otherwise divided by
     the power of two nearest its largest magnitude (exact: colours and
@@ -162,19 +147,6 @@ def drawable(x: np.ndarray) -> np.ndarray:
     if top == 0 or _DRAW_RANGE[0] <= top <= _DRAW_RANGE[1]:
         return x
     return np.ldexp(x, -int(np.frexp(top)[1]))
-
-
-def channel_stats(value, n_channels: int, name: str):
-    """``mean`` or ``std`` of a normalisation: one value or one per channel."""
-    if value is None:
-        return None
-    arr = real_array(value, name).ravel()
-    if arr.size not in (1, n_channels):
-        raise ValueError(
-            f"{name} must be one value or one per channel ({n_channels}); "
-            f"got {arr.size}"
-        )
-    return np.broadcast_to(arr, (n_channels,))
 
 
 def check_records(

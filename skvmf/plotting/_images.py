@@ -19,13 +19,12 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from sklearn.utils._param_validation import HasMethods, Interval, validate_params
 
+from .._utils.figures import display_pixels
 from ._common import (
-    channel_stats,
     drawable,
     finite_number,
     images_nchw,
     real_array,
-    rescale_unit,
 )
 
 __all__ = [
@@ -43,28 +42,9 @@ _CHANNELS = [None, Integral, "array-like"]
 
 
 def _display(image, mean=None, std=None) -> np.ndarray:
-    """(C, H, W) model-space image -> (H, W) or (H, W, 3) in [0, 1] for imshow.
-
-    With ``mean``/``std`` the normalisation is undone and the pixels clipped
-    to [0, 1]; otherwise an image outside [0, 1] is min-max scaled (without
-    overflow, whatever its magnitude).
-    """
-    img = real_array(image, "image", ndim=(2, 3))
-    if img.ndim == 2:
-        img = img[None]
-    if img.shape[0] not in (1, 3):
-        raise ValueError(
-            f"an image must have shape (C, H, W) with C = 1 or 3; got {img.shape}"
-        )
-    if mean is not None or std is not None:
-        c = img.shape[0]
-        m = channel_stats(0.0 if mean is None else mean, c, "mean")
-        s = channel_stats(1.0 if std is None else std, c, "std")
-        img = np.clip(img * s[:, None, None] + m[:, None, None], 0.0, 1.0)
-    elif img.min() < 0 or img.max() > 1:
-        img = rescale_unit(img)
-    img = np.moveaxis(img, 0, -1)
-    return img[..., 0] if img.shape[-1] == 1 else img
+    """(C, H, W) model-space image -> (H, W) or (H, W, 3) in [0, 1] for imshow
+    (:func:`skvmf._utils.figures.display_pixels`)."""
+    return display_pixels(image, mean, std)
 
 
 def _show_image(ax, image, mean, std):

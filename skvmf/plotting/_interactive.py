@@ -10,6 +10,10 @@ JavaScript bundle, in the HTML report so that it stays self-contained.
 
 The points drawn are the same subsample as the matching matplotlib figure
 (same ``max_points`` and seed), in the first three coordinates of the space.
+Every point carries, in its trace's ``ids``, where it comes from: ``"i"``
+for image row ``i`` of the inputs, ``"i:k"`` for region ``k`` of that image
+(row-major on the region grid). The report reads them to show the image
+behind a clicked point.
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from ._common import (
     per_item,
     points,
     reach,
+    real_array,
     region_sample,
     unit,
     xyz,
 )
 
 __all__ = [
+    "plot_adversarial_regions_interactive",
     "plot_layer_regions_interactive",
     "plot_sample_evolution_interactive",
     "plot_sample_space_interactive",
@@ -185,6 +191,14 @@ def _sphere_trace(go, radius: float):
     )
 
 
+def _image_keys(rows, regions=None) -> list[str]:
+    """Each point's origin, as its trace's ``ids``: ``"i"`` (image row) or
+    ``"i:k"`` (region k of image row i)."""
+    if regions is None:
+        return [str(int(i)) for i in rows]
+    return [f"{int(i)}:{int(k)}" for i, k in zip(rows, regions)]
+
+
 def _class_of(values, names, i) -> str:
     """Name of the class index ``values[i]``, "-" when none was given."""
     return "-" if values is None else names[int(values[i])]
@@ -273,7 +287,8 @@ def plot_sample_space_interactive(
     -------
     plotly.graph_objects.Figure
         One trace per class; hover shows the image, its class, the
-        predicted class and the strength ``||g||``.
+        predicted class and the strength ``||g||``. Each point's ``ids``
+        entry is its row in ``g`` (as a string).
     """
     go = _go()
     g, labels, predicted, ids, mu = _space_inputs(
@@ -307,6 +322,7 @@ def plot_sample_space_interactive(
                 color=colors[c],
                 custom=custom,
                 hover=hover,
+                ids=_image_keys(sel),
             )
         )
     traces += _direction_traces(go, mu, colors, names, radius * 1.1)
@@ -338,7 +354,7 @@ def _region_about(keep, r, ids, labels, predicted, names, grid):
     ]
 
 
-def _layer_traces(go, pts, lab, about, names, colors, visible):
+def _layer_traces(go, pts, lab, about, keys, names, colors, visible):
     """One layer's regions: a grey trace for the regions that are not
     knowledge points, one trace per category for the others."""
     strength = safe_norm(pts, dim=1)
@@ -367,6 +383,7 @@ def _layer_traces(go, pts, lab, about, names, colors, visible):
                 hover=head + f"knowledge point: {point}<extra></extra>",
                 marker={"size": size, "opacity": opacity},
                 visible=visible,
+                ids=[keys[j] for j in sel],
             )
         )
     return traces
@@ -451,7 +468,8 @@ def plot_layer_regions_interactive(
         For each layer a grey trace and one trace per category; the slider
         shows one layer. Hover shows the image, region, class, predicted
         class, strength ``||h||`` and whether the region is a knowledge
-        point (and of which category).
+        point (and of which category). Each point's ``ids`` entry is
+        ``"i:k"``: region ``k`` of image row ``i`` of ``h``.
     """
     go = _go()
     layers, keep, drawn, region_of, (n, r), mu = region_sample(
@@ -467,11 +485,12 @@ def plot_layer_regions_interactive(
     )
     ids = per_item(image_ids, n, np.arange(n), "image_ids")
     about = _region_about(keep, r, ids, labels, predicted, names, grid)
+    keys = _image_keys(keep // r, keep % r)
     lim = max(reach(v) for v in drawn.values())
     traces, owner = [], []
     for li, layer in enumerate(layers):
         layer_traces = _layer_traces(
-            go, drawn[layer], region_of[layer], about, names, colors, li == 0
+            go, drawn[layer], region_of[layer], about, keys, names, colors, li == 0
         )
         traces += layer_traces
         owner += [li] * len(layer_traces)
@@ -520,6 +539,7 @@ def _frame_traces(go, g, mu, keep, labels, ids, names, colors, length, visible):
                 custom=custom,
                 hover=hover,
                 visible=visible,
+                ids=_image_keys(sel),
             )
         )
     traces += _direction_traces(go, mu, colors, names, length, visible)
@@ -567,7 +587,8 @@ def plot_sample_evolution_interactive(
         that checkpoint (largest cosine: the category model's choice under
         equal priors; the network's prediction at each checkpoint is not
         kept) and the strength ``||g||``. Every checkpoint shares the axis
-        range of the widest one.
+        range of the widest one. Each point's ``ids`` entry is its row in
+        the frames' ``g``.
     """
     go = _go()
     checked = check_frames(frames)
@@ -592,6 +613,256 @@ def plot_sample_evolution_interactive(
     fig.update_layout(
         **_layout(f"{title}{iterations[0]}", lim * 1.2),
         sliders=[_slider(steps, "iteration: ")],
+    )
+    _make_room_for_slider(fig)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# the same regions before and after an attack
+# ---------------------------------------------------------------------------
+_CLEAN, _ATTACKED = "#4C72B0", "#C44E52"
+
+
+def _pair_inputs(embeddings, n_images, grid):
+    """Checked layers of clean/attacked region pairs: per layer the image
+    rows, regions, clean and attacked points (d' >= 2) and ``fooled``."""
+    if not embeddings:
+        raise ValueError("embeddings must hold at least one layer")
+    n_regions = None if grid is None else int(grid[0]) * int(grid[1])
+    out, dim = {}, None
+    for layer, pairs in embeddings.items():
+        if not isinstance(pairs, Mapping):
+            raise ValueError(
+                f"embeddings[{layer!r}] must be a dict with image, region, clean, "
+                f"adversarial and fooled; got {type(pairs).__name__}"
+            )
+        missing = {"image", "region", "clean", "adversarial", "fooled"} - set(pairs)
+        if missing:
+            raise ValueError(f"embeddings[{layer!r}] lacks {sorted(missing)}")
+        clean, adv = (
+            real_array(
+                pairs[key], f"embeddings[{layer!r}][{key!r}]", ndim=2, allow_empty=True
+            )
+            for key in ("clean", "adversarial")
+        )
+        if clean.shape != adv.shape or clean.shape[1] < 2:
+            raise ValueError(
+                f"embeddings[{layer!r}]: clean {clean.shape} and adversarial "
+                f"{adv.shape} must be the same (m, d') with d' >= 2"
+            )
+        if dim is not None and clean.shape[1] != dim:
+            raise ValueError(
+                f"embeddings[{layer!r}] has d' = {clean.shape[1]}, other layers {dim}"
+            )
+        dim, m = clean.shape[1], len(clean)
+        image = int_array(
+            pairs["image"], f"embeddings[{layer!r}]['image']", m, low=0, high=n_images
+        )
+        region = int_array(
+            pairs["region"],
+            f"embeddings[{layer!r}]['region']",
+            m,
+            low=0,
+            high=n_regions,
+        )
+        fooled = np.asarray(pairs["fooled"])
+        if fooled.shape != (m,) or fooled.dtype.kind not in "bi":
+            raise ValueError(
+                f"embeddings[{layer!r}]['fooled'] must be {m} booleans; got "
+                f"{fooled.dtype} of shape {fooled.shape}"
+            )
+        out[str(layer)] = (image, region, clean, adv, fooled.astype(bool))
+    if not any(len(pairs[0]) for pairs in out.values()):
+        raise ValueError("embeddings holds no region pair to draw")
+    return out, dim
+
+
+def _pair_lines(go, clean, adv, sel, name, color, visible):
+    """One line per pair in ``sel``: clean point, attacked point, then a NaN
+    row that breaks the line (a typed array: a third of the bytes of a
+    list broken by None)."""
+    seg = np.full((3 * len(sel), 3), np.nan, dtype=clean.dtype)
+    seg[0::3], seg[1::3] = clean[sel], adv[sel]
+    return go.Scatter3d(
+        x=seg[:, 0],
+        y=seg[:, 1],
+        z=seg[:, 2],
+        mode="lines",
+        name=name,
+        legendgroup=name,
+        line={"color": color, "width": 2},
+        connectgaps=False,
+        hoverinfo="skip",
+        visible=visible,
+    )
+
+
+def _pair_traces(go, pairs, ids, grid, keep, visible):
+    """One layer: lines from each clean region to its attacked self (fooled
+    images darker), then the clean and the attacked points."""
+    image, region, clean, adv, fooled = pairs
+    width = None if grid is None else int(grid[1])
+    where = [
+        f"({k // width}, {k % width})" if width else str(int(k)) for k in region[keep]
+    ]
+    about = [
+        [str(i if ids is None else ids[i]), w, "yes" if f else "no"]
+        for i, w, f in zip(image[keep], where, fooled[keep])
+    ]
+    keys = _image_keys(image[keep], region[keep])
+    # one dtype for both ends (float32 unless a magnitude needs float64)
+    both = _xyz(np.concatenate([clean[keep], adv[keep]]))
+    c_xyz, a_xyz = both[: len(keep)], both[len(keep) :]
+    every = np.arange(len(keep))
+    traces = [
+        _pair_lines(
+            go,
+            c_xyz,
+            a_xyz,
+            every[fooled[keep]],
+            "moved (image fooled)",
+            "#555555",
+            visible,
+        ),
+        _pair_lines(
+            go,
+            c_xyz,
+            a_xyz,
+            every[~fooled[keep]],
+            "moved (not fooled)",
+            "#cccccc",
+            visible,
+        ),
+    ]
+    for pts, name, color, symbol in (
+        (clean[keep], "clean", _CLEAN, "circle"),
+        (adv[keep], "attacked", _ATTACKED, "diamond"),
+    ):
+        strength = safe_norm(pts, dim=1)
+        custom = [[*a, _hover_number(s)] for a, s in zip(about, strength)]
+        traces.append(
+            _points_trace(
+                go,
+                _xyz(pts),
+                every,
+                name=name,
+                group=name,
+                color=color,
+                custom=custom,
+                hover=(
+                    "image %{customdata[0]}, region %{customdata[1]}<br>"
+                    f"{name}<br>attack fooled the image: %{{customdata[2]}}<br>"
+                    "strength ||h||: %{customdata[3]:.4g}<extra></extra>"
+                ),
+                marker={"symbol": symbol, "size": 3},
+                visible=visible,
+                ids=keys,
+            )
+        )
+    return traces
+
+
+@validate_params(
+    {
+        "embeddings": [Mapping],
+        "directions": ["array-like"],
+        "classes": [None, "array-like"],
+        "image_ids": [None, "array-like"],
+        "n_images": [None, Interval(Integral, 1, None, closed="left")],
+        "grid": [None, "array-like"],
+        "max_points": _POSITIVE,
+    },
+    prefer_skip_nested_validation=True,
+)
+def plot_adversarial_regions_interactive(
+    embeddings: Mapping[str, Mapping],
+    directions,
+    *,
+    classes=None,
+    image_ids=None,
+    n_images: int | None = None,
+    grid=None,
+    max_points: int = 400,
+):
+    """The same regions before and after an adversarial attack, each pair
+    joined by a line, one layer at a time on a slider.
+
+    Parameters
+    ----------
+    embeddings : dict of layer -> dict
+        Per layer: ``image`` (m,) image rows, ``region`` (m,) region indices
+        (row-major on ``grid``), ``clean`` and ``adversarial`` (m, d') the
+        region embedded from the clean and from the attacked image (with the
+        clean images' mapping, on one scale), ``fooled`` (m,) whether the
+        attack changed that image's predicted class.
+    directions : array-like of shape (C, d')
+        Category directions, drawn as lines for orientation.
+    classes : sequence of str, optional
+        Class names (of the direction lines).
+    image_ids : array-like, optional
+        Identifier of each image row shown on hover (default: the row).
+    n_images : int, optional
+        Number of image rows (``image`` must be below it; default: the
+        length of ``image_ids``, else unchecked).
+    grid : tuple (H, W), optional
+        The region grid, to show a region as (row, column).
+    max_points : int, default=400
+        Pairs drawn per layer at most (a fixed random subsample beyond).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Per layer two line traces (pairs of fooled images dark grey, of
+        images the attack did not fool light grey), the clean points (blue
+        circles) and the attacked ones (red diamonds); the slider shows one
+        layer. Hover shows the image, region, side and whether the attack
+        fooled the image. Each point's ``ids`` entry is ``"i:k"``: region
+        ``k`` of image row ``i``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvmf.plotting import plot_adversarial_regions_interactive
+    >>> rng = np.random.default_rng(0)
+    >>> pairs = {"image": np.array([0, 0, 1]), "region": np.array([0, 3, 1]),
+    ...          "clean": rng.normal(size=(3, 3)),
+    ...          "adversarial": rng.normal(size=(3, 3)),
+    ...          "fooled": np.array([True, True, False])}
+    >>> fig = plot_adversarial_regions_interactive(
+    ...     {"conv_53": pairs}, np.eye(3), grid=(2, 2), n_images=2)
+    >>> len(fig.data) >= 4
+    True
+    """
+    go = _go()
+    if image_ids is not None and n_images is None:
+        n_images = len(image_ids)
+    ids = per_item(image_ids, n_images, None, "image_ids")
+    if grid is not None:
+        grid = tuple(int(v) for v in np.asarray(grid).ravel())
+        if len(grid) != 2 or min(grid) < 1:
+            raise ValueError(f"grid must be (H, W) of positive ints; got {grid}")
+    layers, dim = _pair_inputs(embeddings, n_images, grid)
+    mu = directions_for(directions, dim)
+    names = _labels_text(classes, len(mu))
+    colors = [to_hex(c) for c in class_colors(len(mu))]
+    lim = max(
+        (reach(np.concatenate([c, a])) for _, _, c, a, _ in layers.values() if len(c)),
+        default=1.0,
+    )
+    traces, owner = [], []
+    for li, (_, pairs) in enumerate(layers.items()):
+        keep = subsample(len(pairs[0]), max_points)
+        layer_traces = _pair_traces(go, pairs, ids, grid, keep, li == 0)
+        traces += layer_traces
+        owner += [li] * len(layer_traces)
+    traces += _direction_traces(go, mu, colors, names, lim)
+    fig = go.Figure(data=traces)
+    title = "The same regions clean (circles) and attacked (diamonds) at "
+    escaped = [html.escape(layer, quote=False) for layer in layers]
+    steps = _slider_steps(escaped, owner, len(traces), title, escaped)
+    fig.update_layout(
+        **_layout(title + escaped[0], lim * 1.05), sliders=[_slider(steps, "layer: ")]
     )
     _make_room_for_slider(fig)
     return fig
