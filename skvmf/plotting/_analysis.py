@@ -19,10 +19,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from .._utils.figures import subsample
+from .._utils.figures import channel_stats, rescale_unit, subsample
 from .._utils.tables import verdict_of
 from ._common import (
-    channel_stats,
     check_frames,
     check_records,
     class_colors,
@@ -36,7 +35,6 @@ from ._common import (
     reach,
     real_array,
     region_sample,
-    rescale_unit,
     unit_note,
     xyz,
 )

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._numerics.arrays import real_array as _real_array
 from .._numerics.arrays import safe_norm
-from .._utils.figures import channel_stats, rescale_unit, subsample  # noqa: F401
+from .._utils.figures import subsample
 
 # magnitudes beyond which a colour scale (``(x - vmin) / (vmax - vmin)``)
 # may overflow or lose its subnormal precision: data outside is drawn divided

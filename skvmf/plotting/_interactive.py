@@ -487,23 +487,16 @@ def plot_layer_regions_interactive(
     about = _region_about(keep, r, ids, labels, predicted, names, grid)
     keys = _image_keys(keep // r, keep % r)
     lim = max(reach(v) for v in drawn.values())
-    traces, owner = [], []
-    for li, layer in enumerate(layers):
-        layer_traces = _layer_traces(
+    per_layer = [
+        _layer_traces(
             go, drawn[layer], region_of[layer], about, keys, names, colors, li == 0
         )
-        traces += layer_traces
-        owner += [li] * len(layer_traces)
-    traces += _direction_traces(go, mu, colors, names, lim)
-    fig = go.Figure(data=traces)
+        for li, layer in enumerate(layers)
+    ]
     title = "Regional features h (coloured: knowledge points) at "
-    escaped = [html.escape(layer, quote=False) for layer in layers]
-    steps = _slider_steps(escaped, owner, len(traces), title, escaped)
-    fig.update_layout(
-        **_layout(title + layers[0], lim * 1.05), sliders=[_slider(steps, "layer: ")]
+    return _layer_slider_figure(
+        go, per_layer, list(layers), (mu, colors, names, lim), title, layers[0]
     )
-    _make_room_for_slider(fig)
-    return fig
 
 
 # ---------------------------------------------------------------------------
@@ -850,19 +843,39 @@ def plot_adversarial_regions_interactive(
         (reach(np.concatenate([c, a])) for _, _, c, a, _ in layers.values() if len(c)),
         default=1.0,
     )
+    per_layer = [
+        _pair_traces(
+            go, pairs, ids, grid, subsample(len(pairs[0]), max_points), li == 0
+        )
+        for li, pairs in enumerate(layers.values())
+    ]
+    title = "The same regions clean (circles) and attacked (diamonds) at "
+    names_ = list(layers)
+    return _layer_slider_figure(
+        go,
+        per_layer,
+        names_,
+        (mu, colors, names, lim),
+        title,
+        html.escape(names_[0], quote=False),
+    )
+
+
+def _layer_slider_figure(go, per_layer, layers, directions, title, first):
+    """One figure of every layer's traces (a layer slider shows one layer at
+    a time) and the category directions, titled ``title + first`` at the
+    start."""
+    mu, colors, names, lim = directions
     traces, owner = [], []
-    for li, (_, pairs) in enumerate(layers.items()):
-        keep = subsample(len(pairs[0]), max_points)
-        layer_traces = _pair_traces(go, pairs, ids, grid, keep, li == 0)
+    for li, layer_traces in enumerate(per_layer):
         traces += layer_traces
         owner += [li] * len(layer_traces)
     traces += _direction_traces(go, mu, colors, names, lim)
     fig = go.Figure(data=traces)
-    title = "The same regions clean (circles) and attacked (diamonds) at "
     escaped = [html.escape(layer, quote=False) for layer in layers]
     steps = _slider_steps(escaped, owner, len(traces), title, escaped)
     fig.update_layout(
-        **_layout(title + escaped[0], lim * 1.05), sliders=[_slider(steps, "layer: ")]
+        **_layout(title + first, lim * 1.05), sliders=[_slider(steps, "layer: ")]
     )
     _make_room_for_slider(fig)
     return fig
