@@ -86,6 +86,8 @@ def train_small_cnn(X, y, epochs: int, seed: int = 0) -> nn.Module:
 
 def success_interval(fooled, correct, n_draws=1000, seed=0):
     """Fooled / correct before the attack, with a percentile bootstrap."""
+    if correct.sum() == 0:  # nothing to fool: no rate, rather than 0 / 0
+        return None, None, None
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(fooled), size=(n_draws, len(fooled)))
     num, den = fooled[idx].sum(1), correct[idx].sum(1)
@@ -140,9 +142,15 @@ def choose(rows, size):
                 for r in rows
                 if r["epsilon"] == eps and r["n_steps"] == n_steps
             ]
-            if rates and min(rates) >= TARGET:
+            if rates and None not in rates and min(rates) >= TARGET:
                 return eps, n_steps
     return None
+
+
+def _rate_text(row):
+    if row["success_rate"] is None:
+        return "n/a (no image correct before the attack)"
+    return f"{row['success_rate']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
 
 
 def _eps_text(eps):
@@ -170,7 +178,7 @@ def report(rows, chosen, n_images, per_class, seconds) -> str:
         lines.append(
             f"| {r['network']} | {_eps_text(r['epsilon'])} | {r['n_steps']} | "
             f"{r['clean_accuracy']:.3f} | {r['n_fooled']} / {r['n_attacked']} | "
-            f"{r['success_rate']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | "
+            f"{_rate_text(r)} | "
             f"{r['seconds']:.1f} |"
         )
     lines.append("")
@@ -186,11 +194,13 @@ def report(rows, chosen, n_images, per_class, seconds) -> str:
     reference = [r for r in rows if r["epsilon"] == 0.1 and r["n_steps"] == 50]
     if reference:
         rates = ", ".join(
-            f"{r['success_rate']:.0%} on the {r['network']}" for r in reference
+            f"{_rate_text(r).split(' [')[0]} on the {r['network']}"
+            for r in reference
         )
         lines.append(
             "The reference implementation's configuration name suggests "
-            f"epsilon = 0.1 and 50 iterations: it fools {rates}, so the rule "
+            f"epsilon = 0.1 and 50 iterations: its success rate is {rates}, "
+            "so the rule "
             "does not pick it. The findings played no part in the choice."
         )
     lines.append(

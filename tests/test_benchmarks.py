@@ -398,3 +398,22 @@ def test_public_check_passes_public_names():
 @pytest.mark.parametrize("path", sorted(BENCH.glob("*.py")), ids=lambda p: p.name)
 def test_benchmarks_use_only_public_skvmf_api(path):
     assert private_uses(path.read_text()) == []
+
+
+def test_attack_success_rate_without_a_correct_image():
+    """No image classified correctly before the attack: no rate (not 0 / 0),
+    shown as such, and never chosen as the default."""
+    import numpy as np
+
+    module = load("bench_attack_default")
+    none = np.zeros(5, dtype=bool)
+    assert module.success_interval(none, none) == (None, None, None)
+    rate, low, high = module.success_interval(
+        np.array([1, 0, 1, 1], dtype=bool), np.ones(4, dtype=bool)
+    )
+    assert rate == 0.75 and 0 <= low <= rate <= high <= 1
+    row = {"success_rate": None, "low": None, "high": None}
+    assert "no image correct" in module._rate_text(row)
+    plan = {"epsilons": [0.1], "steps": [10]}
+    rows = [{"epsilon": 0.1, "n_steps": 10, "success_rate": r} for r in (None, 1.0)]
+    assert module.choose(rows, plan) is None
