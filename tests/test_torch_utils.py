@@ -67,6 +67,17 @@ def test_to_numpy_refuses_complex_and_passes_arrays_through():
     assert to_numpy([1, 2], dtype=np.float32).dtype == np.float32
 
 
+def test_to_numpy_widens_bfloat16_exactly():
+    """numpy has no bfloat16: the tensor is widened to float32, which holds
+    every bfloat16 value exactly (a plain .numpy() raises TypeError)."""
+    values = [0.0, -1.5, 3.140625, 2.0**-126, 2.0**100, -(2.0**-133)]
+    x = torch.tensor(values, dtype=torch.bfloat16)
+    out = to_numpy(x)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, x.float().numpy())
+    np.testing.assert_array_equal(out.astype(np.float64), np.array(values))
+
+
 # entries 0 or of magnitude >= 1e-6, so that scaling by 1e-300 stays normal
 _entry = st.one_of(
     st.just(0.0),

@@ -263,7 +263,7 @@ def to_numpy(x, dtype=None) -> np.ndarray:
     real part.
     """
     refuse_complex(x, "the input")
-    out = x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
+    out = _host_copy(x) if _is_tensor(x) else np.asarray(x)
     return out if dtype is None else out.astype(dtype, copy=False)
 
 
