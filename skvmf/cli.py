@@ -63,12 +63,12 @@ DEMO_SPACING = (
 
 _MAX_IMAGES = 500  # default cap of `skvmf analyze` (the cost grows as N^2)
 _DIGITS_TEST_RAREST = 43  # test images of the rarest digit (scikit-learn's split)
-# `skvmf demo --quick --images N`: measured wall time (doc/performance.rst)
+# `skvmf demo --images N --threads 2`: measured wall time on the project's
+# 2-core machine (doc/results_digits.md, benchmarks/study_images.py)
 _IMAGES_TIMES = (
-    "27 s of analysis at 60, 50 s at 120, 96 s for all (223) (CPU time, one "
-    "thread, --quick settings); the full demo, about 3 min at 60, spends "
-    "most of it aligning, which grows about as N^2: an estimated 9 min at "
-    "120 and 26 min for all"
+    "the full demo on two CPU cores took 5.6 min at 60, 12.5 min at 120 "
+    "and 20 min for all (223); most of it is aligning, which grows faster "
+    "than the number of images"
 )
 
 
@@ -261,7 +261,7 @@ The built-in study, end to end, on this machine alone (nothing is downloaded):
    equal steps of the training loss, a PGD attack, and the students;
 4. write the HTML report to --out and print the summary.
 
-It takes about 4 minutes on two CPU cores.
+It takes 5 to 6 minutes on two CPU cores (20 minutes with --images all).
 """
 
 _DEMO_EPILOG = """\

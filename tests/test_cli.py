@@ -2,6 +2,7 @@
 
 import base64
 import contextlib
+import csv
 import io
 import json
 import os
@@ -9,6 +10,7 @@ import pickle
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from skvmf.models import make_classifier, train_classifier
 from skvmf.training import spread_checkpoints
 
 CLASSES = ["blue", "green", "red"]
+ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--quick", "--jobs", "1", "--threads", "1"]
 PAPER_VGG_LAYERS = ["conv_12", "conv_22", "conv_33", "conv_43", "conv_53"]
 
@@ -212,6 +215,74 @@ def test_demo_quick_writes_the_full_report(demo):
         "student_conv_43",
     }
     assert len(list((out / "checkpoints").glob("*.pt"))) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("cli_demo")  # one demo run per suite
+def test_study_images_tabulates_real_demo_reports(demo, tmp_path):
+    """benchmarks/study_images.py reads what `skvmf demo` writes: every
+    finding's interval, width and verdict at each size, and the width ratio."""
+    import importlib.util
+    import shutil
+
+    code, _, stderr, out = demo
+    assert code == 0, stderr[-2000:]
+    script = ROOT / "benchmarks" / "study_images.py"
+    spec = importlib.util.spec_from_file_location("skvmf_study_images", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    # a second "size": the same report with every interval twice as wide
+    # around its value, 4x the held-out images
+    wide = tmp_path / "images-wide"
+    shutil.copytree(out / "data", wide / "data")
+    results = json.loads((out / "data" / "results.json").read_text())
+    results["settings"]["n_held_out_images"] *= 4
+    (wide / "data" / "results.json").write_text(json.dumps(results))
+    rows = read_csv(out / "data" / "findings.csv")
+    for row in rows:
+        if row["low"]:
+            v = float(row["value"])
+            row["low"] = repr(v - 2 * (v - float(row["low"])))
+            row["high"] = repr(v + 2 * (float(row["high"]) - v))
+    with open(wide / "data" / "findings.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "images-wide.run.json").write_text(
+        json.dumps({"threads": 1, "wall_seconds": 61.0})
+    )
+    reports = [study.read_report(wide), study.read_report(out)]
+    assert [r["wall_seconds"] for r in reports] == [61.0, None]
+    text = study.page(reports)
+    base = reports[1]["n_held_out"]
+    assert f"| {base} | " in text and "1 min 01 s" in text
+    assert f"width {4 * base} / {base} (0.50)" in text  # sorted by held-out
+    measured = [r for r in rows if r["low"] and float(r["high"]) > float(r["low"])]
+    assert measured, "no finding with a width in the demo report"
+    for row in measured:
+        line = next(x for x in text.splitlines() if x.startswith(f"| {row['name']} |"))
+        assert line.rstrip(" |").endswith("2.00"), line
+        assert row["verdict"] in line
+    # another seed at the same size: columns labelled by seed, no width ratio
+    other = tmp_path / "images-seed"
+    shutil.copytree(out / "data", other / "data")
+    results = json.loads((out / "data" / "results.json").read_text())
+    results["settings"]["random_state"] = 7
+    (other / "data" / "results.json").write_text(json.dumps(results))
+    lines = study.page([*reports, study.read_report(other)]).splitlines()
+    header = next(x for x in lines if x.startswith("| finding |"))
+    assert f"{base} held out, seed 7: value" in header
+    assert header.count(" / ") == 1 and header.count("seed") == 3
+    # a report folder is refused by name when it is not one
+    with pytest.raises(ValueError, match="not an skvmf report"):
+        study.read_report(tmp_path)
+    # the markdown goes into its own section, the rest of the page kept
+    doc = tmp_path / "doc"
+    doc.mkdir()
+    (doc / "results_digits.md").write_text("# Results\n\nkept by hand\n")
+    study.write_section(study.KEY, text, doc / "results_digits.md")
+    page = (doc / "results_digits.md").read_text()
+    assert "kept by hand" in page and "<!-- study_images:start -->" in page
 
 
 @pytest.mark.slow
