@@ -67,8 +67,8 @@ _DIGITS_TEST_RAREST = 43  # test images of the rarest digit (scikit-learn's spli
 # 2-core machine (doc/results_digits.md, benchmarks/study_images.py)
 _IMAGES_TIMES = (
     "the full demo on two CPU cores took 5.6 min at 60, 12.5 min at 120 "
-    "and 20 min for all (223); most of it is aligning, which grows faster "
-    "than the number of images"
+    "and 20 min for all (223); most of it is aligning, which grows with "
+    "the number of images"
 )
 
 
