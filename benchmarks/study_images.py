@@ -44,7 +44,7 @@ KEY = "study_images"
 # ---------------------------------------------------------------------------
 # running the demo
 # ---------------------------------------------------------------------------
-def run_demo(size, workdir, *, threads=None, seed=None, extra=()):
+def run_demo(size, workdir, *, threads=None, seed=None):
     """``skvmf demo --images N`` into ``<workdir>/images-<N>``; returns the
     report folder. ``size`` is N (``"all"`` or a number) or ``"N:F"`` for
     ``--held-out F`` too. Its wall time, thread count and command are
@@ -64,7 +64,6 @@ def run_demo(size, workdir, *, threads=None, seed=None, extra=()):
         command += ["--threads", str(threads)]
     if seed is not None:
         command += ["--seed", str(seed)]
-    command += list(extra)
     start = time.perf_counter()
     with (
         open(workdir / f"{name}.out", "w") as stdout,
@@ -140,12 +139,19 @@ def _count(n):
     return f"{n:,.0f}" if n >= 100 else f"{n:.0f}"
 
 
+def _width(f):
+    """The interval's width, None where the finding has no interval."""
+    if f is None or f["value"] is None or f["low"] is None:
+        return None
+    return f["high"] - f["low"]
+
+
 def _cell(f):
     """value [low, high], width, verdict of one finding at one size."""
     if f is None or f["value"] is None:
         return "n/a", "", f["verdict"] if f else "absent"
     low, high = f["low"], f["high"]
-    width = None if low is None else high - low
+    width = _width(f)
     interval = f"{f['value']:.3f}"
     if low is not None:
         interval += f" [{low:.3f}, {high:.3f}]"
@@ -207,15 +213,11 @@ def page(reports):
     ]
     for name in names:
         row = [name]
-        widths = {}
         for r in reports:
-            f = r["findings"].get(name)
-            interval, width, verdict = _cell(f)
-            row += [interval, width, verdict]
-            has = f is not None and f["low"] is not None and f["value"] is not None
-            widths[id(r)] = f["high"] - f["low"] if has else None
+            row += _cell(r["findings"].get(name))
+        w0 = _width(base["findings"].get(name))
         for r in ratios:
-            w, w0 = widths[id(r)], widths[id(base)]
+            w = _width(r["findings"].get(name))
             row.append(f"{w / w0:.2f}" if w0 and w is not None else "-")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

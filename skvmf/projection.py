@@ -63,7 +63,7 @@ from ._numerics.arrays import real_array, refuse_complex, refuse_empty, safe_nor
 from ._numerics.soft_labels import check_soft_labels, check_soft_labels_xp
 from ._persistence import DevicePicklingMixin
 from ._torch.devices import resolve_device, torch_generator
-from ._torch.optimisers import MomentumSGD
+from ._torch.optimisers import Adam, MomentumSGD
 from ._utils.convergence import warn_if_not_falling
 from ._utils.progress import message, progress
 from .features import FeatureSet
@@ -83,8 +83,6 @@ _DIVERGED = 1e6
 # gradient and optimiser")
 _SGD_LR = 1e-3
 _ADAM_MOVE = 0.16
-_ADAM_BETAS = (0.9, 0.999)
-_ADAM_EPS = 1e-8
 
 
 # ---------------------------------------------------------------------------
@@ -445,30 +443,6 @@ class _Problem:
     n_samples: int
     stiffness: float
     lr: float
-
-
-class _Adam:
-    """``torch.optim.Adam``'s update (no amsgrad, coupled weight decay) for
-    one tensor, written out so that fitting does not import torch's
-    compiler stack; reads and clears ``param.grad`` like
-    :class:`~skvmf._torch.optimisers.MomentumSGD`."""
-
-    def __init__(self, param, *, lr, weight_decay):
-        self.param, self.lr, self.weight_decay = param, lr, weight_decay
-        self.moment1 = torch.zeros_like(param)
-        self.moment2 = torch.zeros_like(param)
-        self.t = 0
-
-    def step(self):
-        p, (beta1, beta2) = self.param, _ADAM_BETAS
-        self.t += 1
-        with torch.no_grad():
-            grad = p.grad + self.weight_decay * p
-            self.moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
-            self.moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (self.moment2 / (1 - beta2**self.t)).sqrt_().add_(_ADAM_EPS)
-            p -= (self.lr / (1 - beta1**self.t)) * self.moment1 / denom
-        p.grad = None
 
 
 # ---------------------------------------------------------------------------
@@ -1047,7 +1021,7 @@ default="random"
             return MomentumSGD(
                 M, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
             )
-        return _Adam(M, lr=lr, weight_decay=self.weight_decay)
+        return Adam(M, lr=lr, weight_decay=self.weight_decay)
 
     def _loss(self, M, problem):
         """SPEC 3's loss at M (after ``em_steps`` EM iterations on the

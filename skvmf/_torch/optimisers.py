@@ -1,9 +1,13 @@
-"""The one momentum-SGD step (torch.optim.SGD's update, written out so
-that step control can refuse and shrink a step), and its per-row form."""
+"""The optimiser steps of skvmf's fits, written out for one tensor: the
+momentum-SGD step (torch.optim.SGD's update, so that step control can
+refuse and shrink a step), its per-row form, and Adam's step."""
 
 from __future__ import annotations
 
 import torch
+
+_ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
+_ADAM_EPS = 1e-8
 
 
 class MomentumSGD:
@@ -73,3 +77,27 @@ class RowMomentumSGD(MomentumSGD):
             self.buffer[rows].masked_fill_(mask, 0.0)
             rate = self.rate[rows]
             rate.copy_(torch.where(mask, shrink * rate, rate))
+
+
+class Adam:
+    """``torch.optim.Adam``'s update (no amsgrad, coupled weight decay) for
+    one tensor, written out so that fitting does not import torch's
+    compiler stack; reads and clears ``param.grad`` like
+    :class:`MomentumSGD`."""
+
+    def __init__(self, param, *, lr, weight_decay):
+        self.param, self.lr, self.weight_decay = param, lr, weight_decay
+        self.moment1 = torch.zeros_like(param)
+        self.moment2 = torch.zeros_like(param)
+        self.t = 0
+
+    def step(self):
+        p, (beta1, beta2) = self.param, _ADAM_BETAS
+        self.t += 1
+        with torch.no_grad():
+            grad = p.grad + self.weight_decay * p
+            self.moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
+            self.moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (self.moment2 / (1 - beta2**self.t)).sqrt_().add_(_ADAM_EPS)
+            p -= (self.lr / (1 - beta1**self.t)) * self.moment1 / denom
+        p.grad = None
